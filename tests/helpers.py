@@ -1,0 +1,101 @@
+"""Shared test utilities: input factories, mask kinds, per-dtype tolerances, comparisons.
+
+Every backend is compared to ``attnkern.reference`` evaluated in float64 (the spec), with a
+tolerance per dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import attnkern
+
+# (atol, rtol) of a backend in this dtype against the float64 reference.
+TOL = {
+    torch.float64: (1e-10, 1e-9),
+    torch.float32: (2e-5, 2e-4),
+    torch.bfloat16: (3e-2, 3e-2),
+    torch.float16: (4e-3, 4e-3),
+}
+GRAD_TOL = {
+    torch.float64: (1e-9, 1e-8),
+    torch.float32: (1e-4, 1e-3),
+    torch.bfloat16: (8e-2, 8e-2),
+    torch.float16: (1e-2, 1e-2),
+}
+MASK_KINDS = ("none", "padding", "lengths", "both", "causal", "all")
+
+
+def make_inputs(B, Tq, Tk, H, Dv, *, dtype=torch.float32, device="cpu", step=False,
+                scale=1.0, seed=0, requires_grad=True):
+    """Random (query, key, value, weight); query is (B, H) when ``step``."""
+    g = torch.Generator().manual_seed(seed)
+    qshape = (B, H) if step else (B, Tq, H)
+    q = torch.randn(qshape, generator=g) * scale
+    k = torch.randn(B, Tk, H, generator=g) * scale
+    v = torch.randn(B, Tk, Dv, generator=g)
+    w = torch.randn(H, generator=g) / H**0.5
+    out = [t.to(device=device, dtype=dtype) for t in (q, k, v, w)]
+    if requires_grad:
+        for t in out:
+            t.requires_grad_(True)
+    return out
+
+
+def make_masks(kind, B, Tq, Tk, *, device="cpu", seed=0):
+    """kwargs for additive_attention: key_padding_mask / key_lengths / causal.
+
+    'all' combines the three and makes batch row 0 fully masked (length 0).
+    """
+    g = torch.Generator().manual_seed(seed + 1)
+    kw: dict = {}
+    if kind in ("padding", "both", "all"):
+        kw["key_padding_mask"] = (torch.rand(B, Tk, generator=g) < 0.3).to(device)
+    if kind in ("lengths", "both", "all"):
+        lengths = torch.randint(0, Tk + 1, (B,), generator=g)
+        if kind == "all" and B > 0:
+            lengths[0] = 0
+        kw["key_lengths"] = lengths.to(device)
+    if kind in ("causal", "all"):
+        kw["causal"] = True
+    return kw
+
+
+def reference64(q, k, v, w, **kw):
+    """The spec evaluated in float64 (on CPU), returning (out, weights)."""
+    args = [t.detach().double().cpu().requires_grad_(t.requires_grad) for t in (q, k, v, w)]
+    kw = {n: (x.cpu() if isinstance(x, torch.Tensor) else x) for n, x in kw.items()}
+    out, wts = attnkern.reference.additive_attention(*args, return_weights=True, **kw)
+    return args, out, wts
+
+
+def check_against_reference(q, k, v, w, *, backend, grads=True, seed=0, **kw):
+    """Run ``backend`` and the float64 reference; compare output, weights and all 4 grads."""
+    dtype = q.dtype
+    atol, rtol = TOL[dtype]
+    out, wts = attnkern.additive_attention(q, k, v, w, return_weights=True, backend=backend, **kw)
+    args, rout, rwts = reference64(q, k, v, w, **kw)
+    assert out.dtype == dtype and wts.dtype == dtype
+    assert out.shape == rout.shape and wts.shape == rwts.shape
+    torch.testing.assert_close(out.double().cpu(), rout.detach(), atol=atol, rtol=rtol)
+    torch.testing.assert_close(wts.double().cpu(), rwts.detach(), atol=atol, rtol=rtol)
+    if not grads:
+        return
+    g = torch.Generator().manual_seed(seed + 7)
+    gout = torch.randn(out.shape, generator=g)
+    gw = torch.randn(wts.shape, generator=g)
+    loss = (out * gout.to(out)).sum() + (wts * gw.to(wts)).sum()
+    grads_k = torch.autograd.grad(loss, (q, k, v, w))
+    rloss = (rout * gout.double()).sum() + (rwts * gw.double()).sum()
+    grads_r = torch.autograd.grad(rloss, args)
+    gatol, grtol = GRAD_TOL[dtype]
+    for name, a, b in zip(("query", "key", "value", "weight"), grads_k, grads_r):
+        assert a.dtype == dtype, name
+        assert torch.isfinite(a).all(), f"non-finite grad_{name}"
+        scale = max(1.0, b.abs().max().item())
+        torch.testing.assert_close(a.double().cpu(), b, atol=gatol * scale, rtol=grtol,
+                                   msg=lambda m, n=name: f"grad_{n}: {m}")
+
+
+def shape_id(B, Tq, Tk, H, Dv):
+    return f"B{B}-Tq{Tq}-Tk{Tk}-H{H}-Dv{Dv}"
