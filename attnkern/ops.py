@@ -23,7 +23,8 @@ key_padding_mask?, key_lengths?, causal) -> (grad_query, grad_key, grad_value, g
     Outputs are contiguous, in the input dtype.
 
 Kernels: CPU from the C++ extension (``csrc/``, ``TORCH_LIBRARY_IMPL(attnkern, CPU)``),
-CUDA from Triton (``triton_op``, so ``torch.compile`` traces into the kernels). Autograd is
+CUDA from Triton (decomposed under ``torch.compile`` like ``triton_op``, so Inductor sees
+the kernels). Autograd is
 registered on ``fwd`` and shared, one implementation, with :class:`AdditiveAttentionFunction`.
 """
 
@@ -82,15 +83,49 @@ def _bwd_triton(
     )
 
 
-if HAS_TRITON:
-    _define = torch.library.triton_op
-else:
-    def _define(name: str, fn: Any = None, /, *, mutates_args: Any) -> Any:
-        return torch.library.custom_op(name, fn, mutates_args=mutates_args)
+def _decompose_on_cuda(body: Any) -> Any:
+    """Under torch.compile, inline the Triton body into the graph (so Inductor sees the
+    kernels, as ``torch.library.triton_op`` does) -- but only for CUDA tensors: on CPU the op
+    stays opaque and runs the C++ kernel. ``torch.export`` keeps the op whole, as triton_op.
+    """
 
-# The Python bodies are the CUDA (Triton) kernels; C++ overrides the CPU dispatch key.
-fwd = _define("attnkern::fwd", _fwd_triton, mutates_args=())
-bwd = _define("attnkern::bwd", _bwd_triton, mutates_args=())
+    def rule(mode: Any, op: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        from torch.export._trace import custom_triton_ops_decomposition_disabled
+
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        on_cuda = bool(tensors) and all(t.device.type == "cuda" for t in tensors)
+        if not on_cuda or not HAS_TRITON or custom_triton_ops_decomposition_disabled():
+            return mode.__torch_dispatch__(op, types, args, kwargs)
+        with mode:
+            return body(*args, **kwargs)
+
+    return rule
+
+
+def _eager_cuda(body: Any) -> Any:
+    def run(*args: Any) -> Any:
+        if not HAS_TRITON:
+            raise RuntimeError("attnkern on CUDA needs Triton: `pip install triton`")
+        # Plain tensors in eager mode: launch directly, no higher-order-op dispatch.
+        with torch._library.triton.set_wrap_triton_enabled(False):
+            return body(*args)
+
+    return run
+
+
+# Schema defined once, from these annotated signatures. CUDA kernels: the Triton launchers
+# (registered here); CPU kernels: C++ (TORCH_LIBRARY_IMPL in csrc/).
+fwd = torch.library.custom_op("attnkern::fwd", _fwd_triton, mutates_args=(),
+                              device_types="cuda")
+bwd = torch.library.custom_op("attnkern::bwd", _bwd_triton, mutates_args=(),
+                              device_types="cuda")
+fwd.register_kernel("cuda")(_eager_cuda(_fwd_triton))
+bwd.register_kernel("cuda")(_eager_cuda(_bwd_triton))
+if HAS_TRITON:
+    from torch._subclasses.functional_tensor import FunctionalTensorMode
+
+    fwd.register_torch_dispatch(FunctionalTensorMode, _decompose_on_cuda(_fwd_triton))
+    bwd.register_torch_dispatch(FunctionalTensorMode, _decompose_on_cuda(_bwd_triton))
 
 
 @fwd.register_fake
