@@ -58,9 +58,9 @@ class AdditiveAttention(nn.Module):
         self.backend = check_backend(backend)
         self.query_proj = nn.Linear(query_dim, hidden_dim, bias=bias or normalize, **factory)
         self.key_proj = nn.Linear(key_dim, hidden_dim, bias=False, **factory)
-        self.v = nn.Parameter(torch.empty(hidden_dim, **factory))
+        self.v = nn.Parameter(torch.empty(hidden_dim, device=device, dtype=dtype))
         if normalize:
-            self.g = nn.Parameter(torch.empty((), **factory))
+            self.g = nn.Parameter(torch.empty((), device=device, dtype=dtype))
         else:
             self.register_parameter("g", None)
         self.reset_parameters()

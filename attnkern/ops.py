@@ -173,7 +173,9 @@ if not HAS_CPP:
 
 # ------------------------------------------------------------------------------- autograd
 
-def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor, Tensor]) -> None:
+def _setup_context(
+    ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor, Tensor]
+) -> None:
     query, key, value, weight, key_padding_mask, key_lengths, causal, return_weights = inputs[:8]
     out, lse, weights = output
     ctx.causal = causal
