@@ -28,23 +28,36 @@ class Checked(NamedTuple):
 
 
 def _shape(t: Tensor) -> str:
-    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+    return str(tuple(t.shape))  # "(2, 3)", "(4,)", "()"
+
+
+def _typename(x: object) -> str:
+    # numpy 2 calls its scalar bool "bool": say numpy.bool so the message is not "got bool".
+    t = type(x)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
 def _require_tensor(name: str, x: object) -> Tensor:
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        hint = " (convert it with torch.as_tensor)" if x is not None else ""
+        raise TypeError(f"{name} must be a torch.Tensor, got {_typename(x)}{hint}")
+    if x.layout != torch.strided:
+        raise TypeError(
+            f"{name} must be a dense (strided) tensor, got layout {x.layout} "
+            f"of shape {_shape(x)}"
+        )
     return x
 
 
 def _require_bool(name: str, x: object) -> None:
+    # Python bool only: a tensor or numpy scalar here is almost always a mistaken argument.
     if not isinstance(x, bool):
-        raise TypeError(f"{name} must be a bool, got {type(x).__name__}")
+        raise TypeError(f"{name} must be a Python bool, got {_typename(x)} ({x!r:.40})")
 
 
 def check_backend(backend: object) -> str:
     if not isinstance(backend, str):
-        raise TypeError(f"backend must be a str, one of {BACKENDS}, got {type(backend).__name__}")
+        raise TypeError(f"backend must be a str, one of {BACKENDS}, got {_typename(backend)}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     return backend
@@ -93,12 +106,13 @@ def check_inputs(
         if t.dtype not in FLOAT_DTYPES:
             raise TypeError(
                 f"{name} must be a floating tensor (float16, bfloat16, float32 or float64), "
-                f"got {t.dtype}"
+                f"got {t.dtype} of shape {_shape(t)}"
             )
     for name, t in named[1:]:
         if t.device != q.device:
             raise ValueError(
-                f"all inputs must be on one device: query is on {q.device}, {name} is on {t.device}"
+                f"all inputs must be on one device: query is on {q.device}, {name} is on "
+                f"{t.device} (shapes: query {_shape(q)}, {name} {_shape(t)})"
             )
 
     dtypes = {t.dtype for _, t in named}
@@ -106,7 +120,10 @@ def check_inputs(
         cast = _autocast_dtype(q.device.type)
         if cast is None:
             seen = ", ".join(f"{n}={t.dtype}" for n, t in named)
-            raise TypeError(f"query, key, value and weight must share one dtype, got {seen}")
+            raise TypeError(
+                f"query, key, value and weight must share one dtype, got {seen} "
+                "(outside torch.autocast; cast them with .to(dtype))"
+            )
         q, k, v, w = (t.to(cast) for _, t in named)
 
     step = q.dim() == 2
@@ -125,38 +142,59 @@ def check_inputs(
     if key_padding_mask is not None:
         mask = _require_tensor("key_padding_mask", key_padding_mask)
         if mask.dtype != torch.bool:
-            raise TypeError(f"key_padding_mask must be a bool tensor, got {mask.dtype}")
+            raise TypeError(
+                f"key_padding_mask must be a bool tensor (True = padding), got {mask.dtype} "
+                f"of shape {_shape(mask)}"
+            )
         if mask.shape != (batch, tk):
             raise ValueError(
-                f"key_padding_mask must be (B, Tk) = ({batch}, {tk}), got shape {_shape(mask)}"
+                f"key_padding_mask must be (B, Tk) = ({batch}, {tk}), got shape {_shape(mask)} "
+                f"({shapes})"
             )
         if mask.device != q.device:
             raise ValueError(
-                f"key_padding_mask is on {mask.device}, the inputs are on {q.device}"
+                f"key_padding_mask is on {mask.device}, the inputs are on {q.device} "
+                f"(key_padding_mask shape {_shape(mask)})"
             )
 
     lengths = None
     if key_lengths is not None:
         lengths = _require_tensor("key_lengths", key_lengths)
-        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-            raise TypeError(f"key_lengths must be an integer tensor, got {lengths.dtype}")
+        if (lengths.dtype.is_floating_point or lengths.dtype.is_complex
+                or lengths.dtype == torch.bool):
+            raise TypeError(
+                f"key_lengths must be an integer tensor, got {lengths.dtype} "
+                f"of shape {_shape(lengths)}"
+            )
         if lengths.shape != (batch,):
-            raise ValueError(f"key_lengths must be (B,) = ({batch},), got shape {_shape(lengths)}")
+            raise ValueError(
+                f"key_lengths must be (B,) = ({batch},), got shape {_shape(lengths)} ({shapes})"
+            )
         if lengths.device != q.device:
-            raise ValueError(f"key_lengths is on {lengths.device}, the inputs are on {q.device}")
-        if not _tracing_or_capturing(lengths) and lengths.numel():
+            raise ValueError(
+                f"key_lengths is on {lengths.device}, the inputs are on {q.device} "
+                f"(key_lengths shape {_shape(lengths)})"
+            )
+        if not _values_unavailable(lengths) and lengths.numel():
             lo, hi = int(lengths.min()), int(lengths.max())
             if lo < 0 or hi > tk:
                 raise ValueError(
-                    f"key_lengths must lie in [0, Tk={tk}], got values in [{lo}, {hi}]"
+                    f"key_lengths must lie in [0, Tk={tk}] (key shape {_shape(k)}), "
+                    f"got values in [{lo}, {hi}]"
                 )
         lengths = lengths.to(torch.int64)
 
     return Checked(q3, k, v, w, mask, lengths, step)
 
 
-def _tracing_or_capturing(t: Tensor) -> bool:
-    """Value checks need a host sync: skip them under torch.compile and CUDA-graph capture."""
-    if torch.compiler.is_compiling():
+def _values_unavailable(t: Tensor) -> bool:
+    """Value checks read the data (a host sync): skip them where there is no data (meta and
+    fake tensors) and where a sync is not allowed (torch.compile, CUDA-graph capture). The
+    C++ kernels check the range again (TORCH_CHECK) when they run."""
+    if torch.compiler.is_compiling() or t.device.type == "meta":
+        return True
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    if isinstance(t, FakeTensor):
         return True
     return t.is_cuda and torch.cuda.is_current_stream_capturing()
