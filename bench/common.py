@@ -1,0 +1,288 @@
+"""Shared by the pytest-benchmark suite and ``bench/run.py``: shapes, inputs, the calls
+being timed, an interleaved median timer, and peak-memory measurement on CPU.
+
+Smoke mode (``ATTNKERN_BENCH_SMOKE=1``, or ``--smoke``) shrinks every shape so the whole
+suite executes in seconds; its figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+from baselines import AttentionFn
+from torch import Tensor
+
+
+def smoke_enabled() -> bool:
+    return os.environ.get("ATTNKERN_BENCH_SMOKE", "0") not in ("", "0")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Problem size; ``step`` = one decoder step (query (B, H), Tq = 1)."""
+
+    B: int
+    Tq: int
+    Tk: int
+    H: int
+    Dv: int
+    step: bool = False
+
+    @property
+    def elements(self) -> int:
+        """Score elements B*Tq*Tk*H: one (i, j, h) tanh term each."""
+        return self.B * self.Tq * self.Tk * self.H
+
+    @property
+    def label(self) -> str:
+        tq = "step" if self.step else f"Tq{self.Tq}"
+        return f"B{self.B}-{tq}-Tk{self.Tk}-H{self.H}-Dv{self.Dv}"
+
+
+# The issue's shapes. DECODE uses key_lengths drawn in [Tk/2, Tk].
+SHAPES = {
+    "TRAIN": Shape(32, 64, 64, 256, 256),
+    "DECODE": Shape(32, 1, 128, 256, 512, step=True),
+    "MEM": Shape(16, 256, 256, 512, 256),
+}
+SMOKE_SHAPES = {
+    "TRAIN": Shape(2, 8, 8, 16, 16),
+    "DECODE": Shape(2, 1, 16, 16, 24, step=True),
+    "MEM": Shape(2, 16, 16, 32, 16),
+}
+
+
+def shapes() -> dict[str, Shape]:
+    return SMOKE_SHAPES if smoke_enabled() else SHAPES
+
+
+@dataclass
+class Inputs:
+    query: Tensor
+    key: Tensor
+    value: Tensor
+    weight: Tensor
+    key_lengths: Tensor | None
+    grad_out: Tensor  # d(loss)/d(context), fixed so backward does the same work every call
+
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.query, self.key, self.value, self.weight
+
+
+def make_inputs(shape: Shape, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                requires_grad: bool = False, seed: int = 0) -> Inputs:
+    """Random float32 inputs for ``shape``; DECODE-style step shapes get key_lengths."""
+    g = torch.Generator().manual_seed(seed)
+    qshape = (shape.B, shape.H) if shape.step else (shape.B, shape.Tq, shape.H)
+    q = torch.randn(qshape, generator=g)
+    k = torch.randn(shape.B, shape.Tk, shape.H, generator=g)
+    v = torch.randn(shape.B, shape.Tk, shape.Dv, generator=g)
+    w = torch.randn(shape.H, generator=g) / shape.H**0.5
+    lengths = None
+    if shape.step:
+        lengths = torch.randint(shape.Tk // 2, shape.Tk + 1, (shape.B,), generator=g).to(device)
+    tensors = [t.to(device=device, dtype=dtype).requires_grad_(requires_grad)
+               for t in (q, k, v, w)]
+    out_shape = (shape.B, shape.Dv) if shape.step else (shape.B, shape.Tq, shape.Dv)
+    grad_out = torch.randn(out_shape, generator=g).to(device=device, dtype=dtype)
+    return Inputs(tensors[0], tensors[1], tensors[2], tensors[3], lengths, grad_out)
+
+
+def make_call(fn: AttentionFn, inputs: Inputs, mode: str) -> Callable[[], None]:
+    """The unit of work being timed.
+
+    mode "fwd": forward under ``torch.no_grad()`` (inference, decode steps).
+    mode "fwdbwd": forward with autograd, then ``backward(grad_out)`` to all four inputs.
+    CUDA calls synchronise so wall time covers the kernels.
+    """
+    args = inputs.tensors()
+    lengths = inputs.key_lengths
+    sync = torch.cuda.synchronize if inputs.query.is_cuda else (lambda: None)
+
+    if mode == "fwd":
+        def fwd() -> None:
+            with torch.no_grad():
+                fn(*args, key_lengths=lengths)
+            sync()
+        return fwd
+    if mode == "fwdbwd":
+        if not all(t.requires_grad for t in args):
+            raise ValueError("mode='fwdbwd' needs inputs made with requires_grad=True")
+
+        def fwdbwd() -> None:
+            for t in args:
+                t.grad = None
+            fn(*args, key_lengths=lengths).backward(inputs.grad_out)
+            sync()
+        return fwdbwd
+    raise ValueError(f"mode must be 'fwd' or 'fwdbwd', got {mode!r}")
+
+
+# ------------------------------------------------------------------------------- timing
+
+@dataclass
+class Timed:
+    """Per-call seconds of one entry of :func:`interleaved_medians`."""
+
+    samples: list[float]
+    calls_per_sample: int
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range relative to the median (a noise indicator)."""
+        if len(self.samples) < 4:
+            return 0.0
+        q = statistics.quantiles(self.samples, n=4)
+        return (q[2] - q[0]) / self.median
+
+
+Entry = Callable[[], None] | tuple[Callable[[], None], Callable[[], None]]
+
+
+def interleaved_medians(entries: Mapping[str, Entry], *, repeats: int, warmup: int = 1,
+                        min_sample_s: float = 0.02) -> dict[str, Timed]:
+    """Time several calls side by side so they share the machine's noise.
+
+    ``entries`` maps a name to a call, or to ``(setup, call)`` where ``setup`` runs untimed
+    before each sample (e.g. ``torch.set_num_threads``). Each entry is warmed up, then
+    calibrated to ``n`` calls per sample (a sample lasts >= ``min_sample_s``); then
+    ``repeats`` rounds time one sample of every entry, the order rotating each round.
+    Returns per-call seconds (sample time / n) for every sample.
+    """
+    norm = {name: (e if isinstance(e, tuple) else (_noop, e)) for name, e in entries.items()}
+    counts: dict[str, int] = {}
+    for name, (setup, call) in norm.items():
+        setup()
+        for _ in range(warmup):
+            call()
+        n = 1
+        while True:
+            t = _sample(call, n)
+            if t >= min_sample_s or n >= 1 << 16:
+                break
+            n = max(n + 1, min(n * 10, int(n * min_sample_s / max(t, 1e-9) * 1.2) + 1))
+        counts[name] = n
+    samples: dict[str, list[float]] = {name: [] for name in norm}
+    names = list(norm)
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            setup, call = norm[name]
+            setup()
+            samples[name].append(_sample(call, counts[name]) / counts[name])
+    return {name: Timed(samples[name], counts[name]) for name in names}
+
+
+def _noop() -> None:
+    pass
+
+
+def _sample(call: Callable[[], None], n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        call()
+    return time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------- memory
+
+MEMORY_METHOD = (
+    "Extra peak memory = the peak of live bytes allocated during one call (forward+backward) "
+    "above what was live before it (the inputs and grad_out are allocated beforehand, so "
+    "outputs, saved tensors, temporaries and the four gradients count). PyTorch has no CPU "
+    "max_memory_allocated, so it is computed from torch.profiler(profile_memory=True): the "
+    "allocator reports every allocation and free (including those made inside C++ ops and "
+    "autograd) as [memory] events with signed byte counts; the running sum in time order "
+    "gives the live bytes, and its maximum the peak. It sees allocations through PyTorch's "
+    "CPU allocator (tensors, at::empty in our kernels); a cross-check from the process's "
+    "peak RSS (VmHWM after resetting it through /proc/self/clear_refs, with glibc's mmap "
+    "threshold pinned at 128 KiB so large blocks are returned to the OS) also catches "
+    "malloc/std::vector scratch and thread stacks, but includes page-granularity and "
+    "allocator noise of a few MiB."
+)
+
+
+def peak_extra_bytes_profiler(call: Callable[[], None]) -> int:
+    """Peak live bytes allocated through PyTorch's CPU allocator during ``call()``, above
+    those live before it, from torch.profiler's memory events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    gc.collect()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")]
+    events.sort(key=lambda e: e[0])
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _glibc() -> ctypes.CDLL | None:
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: fixed, no dynamic growth
+        except OSError:
+            return None
+    return _libc
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def rss_available() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _glibc() is not None
+    except OSError:
+        return False
+
+
+def peak_extra_bytes_rss(call: Callable[[], None]) -> int | None:
+    """Peak resident set growth during ``call()`` (Linux only; None elsewhere)."""
+    if not rss_available():
+        return None
+    libc = _glibc()
+    gc.collect()
+    assert libc is not None
+    libc.malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    base = _status_kib("VmRSS")
+    call()
+    return max(0, _status_kib("VmHWM") - base) * 1024
+
+
+@contextlib.contextmanager
+def num_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -1,0 +1,79 @@
+"""The benchmarks execute (seconds-long smoke run; their figures are not checked).
+
+Runs, in subprocesses so nothing leaks into this suite's settings:
+``pytest bench/ --benchmark-only --smoke`` and ``python bench/run.py --smoke --out TMP``,
+then checks the JSON and Markdown that run.py wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["ATTNKERN_BENCH_SMOKE"] = "1"
+    env.setdefault("ATTNKERN_BENCH_COMPILE_BACKEND", "eager")  # no Inductor codegen here
+    env.pop("ATTNKERN_BACKEND", None)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, (
+        f"{' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
+        f"\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def test_pytest_benchmark_suite_smoke(tmp_path):
+    report = tmp_path / "bench.json"
+    proc = _run(["-m", "pytest", "bench/", "--benchmark-only", "--smoke", "-p", "no:cacheprovider",
+                 "-q", f"--benchmark-json={report}"], timeout=120)
+    assert " passed" in proc.stdout
+    data = json.loads(report.read_text())
+    names = {b["name"] for b in data["benchmarks"]}
+    # The baselines always run; each shape and mode is there, ids readable.
+    for case in ("TRAIN-B2-Tq8-Tk8-H16-Dv16-fwd", "TRAIN-B2-Tq8-Tk8-H16-Dv16-fwdbwd",
+                 "DECODE-B2-step-Tk16-H16-Dv24-fwd", "MEM-B2-Tq16-Tk16-H32-Dv16-fwdbwd"):
+        for backend in ("eager", "compile"):
+            assert f"test_bench[{case}-{backend}]" in names
+    for b in data["benchmarks"]:
+        assert b["stats"]["median"] > 0
+        assert b["extra_info"]["elements"] > 0
+
+
+def test_run_py_smoke(tmp_path):
+    _run(["bench/run.py", "--smoke", "--out", str(tmp_path)], timeout=120)
+    report = json.loads((tmp_path / "cpu.json").read_text())
+    assert report["smoke"] is True
+    for key in ("date_utc", "cpu", "threads", "torch", "git_commit", "command"):
+        assert key in report["env"]
+    assert report["env"]["threads"] == 2
+    figures = [r["figure"] for r in report["rows"]]
+    assert len(figures) == 8
+    for needle in ("forward vs torch.compile", "forward+backward vs torch.compile",
+                   "decode step", "extra peak memory", "throughput", "threads",
+                   "vs Tk", "vs H"):
+        assert any(needle in f for f in figures), (needle, figures)
+    for row in report["rows"]:
+        for key in ("ours", "baseline", "ratio", "goal", "pass", "baseline_label"):
+            assert key in row
+    # The baselines are measured whether or not the C++ extension is built.
+    train = report["timings"]["TRAIN-fwd"]["backends"]
+    assert train["eager"]["median_s"] > 0 and train["compile"]["median_s"] > 0
+    mem = report["extra"]["memory_MEM"]["backends"]
+    assert mem["eager"]["profiler_bytes"] > 0
+    assert set(report["extra"]["time_vs_tk"]["seconds"]) >= {"eager", "compile"}
+    assert report["extra"]["memory_vs_tk"]["bytes"]["eager"]
+    md = (tmp_path / "cpu.md").read_text()
+    assert "| figure |" in md and "decode step latency" in md
+    for png in ("bench_time_vs_tk.png", "bench_time_vs_h.png", "bench_memory_vs_tk.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
