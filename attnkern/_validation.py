@@ -23,7 +23,7 @@ class Checked(NamedTuple):
     value: Tensor  # (B, Tk, Dv)
     weight: Tensor  # (H,)
     key_padding_mask: Tensor | None  # (B, Tk) bool
-    key_lengths: Tensor | None  # (B,) int64
+    key_lengths: Tensor | None  # (B,) int64, contiguous
     step: bool  # the query was 2-D
 
 
@@ -182,7 +182,9 @@ def check_inputs(
                     f"key_lengths must lie in [0, Tk={tk}] (key shape {_shape(k)}), "
                     f"got values in [{lo}, {hi}]"
                 )
-        lengths = lengths.to(torch.int64)
+        # (B,) is tiny: hand every kernel a dense int64 vector (a strided or expanded one,
+        # e.g. torch.tensor(n).expand(B), would otherwise be indexed as if contiguous).
+        lengths = lengths.to(torch.int64).contiguous()
 
     return Checked(q3, k, v, w, mask, lengths, step)
 
