@@ -1,0 +1,170 @@
+// Shared pieces of the attnkern CPU kernels: constants, masks, vector helpers and the two
+// inner "tile" kernels (scores of a query-block x key-block tile, and the tanh-gradient
+// accumulation of such a tile).
+//
+// Notation: r = 1 / (exp(2x) + 1) with x = q + k, so tanh(x) = 1 - 2r and
+// 1 - tanh(x)^2 = 4 r (1 - r). Scores are s = sum_h w_h (1 - 2 r_h) = sum(w) - 2 sum_h w_h r_h.
+// Factorised path (float32, AVX-512): exp(2x) = exp(2q) * exp(2k), both precomputed once per
+// row, so r costs one FMA plus a reciprocal (rcp14 + one Newton step). Valid only while
+// |q|, |k| <= kSafe (exp(2q) * exp(2k) stays a normal float); blocks with a larger input
+// take the direct path (exp per element).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#include <immintrin.h>
+#define ATTNKERN_AVX512 1
+#else
+#define ATTNKERN_AVX512 0
+#endif
+
+namespace attnkern {
+
+constexpr int64_t kBQ = 8;   // query rows per block (forward and backward)
+constexpr int64_t kBK = 64;  // keys per block
+// |x| <= 21: exp(+-42) per factor and exp(+-84) for the product are normal floats, so
+// the factorised reciprocal never sees inf * 0 or a denormal.
+constexpr float kSafe = 21.f;
+// Below this many query rows per batch the exp(2k) precompute costs as much as it saves.
+constexpr int64_t kFactMinTq = 4;
+
+constexpr int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Which keys a row may use. jend(b, i) = number of leading keys allowed by key_lengths and
+// causal; key_padding_mask removes single keys below it.
+struct Masks {
+  const bool* pad = nullptr;      // (B, Tk) or null
+  const int64_t* len = nullptr;   // (B,) or null
+  bool causal = false;
+  int64_t Tq = 0, Tk = 0;
+
+  int64_t jend(int64_t b, int64_t i) const {
+    int64_t e = Tk;
+    if (len) e = std::min(e, len[b]);
+    if (causal) e = std::min(e, i + Tk - Tq + 1);
+    return std::max<int64_t>(e, 0);
+  }
+  bool padded(int64_t b, int64_t j) const { return pad != nullptr && pad[b * Tk + j]; }
+};
+
+// r = 1 / (exp(2x) + 1), scalar; 2x clamped so exp neither overflows nor makes r denormal
+// in a way that matters (tanh is +-1 to working precision there).
+template <typename T>
+inline T r_direct(T x) {
+  constexpr T lim = std::is_same<T, float>::value ? T(86) : T(600);
+  T x2 = std::min(std::max(T(2) * x, -lim), lim);
+  return T(1) / (std::exp(x2) + T(1));
+}
+
+template <typename T>
+inline T dot(const T* a, const T* b, int64_t n) {
+  T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i] * b[i];
+    s1 += a[i + 1] * b[i + 1];
+    s2 += a[i + 2] * b[i + 2];
+    s3 += a[i + 3] * b[i + 3];
+  }
+  for (; i < n; ++i) s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+template <typename T>
+inline void axpy(T a, const T* x, T* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+#if ATTNKERN_AVX512
+// Cephes-style exp on 16 lanes (about 1 ulp), input clamped to [-87, 88].
+static inline __m512 exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(88.f));
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+// 1 / d for d >= 1: rcp14 plus one Newton step (about 1 ulp).
+static inline __m512 recip16(__m512 d) {
+  __m512 r = _mm512_rcp14_ps(d);
+  return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f)));
+}
+
+// r = 1 / (exp(2x) + 1) directly (any finite x; +-inf saturate).
+static inline __m512 r_direct16(__m512 x) {
+  __m512 x2 = _mm512_add_ps(x, x);
+  x2 = _mm512_min_ps(_mm512_max_ps(x2, _mm512_set1_ps(-86.f)), _mm512_set1_ps(86.f));
+  return recip16(_mm512_add_ps(exp16(x2), _mm512_set1_ps(1.f)));
+}
+
+static inline float dot16(const float* a, const float* b, int64_t n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+  }
+  for (; i + 16 <= n; i += 16)
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+  if (i < n) {
+    __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+    s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+template <>
+inline float dot<float>(const float* a, const float* b, int64_t n) {
+  return dot16(a, b, n);
+}
+#endif
+
+
+// s[j] <- exp(s[j] - m) for j < n, with -inf -> 0 exactly; returns the sum of the results.
+template <typename T>
+inline T exp_shift(T* s, int64_t n, T m) {
+  T sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const T e = s[j] == -std::numeric_limits<T>::infinity() ? T(0) : std::exp(s[j] - m);
+    s[j] = e;
+    sum += e;
+  }
+  return sum;
+}
+
+#if ATTNKERN_AVX512
+template <>
+inline float exp_shift<float>(float* s, int64_t n, float m) {
+  const __m512 mv = _mm512_set1_ps(m), ninf = _mm512_set1_ps(-INFINITY);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 in = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1u);
+    const __m512 x = _mm512_maskz_loadu_ps(in, s + j);
+    const __mmask16 live = _mm512_mask_cmp_ps_mask(in, x, ninf, _CMP_NEQ_OQ);
+    const __m512 e = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(x, mv)));
+    _mm512_mask_storeu_ps(s + j, in, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+#endif
+
+}  // namespace attnkern

@@ -1,0 +1,107 @@
+// Forward: one pass per block of query rows over the key blocks with an online softmax
+// (running max m, running sum l, rescaled accumulator over Dv). Saves only lse per row.
+// Parallel over (batch, query block); every row is computed by exactly one task, so the
+// result does not depend on the thread count.
+#include "kernels.h"
+#include "tiles.h"
+
+namespace attnkern {
+
+template <typename T>
+void forward_impl(const T* q, const T* k, const T* v, const T* w, const Masks& mk, int64_t B,
+                  int64_t Tq, int64_t Tk, int64_t H, int64_t Dv, T* out, T* lse, T* wts) {
+  KeySide<T> ks;
+  ks.build(k, w, B, Tk, H, Tq);
+  const int64_t nqb = (Tq + kBQ - 1) / kBQ;
+  constexpr int64_t ldS = round_up(kBK, 16);
+  constexpr T ninf = -std::numeric_limits<T>::infinity();
+
+  at::parallel_for(0, B * nqb, 1, [&](int64_t t0, int64_t t1) {
+    RowSide<T> rs;
+    rs.alloc(ks);
+    Buf<T> S(kBQ * ldS), acc(kBQ * std::max<int64_t>(Dv, 1));
+    T m[kBQ], l[kBQ];
+    int64_t jend[kBQ];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / nqb, i0 = (t % nqb) * kBQ, nr = std::min(kBQ, Tq - i0);
+      int64_t jmax = 0;
+      for (int64_t r = 0; r < nr; ++r) {
+        jend[r] = mk.jend(b, i0 + r);
+        jmax = std::max(jmax, jend[r]);
+        m[r] = ninf;
+        l[r] = 0;
+      }
+      std::fill(acc.get(), acc.get() + nr * Dv, T(0));
+      if (jmax > 0) rs.load(ks, q + (b * Tq + i0) * H, nr);
+
+      for (int64_t j0 = 0; j0 < jmax; j0 += kBK) {
+        const int64_t nk = std::min(kBK, jmax - j0);
+        tile_scores(ks, rs, b, j0, nk, S.get(), ldS);
+        for (int64_t r = 0; r < nr; ++r) {
+          T* s = S.get() + r * ldS;
+          const int64_t je = std::min(nk, jend[r] - j0);
+          T bm = ninf;
+          for (int64_t j = 0; j < nk; ++j) {
+            if (j >= je || mk.padded(b, j0 + j))
+              s[j] = ninf;
+            else
+              bm = std::max(bm, s[j]);
+          }
+          if (wts) std::copy(s, s + nk, wts + ((b * Tq + i0 + r) * Tk + j0));
+          if (bm == ninf) {  // nothing usable in this block for this row
+            std::fill(s, s + nk, T(0));
+            continue;
+          }
+          const T mnew = std::max(m[r], bm);
+          const T alpha = m[r] == ninf ? T(0) : std::exp(m[r] - mnew);
+          const T sum = exp_shift(s, nk, mnew);
+          if (alpha != T(1)) {
+            T* a = acc.get() + r * Dv;
+            for (int64_t d = 0; d < Dv; ++d) a[d] *= alpha;
+          }
+          l[r] = l[r] * alpha + sum;
+          m[r] = mnew;
+        }
+        // acc += P V for this block
+        const T* vb = v + (b * Tk + j0) * Dv;
+        for (int64_t r = 0; r < nr; ++r) {
+          const T* p = S.get() + r * ldS;
+          T* a = acc.get() + r * Dv;
+          for (int64_t j = 0; j < nk; ++j)
+            if (p[j] != T(0)) axpy(p[j], vb + j * Dv, a, Dv);
+        }
+      }
+
+      for (int64_t r = 0; r < nr; ++r) {
+        const int64_t i = b * Tq + i0 + r;
+        T* o = out + i * Dv;
+        const T* a = acc.get() + r * Dv;
+        if (l[r] > T(0)) {
+          const T inv = T(1) / l[r];
+          for (int64_t d = 0; d < Dv; ++d) o[d] = a[d] * inv;
+          lse[i] = m[r] + std::log(l[r]);
+        } else {
+          std::fill(o, o + Dv, T(0));
+          lse[i] = std::numeric_limits<T>::infinity();
+        }
+        if (wts) {
+          T* wr = wts + i * Tk;
+          if (l[r] > T(0))
+            exp_shift(wr, jmax, lse[i]);
+          else
+            std::fill(wr, wr + jmax, T(0));
+          std::fill(wr + jmax, wr + Tk, T(0));
+        }
+      }
+    }
+  });
+}
+
+template void forward_impl<float>(const float*, const float*, const float*, const float*,
+                                  const Masks&, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                  float*, float*, float*);
+template void forward_impl<double>(const double*, const double*, const double*, const double*,
+                                   const Masks&, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                   double*, double*, double*);
+
+}  // namespace attnkern

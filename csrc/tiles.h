@@ -1,0 +1,383 @@
+// Key-side precompute, row-side scratch, and the two tile kernels used by forward and
+// backward: scores(S tile) and grads(dS tile -> gq, gk, dwr).
+#pragma once
+
+#include <cstdlib>
+#include <memory>
+
+#include "common.h"
+
+namespace attnkern {
+
+// Uninitialised, 64-byte aligned buffer (every element is written before it is read).
+template <typename T>
+struct Buf {
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> p;
+  Buf() = default;
+  explicit Buf(int64_t n) { alloc(n); }
+  void alloc(int64_t n) {
+    size_t bytes = (size_t)round_up(std::max<int64_t>(n, 1) * (int64_t)sizeof(T), 64);
+    p.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
+    TORCH_CHECK(p != nullptr, "attnkern: out of memory allocating ", bytes, " bytes");
+  }
+  T* get() const { return p.get(); }
+  T& operator[](int64_t i) const { return p.get()[i]; }
+};
+
+// Per-call key-side data: padded keys, exp(2k) in two layouts, which key blocks are safe.
+//   kp  (B, Tk, Hp)  raw keys, H zero-padded to Hp (aliases the input when H == Hp)
+//   ek  (B, Tk, Hp)  exp(2k)            (factorised path only; h-vectorised gradient pass)
+//   ekt (B, Hp, Tkp) exp(2k) transposed (factorised path only; key-vectorised score pass)
+template <typename T>
+struct KeySide {
+  int64_t B = 0, Tk = 0, H = 0, Hp = 0, Tkp = 0, nkb = 0;
+  bool fact = false;
+  const T* kp = nullptr;
+  Buf<T> kbuf;
+  Buf<float> ek, ekt;
+  Buf<uint8_t> block_safe;  // (B, nkb)
+  Buf<T> w;                 // (Hp,) zero-padded weight
+  T sumw = 0;
+
+  void build(const T* k, const T* weight, int64_t B_, int64_t Tk_, int64_t H_, int64_t Tq) {
+    B = B_, Tk = Tk_, H = H_;
+    constexpr bool vec = ATTNKERN_AVX512 && std::is_same<T, float>::value;
+    Hp = vec ? round_up(H, 16) : H;
+    Tkp = round_up(Tk, 16);
+    nkb = (Tk + kBK - 1) / kBK;
+    w.alloc(Hp);
+    sumw = 0;
+    for (int64_t h = 0; h < Hp; ++h) {
+      w[h] = h < H ? weight[h] : T(0);
+      sumw += w[h];
+    }
+    if (Hp == H) {
+      kp = k;
+    } else {
+      kbuf.alloc(B * Tk * Hp);
+      T* dst = kbuf.get();
+      at::parallel_for(0, B * Tk, 64, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          std::copy(k + r * H, k + (r + 1) * H, dst + r * Hp);
+          std::fill(dst + r * Hp + H, dst + (r + 1) * Hp, T(0));
+        }
+      });
+      kp = dst;
+    }
+    fact = vec && Tq >= kFactMinTq && B * Tk > 0;
+    if (fact) build_fact();
+  }
+
+ private:
+  void build_fact() {
+#if ATTNKERN_AVX512
+    if constexpr (std::is_same<T, float>::value) {
+      ek.alloc(B * Tk * Hp);
+      ekt.alloc(B * Hp * Tkp);
+      block_safe.alloc(B * nkb);
+      const float* K = kp;
+      at::parallel_for(0, B * nkb, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          int64_t b = t / nkb, j0 = (t % nkb) * kBK, j1 = std::min(Tk, j0 + kBK);
+          __m512 mx = _mm512_setzero_ps();
+          for (int64_t j = j0; j < j1; ++j) {
+            const float* src = K + (b * Tk + j) * Hp;
+            float* dst = ek.get() + (b * Tk + j) * Hp;
+            for (int64_t h = 0; h < Hp; h += 16) {
+              __m512 x = _mm512_loadu_ps(src + h);
+              mx = _mm512_max_ps(mx, _mm512_abs_ps(x));
+              _mm512_storeu_ps(dst + h, exp16(_mm512_add_ps(x, x)));
+            }
+          }
+          // NaN compares false: a NaN key makes its block take the direct path.
+          block_safe[t] = _mm512_cmp_ps_mask(mx, _mm512_set1_ps(kSafe), _CMP_LE_OQ) == 0xFFFF;
+          // transpose this key block into ekt (padding keys get exp(0) = 1)
+          int64_t jp1 = std::min(Tkp, j0 + kBK);
+          for (int64_t h = 0; h < Hp; ++h) {
+            float* dst = ekt.get() + (b * Hp + h) * Tkp;
+            for (int64_t j = j0; j < jp1; ++j)
+              dst[j] = j < Tk ? ek[(b * Tk + j) * Hp + h] : 1.f;
+          }
+        }
+      });
+    }
+#endif
+  }
+};
+
+// Per-task query-row data: padded rows, exp(2q), and whether all rows are in the safe range.
+template <typename T>
+struct RowSide {
+  int64_t nr = 0, Hp = 0;
+  Buf<T> qp;     // (kBQ, Hp)
+  Buf<float> eq; // (kBQ, Hp) exp(2q) (factorised path only)
+  bool safe = false;
+
+  void alloc(const KeySide<T>& ks) {
+    Hp = ks.Hp;
+    qp.alloc(kBQ * Hp);
+    if (ks.fact) eq.alloc(kBQ * Hp);
+  }
+  // q: first row of the block, rows of length H.
+  void load(const KeySide<T>& ks, const T* q, int64_t nrows) {
+    nr = nrows;
+    const int64_t H = ks.H;
+    for (int64_t r = 0; r < nr; ++r) {
+      std::copy(q + r * H, q + (r + 1) * H, qp.get() + r * Hp);
+      std::fill(qp.get() + r * Hp + H, qp.get() + (r + 1) * Hp, T(0));
+    }
+    safe = false;
+#if ATTNKERN_AVX512
+    if constexpr (std::is_same<T, float>::value) {
+      if (ks.fact) {
+        __m512 mx = _mm512_setzero_ps();
+        for (int64_t r = 0; r < nr; ++r)
+          for (int64_t h = 0; h < Hp; h += 16) {
+            __m512 x = _mm512_loadu_ps(qp.get() + r * Hp + h);
+            mx = _mm512_max_ps(mx, _mm512_abs_ps(x));
+            _mm512_storeu_ps(eq.get() + r * Hp + h, exp16(_mm512_add_ps(x, x)));
+          }
+        safe = _mm512_cmp_ps_mask(mx, _mm512_set1_ps(kSafe), _CMP_LE_OQ) == 0xFFFF;
+      }
+    }
+#endif
+  }
+};
+
+// ------------------------------------------------------------------------- AVX-512 tiles
+#if ATTNKERN_AVX512
+
+// S[r][c] for NR rows and nvec*16 keys, factorised. eq: (NR, Hp); ekt: column j0 of row 0
+// of the (Hp, Tkp) transposed block.
+template <int NR>
+static inline void score_fact(const float* eq, int64_t Hp, const float* ekt, int64_t ldk,
+                              const float* w, float sumw, int64_t nvec, float* S, int64_t ldS) {
+  const __m512 one = _mm512_set1_ps(1.f), two = _mm512_set1_ps(2.f);
+  int64_t v = 0;
+  for (; v + 2 <= nvec; v += 2) {
+    __m512 acc[NR][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    const float* kcol = ekt + v * 16;
+    for (int64_t h = 0; h < Hp; ++h, kcol += ldk) {
+      const __m512 k0 = _mm512_loadu_ps(kcol), k1 = _mm512_loadu_ps(kcol + 16);
+      const __m512 wh = _mm512_set1_ps(w[h]);
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) {
+        const __m512 e = _mm512_set1_ps(eq[r * Hp + h]);
+        __m512 d0 = _mm512_fmadd_ps(e, k0, one), d1 = _mm512_fmadd_ps(e, k1, one);
+        __m512 x0 = _mm512_rcp14_ps(d0), x1 = _mm512_rcp14_ps(d1);
+        __m512 u0 = _mm512_mul_ps(wh, x0), u1 = _mm512_mul_ps(wh, x1);
+        acc[r][0] = _mm512_fmadd_ps(u0, _mm512_fnmadd_ps(d0, x0, two), acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(u1, _mm512_fnmadd_ps(d1, x1, two), acc[r][1]);
+      }
+    }
+    const __m512 sw = _mm512_set1_ps(sumw);
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r) {
+      _mm512_storeu_ps(S + r * ldS + v * 16, _mm512_fnmadd_ps(two, acc[r][0], sw));
+      _mm512_storeu_ps(S + r * ldS + v * 16 + 16, _mm512_fnmadd_ps(two, acc[r][1], sw));
+    }
+  }
+  if (v < nvec) {
+    __m512 acc[NR];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r) acc[r] = _mm512_setzero_ps();
+    const float* kcol = ekt + v * 16;
+    for (int64_t h = 0; h < Hp; ++h, kcol += ldk) {
+      const __m512 k0 = _mm512_loadu_ps(kcol);
+      const __m512 wh = _mm512_set1_ps(w[h]);
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) {
+        const __m512 e = _mm512_set1_ps(eq[r * Hp + h]);
+        __m512 d0 = _mm512_fmadd_ps(e, k0, one);
+        __m512 x0 = _mm512_rcp14_ps(d0);
+        acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(wh, x0), _mm512_fnmadd_ps(d0, x0, two), acc[r]);
+      }
+    }
+    const __m512 sw = _mm512_set1_ps(sumw);
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r)
+      _mm512_storeu_ps(S + r * ldS + v * 16, _mm512_fnmadd_ps(two, acc[r], sw));
+  }
+}
+
+// Direct path, h-vectorised: S[r][j] for nr rows x nk keys; q: (nr, Hp), k: key j0 of (., Hp).
+static inline void score_direct_avx(const float* q, const float* k, int64_t Hp,
+                                    const float* w, float sumw, int64_t nr, int64_t nk,
+                                    float* S, int64_t ldS) {
+  for (int64_t r = 0; r < nr; ++r) {
+    const float* qr = q + r * Hp;
+    int64_t j = 0;
+    for (; j + 4 <= nk; j += 4) {
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      const float* k0 = k + j * Hp;
+      for (int64_t h = 0; h < Hp; h += 16) {
+        const __m512 x = _mm512_loadu_ps(qr + h), wh = _mm512_loadu_ps(w + h);
+        a0 = _mm512_fmadd_ps(wh, r_direct16(_mm512_add_ps(x, _mm512_loadu_ps(k0 + h))), a0);
+        a1 = _mm512_fmadd_ps(wh, r_direct16(_mm512_add_ps(x, _mm512_loadu_ps(k0 + Hp + h))), a1);
+        a2 = _mm512_fmadd_ps(wh, r_direct16(_mm512_add_ps(x, _mm512_loadu_ps(k0 + 2 * Hp + h))), a2);
+        a3 = _mm512_fmadd_ps(wh, r_direct16(_mm512_add_ps(x, _mm512_loadu_ps(k0 + 3 * Hp + h))), a3);
+      }
+      S[r * ldS + j] = sumw - 2.f * _mm512_reduce_add_ps(a0);
+      S[r * ldS + j + 1] = sumw - 2.f * _mm512_reduce_add_ps(a1);
+      S[r * ldS + j + 2] = sumw - 2.f * _mm512_reduce_add_ps(a2);
+      S[r * ldS + j + 3] = sumw - 2.f * _mm512_reduce_add_ps(a3);
+    }
+    for (; j < nk; ++j) {
+      __m512 a0 = _mm512_setzero_ps();
+      const float* k0 = k + j * Hp;
+      for (int64_t h = 0; h < Hp; h += 16) {
+        const __m512 x = _mm512_add_ps(_mm512_loadu_ps(qr + h), _mm512_loadu_ps(k0 + h));
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + h), r_direct16(x), a0);
+      }
+      S[r * ldS + j] = sumw - 2.f * _mm512_reduce_add_ps(a0);
+    }
+  }
+}
+
+// Gradient accumulation for NJ keys on one 16-lane slice of h, over nr rows:
+//   gq[r] += ds * r(1-r), gk[u] += ds * r(1-r), dw += ds * r
+// FACT: e/k hold exp(2q)/exp(2k); otherwise raw q/k.
+template <int NJ, bool FACT>
+static inline void grad_group(const float* qrow, const float* krow, int64_t Hp,
+                              const float* dS, int64_t ldS, int64_t nr, float* gq, float* gk,
+                              __m512& dwr) {
+  const __m512 one = _mm512_set1_ps(1.f), two = _mm512_set1_ps(2.f);
+  __m512 kv[NJ], g[NJ], dw[NJ];
+#pragma GCC unroll 4
+  for (int u = 0; u < NJ; ++u) {
+    kv[u] = _mm512_loadu_ps(krow + u * Hp);
+    g[u] = _mm512_loadu_ps(gk + u * Hp);
+    dw[u] = _mm512_setzero_ps();
+  }
+  for (int64_t r = 0; r < nr; ++r) {
+    const __m512 e = _mm512_loadu_ps(qrow + r * Hp);
+    __m512 acc = _mm512_loadu_ps(gq + r * Hp);
+#pragma GCC unroll 4
+    for (int u = 0; u < NJ; ++u) {
+      const __m512 ds = _mm512_set1_ps(dS[r * ldS + u]);
+      __m512 x;
+      if (FACT) {
+        const __m512 d = _mm512_fmadd_ps(e, kv[u], one);
+        x = _mm512_rcp14_ps(d);
+        x = _mm512_mul_ps(x, _mm512_fnmadd_ps(d, x, two));
+      } else {
+        x = r_direct16(_mm512_add_ps(e, kv[u]));
+      }
+      const __m512 rr = _mm512_fnmadd_ps(x, x, x);  // r - r^2
+      acc = _mm512_fmadd_ps(ds, rr, acc);
+      g[u] = _mm512_fmadd_ps(ds, rr, g[u]);
+      dw[u] = _mm512_fmadd_ps(ds, x, dw[u]);
+    }
+    _mm512_storeu_ps(gq + r * Hp, acc);
+  }
+#pragma GCC unroll 4
+  for (int u = 0; u < NJ; ++u) {
+    _mm512_storeu_ps(gk + u * Hp, g[u]);
+    dwr = _mm512_add_ps(dwr, dw[u]);
+  }
+}
+
+template <bool FACT>
+static inline void grads_avx(const float* q, const float* k, int64_t Hp, const float* dS,
+                             int64_t ldS, int64_t nr, int64_t nk, float* gq, float* gk,
+                             float* dwr) {
+  for (int64_t h = 0; h < Hp; h += 16) {
+    __m512 dw = _mm512_loadu_ps(dwr + h);
+    int64_t j = 0;
+    for (; j + 4 <= nk; j += 4)
+      grad_group<4, FACT>(q + h, k + j * Hp + h, Hp, dS + j, ldS, nr, gq + h, gk + j * Hp + h, dw);
+    switch (nk - j) {
+      case 3: grad_group<3, FACT>(q + h, k + j * Hp + h, Hp, dS + j, ldS, nr, gq + h, gk + j * Hp + h, dw); break;
+      case 2: grad_group<2, FACT>(q + h, k + j * Hp + h, Hp, dS + j, ldS, nr, gq + h, gk + j * Hp + h, dw); break;
+      case 1: grad_group<1, FACT>(q + h, k + j * Hp + h, Hp, dS + j, ldS, nr, gq + h, gk + j * Hp + h, dw); break;
+      default: break;
+    }
+    _mm512_storeu_ps(dwr + h, dw);
+  }
+}
+#endif  // ATTNKERN_AVX512
+
+// ------------------------------------------------------------------------- dispatchers
+
+// S (nr, ldS): scores of rows [0, nr) of rs against keys [j0, j0 + nk) of batch b.
+// j0 is a multiple of kBK. Columns past nk may be written (up to round_up(nk, 16)).
+template <typename T>
+inline void tile_scores(const KeySide<T>& ks, const RowSide<T>& rs, int64_t b, int64_t j0,
+                        int64_t nk, T* S, int64_t ldS) {
+  const int64_t Hp = ks.Hp, nr = rs.nr;
+  const T* kb = ks.kp + (b * ks.Tk + j0) * Hp;
+#if ATTNKERN_AVX512
+  if constexpr (std::is_same<T, float>::value) {
+    if (ks.fact && rs.safe && ks.block_safe[b * ks.nkb + j0 / kBK]) {
+      const float* ekt = ks.ekt.get() + b * Hp * ks.Tkp + j0;
+      const int64_t nvec = (nk + 15) / 16;
+      const float* eq = rs.eq.get();
+      int64_t r = 0;
+      for (; r + 4 <= nr; r += 4)
+        score_fact<4>(eq + r * Hp, Hp, ekt, ks.Tkp, ks.w.get(), ks.sumw, nvec, S + r * ldS, ldS);
+      switch (nr - r) {
+        case 3: score_fact<3>(eq + r * Hp, Hp, ekt, ks.Tkp, ks.w.get(), ks.sumw, nvec, S + r * ldS, ldS); break;
+        case 2: score_fact<2>(eq + r * Hp, Hp, ekt, ks.Tkp, ks.w.get(), ks.sumw, nvec, S + r * ldS, ldS); break;
+        case 1: score_fact<1>(eq + r * Hp, Hp, ekt, ks.Tkp, ks.w.get(), ks.sumw, nvec, S + r * ldS, ldS); break;
+        default: break;
+      }
+    } else {
+      score_direct_avx(rs.qp.get(), kb, Hp, ks.w.get(), ks.sumw, nr, nk, S, ldS);
+    }
+    return;
+  }
+#endif
+  for (int64_t r = 0; r < nr; ++r) {
+    const T* qr = rs.qp.get() + r * Hp;
+    for (int64_t j = 0; j < nk; ++j) {
+      const T* kj = kb + j * Hp;
+      T acc = 0;
+      for (int64_t h = 0; h < Hp; ++h) acc += ks.w[h] * r_direct(qr[h] + kj[h]);
+      S[r * ldS + j] = ks.sumw - T(2) * acc;
+    }
+  }
+}
+
+// Accumulate gq (nr, Hp), gk (nk, Hp; row 0 = key j0) and dwr (Hp) from dS (nr, ldS):
+//   gq[i] += sum_j dS_ij r(1-r), gk[j] += sum_i dS_ij r(1-r), dwr += sum_ij dS_ij r.
+template <typename T>
+inline void tile_grads(const KeySide<T>& ks, const RowSide<T>& rs, int64_t b, int64_t j0,
+                       int64_t nk, const T* dS, int64_t ldS, T* gq, T* gk, T* dwr) {
+  const int64_t Hp = ks.Hp, nr = rs.nr;
+  const T* kb = ks.kp + (b * ks.Tk + j0) * Hp;
+#if ATTNKERN_AVX512
+  if constexpr (std::is_same<T, float>::value) {
+    if (ks.fact && rs.safe && ks.block_safe[b * ks.nkb + j0 / kBK]) {
+      grads_avx<true>(rs.eq.get(), ks.ek.get() + (b * ks.Tk + j0) * Hp, Hp, dS, ldS, nr, nk,
+                      gq, gk, dwr);
+    } else {
+      grads_avx<false>(rs.qp.get(), kb, Hp, dS, ldS, nr, nk, gq, gk, dwr);
+    }
+    return;
+  }
+#endif
+  for (int64_t r = 0; r < nr; ++r) {
+    const T* qr = rs.qp.get() + r * Hp;
+    for (int64_t j = 0; j < nk; ++j) {
+      const T ds = dS[r * ldS + j];
+      if (ds == T(0)) continue;
+      const T* kj = kb + j * Hp;
+      T* gqr = gq + r * Hp;
+      T* gkj = gk + j * Hp;
+      for (int64_t h = 0; h < Hp; ++h) {
+        const T x = r_direct(qr[h] + kj[h]);
+        const T rr = x * (T(1) - x);
+        gqr[h] += ds * rr;
+        gkj[h] += ds * rr;
+        dwr[h] += ds * x;
+      }
+    }
+  }
+}
+
+}  // namespace attnkern

@@ -1,0 +1,324 @@
+"""The C++ CPU kernels (attnkern._C) against the float64 reference.
+
+Shapes are chosen to hit every code path of csrc/: Tk below, at and past the key block (64)
+and not a multiple of the 16-lane vector; H not a multiple of 16; Dv != H; Tq below the
+factorised-path threshold (4 rows: direct exp path) and above it; B small (several key
+splits in backward) and B >= 8 (one split); causal with Tq != Tk.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import (
+    MASK_KINDS,
+    check_against_reference,
+    make_inputs,
+    make_masks,
+    reference64,
+    shape_id,
+)
+
+import attnkern
+from attnkern import ops
+
+pytestmark = pytest.mark.skipif(
+    not ops.HAS_CPP, reason=f"attnkern._C is not built ({ops.CPP_IMPORT_ERROR})"
+)
+
+# (B, Tq, Tk, H, Dv)
+SHAPES = [
+    (2, 3, 1, 16, 4),      # one key; direct path (Tq < 4)
+    (2, 5, 7, 5, 6),       # H < 16, tiny Tk; factorised path
+    (3, 9, 33, 24, 20),    # H % 16 != 0, Tk % 16 != 0
+    (1, 20, 129, 100, 8),  # three key blocks, four key splits in backward
+    (2, 70, 250, 40, 33),  # several query blocks, ragged last key block
+    (8, 12, 64, 32, 48),   # B >= 8: one key split; Tk exactly one block
+    (2, 40, 16, 48, 16),   # causal with Tq > Tk: leading rows see no key
+]
+SHAPE_IDS = [shape_id(*s) for s in SHAPES]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_float32_vs_reference(shape, kind):
+    B, Tq, Tk, H, Dv = shape
+    q, k, v, w = make_inputs(B, Tq, Tk, H, Dv, seed=SHAPES.index(shape))
+    check_against_reference(q, k, v, w, backend="cpp", **make_masks(kind, B, Tq, Tk))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16],
+                         ids=lambda d: str(d).split(".")[-1])
+@pytest.mark.parametrize("shape", [SHAPES[2], SHAPES[4]], ids=[SHAPE_IDS[2], SHAPE_IDS[4]])
+@pytest.mark.parametrize("kind", ["none", "all"])
+def test_dtypes_vs_reference(dtype, shape, kind):
+    B, Tq, Tk, H, Dv = shape
+    q, k, v, w = make_inputs(B, Tq, Tk, H, Dv, dtype=dtype)
+    check_against_reference(q, k, v, w, backend="cpp", **make_masks(kind, B, Tq, Tk))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16],
+                         ids=lambda d: str(d).split(".")[-1])
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_step_mode(dtype, kind):
+    B, Tk, H, Dv = 4, 37, 24, 12
+    q, k, v, w = make_inputs(B, 1, Tk, H, Dv, dtype=dtype, step=True)
+    assert q.dim() == 2
+    check_against_reference(q, k, v, w, backend="cpp", **make_masks(kind, B, 1, Tk))
+
+
+def test_step_mode_output_shapes():
+    q, k, v, w = make_inputs(3, 1, 9, 8, 5, step=True, requires_grad=False)
+    out, wts = attnkern.additive_attention(q, k, v, w, return_weights=True, backend="cpp")
+    assert out.shape == (3, 5) and wts.shape == (3, 9)
+
+
+@pytest.mark.parametrize("kind", ["none", "all"])
+def test_non_contiguous_inputs(kind):
+    B, Tq, Tk, H, Dv = 3, 10, 21, 20, 7
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(B, H, Tq, generator=g).transpose(1, 2)  # transposed
+    k = torch.randn(Tk, B, H, generator=g).transpose(0, 1)
+    v = torch.randn(B, Tk, 2 * Dv, generator=g)[:, :, ::2]  # strided slice
+    w = (torch.randn(2 * H, generator=g) / H**0.5)[::2]
+    for t in (q, k, v, w):
+        assert not t.is_contiguous()
+        t.requires_grad_(True)
+    check_against_reference(q, k, v, w, backend="cpp", **make_masks(kind, B, Tq, Tk))
+
+
+def test_expanded_stride0_key_value():
+    B, Tq, Tk, H, Dv = 4, 6, 19, 24, 10
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(B, Tq, H, generator=g, requires_grad=True)
+    k0 = torch.randn(1, Tk, H, generator=g, requires_grad=True)
+    v0 = torch.randn(1, Tk, Dv, generator=g, requires_grad=True)
+    w = (torch.randn(H, generator=g) / H**0.5).requires_grad_(True)
+    k, v = k0.expand(B, Tk, H), v0.expand(B, Tk, Dv)
+    assert k.stride(0) == 0 and v.stride(0) == 0
+    check_against_reference(q, k, v, w, backend="cpp", **make_masks("both", B, Tq, Tk))
+    # gradients reach the un-expanded leaves
+    out = attnkern.additive_attention(q, k, v, w, backend="cpp")
+    out.sum().backward()
+    assert k0.grad.shape == k0.shape and torch.isfinite(k0.grad).all()
+
+
+# ------------------------------------------------------------ factorised-path range guard
+
+def _guard_inputs(case, B=2, Tq=12, Tk=70, H=40, Dv=8):
+    q, k, v, w = make_inputs(B, Tq, Tk, H, Dv, requires_grad=False)
+    if case == "saturated":
+        q, k = q * 1e4, k * 1e4
+    elif case == "large-opposite":  # q + k ~ 0.5, but exp(2q) overflows and exp(2k) underflows
+        q, k = 60 + 0.3 * q, -59.5 + 0.3 * k
+    elif case == "one-large-query-entry":
+        q[0, 5, 3] = 30.0
+    elif case == "one-large-key-row":
+        k[1, 66, :] = -25.0  # inside the second key block only
+    elif case == "mixed":
+        q[1, 2] *= 300
+        k[0, 10, 7] = 22.0
+        k[1, 3:9] *= 50
+    return [t.requires_grad_(True) for t in (q, k, v, w)]
+
+
+GUARD_CASES = ["saturated", "large-opposite", "one-large-query-entry", "one-large-key-row",
+               "mixed"]
+
+
+@pytest.mark.parametrize("case", GUARD_CASES)
+@pytest.mark.parametrize("kind", ["none", "all"])
+def test_factorised_path_guard(case, kind):
+    q, k, v, w = _guard_inputs(case)
+    kw = make_masks(kind, q.shape[0], q.shape[1], k.shape[1])
+    check_against_reference(q, k, v, w, backend="cpp", **kw)
+    # and the tighter accuracy the CPU kernels promise: ~1e-5 relative in float32
+    out, wts = attnkern.additive_attention(q, k, v, w, return_weights=True, backend="cpp", **kw)
+    _, rout, rwts = reference64(q, k, v, w, **kw)
+    assert (out.double() - rout).abs().max() <= 1e-5 * max(1.0, rout.abs().max().item())
+    assert (wts.double() - rwts).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("case", ["saturated", "large-opposite"])
+def test_factorised_path_guard_step_mode(case):
+    q, k, v, w = _guard_inputs(case, Tq=1)
+    q = q.detach()[:, 0].requires_grad_(True)
+    check_against_reference(q, k, v, w, backend="cpp")
+
+
+# ---------------------------------------------------------------- gradcheck and opcheck
+
+@pytest.mark.parametrize("kind", MASK_KINDS)
+@pytest.mark.parametrize("shape", [(2, 3, 5, 4, 3), (2, 6, 5, 17, 2)],
+                         ids=[shape_id(2, 3, 5, 4, 3), shape_id(2, 6, 5, 17, 2)])
+def test_gradcheck(kind, shape):
+    B, Tq, Tk, H, Dv = shape
+    q, k, v, w = make_inputs(B, Tq, Tk, H, Dv, dtype=torch.float64)
+    kw = make_masks(kind, B, Tq, Tk)
+
+    def fn(q, k, v, w):
+        return attnkern.additive_attention(q, k, v, w, return_weights=True, backend="cpp", **kw)
+
+    assert torch.autograd.gradcheck(fn, (q, k, v, w))
+
+
+def _op_samples():
+    samples = []
+    for i, (kind, rw, dtype) in enumerate([("none", False, torch.float32),
+                                           ("all", True, torch.float32),
+                                           ("both", True, torch.float64),
+                                           ("causal", False, torch.bfloat16)]):
+        B, Tq, Tk, H, Dv = 2, 5, 9, 20, 6
+        q, k, v, w = make_inputs(B, Tq, Tk, H, Dv, dtype=dtype, seed=i)
+        kw = make_masks(kind, B, Tq, Tk)
+        samples.append((q, k, v, w, kw.get("key_padding_mask"), kw.get("key_lengths"),
+                        kw.get("causal", False), rw))
+    return samples
+
+
+@pytest.mark.parametrize("sample", range(4))
+def test_opcheck_fwd(sample):
+    args = _op_samples()[sample]
+    torch.library.opcheck(torch.ops.attnkern.fwd.default, args)
+
+
+@pytest.mark.parametrize("sample", range(4))
+@pytest.mark.parametrize("with_grad_weights", [False, True])
+def test_opcheck_bwd(sample, with_grad_weights):
+    q, k, v, w, mask, lengths, causal, _ = _op_samples()[sample]
+    q, k, v, w = (t.detach() for t in (q, k, v, w))
+    out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, mask, lengths, causal, True)
+    g = torch.Generator().manual_seed(sample)
+    gout = torch.randn(out.shape, generator=g).to(out.dtype)
+    gw = torch.randn(wts.shape, generator=g).to(wts.dtype) if with_grad_weights else None
+    delta = (out.to(lse.dtype) * gout.to(lse.dtype)).sum(-1)
+    if gw is not None:
+        delta = delta + (wts.to(lse.dtype) * gw.to(lse.dtype)).sum(-1)
+    torch.library.opcheck(torch.ops.attnkern.bwd.default,
+                          (gout, gw, q, k, v, w, lse, delta, mask, lengths, causal))
+
+
+# ---------------------------------------------------------------- op-level semantics
+
+def test_fwd_outputs_and_lse():
+    q, k, v, w = make_inputs(3, 4, 6, 8, 5, requires_grad=False)
+    lengths = torch.tensor([0, 3, 6])
+    out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, None, lengths, False, False)
+    assert out.dtype == torch.float32 and lse.dtype == torch.float32
+    assert wts.shape == (0,)
+    assert torch.isinf(lse[0]).all() and (lse[0] > 0).all()
+    assert (out[0] == 0).all()
+    scores = (torch.tanh(q[:, :, None] + k[:, None]) * w).sum(-1).double()
+    ref = torch.logsumexp(scores[1, :, :3], -1)
+    torch.testing.assert_close(lse[1].double(), ref, atol=1e-5, rtol=1e-5)
+    q64, k64, v64, w64 = (t.double() for t in (q, k, v, w))
+    assert torch.ops.attnkern.fwd(q64, k64, v64, w64, None, None, False, False)[1].dtype \
+        == torch.float64
+    qh, kh, vh, wh = (t.half() for t in (q, k, v, w))
+    out_h, lse_h, wts_h = torch.ops.attnkern.fwd(qh, kh, vh, wh, None, None, False, True)
+    assert out_h.dtype == torch.float16 and lse_h.dtype == torch.float32
+    assert wts_h.dtype == torch.float16
+
+
+@pytest.mark.parametrize("sizes", [(0, 3, 5), (2, 0, 5), (2, 3, 0)],
+                         ids=["B0", "Tq0", "Tk0"])
+def test_empty_sizes(sizes):
+    B, Tq, Tk = sizes
+    H, Dv = 8, 4
+    q, k, v, w = make_inputs(B, Tq, Tk, H, Dv)
+    out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, None, None, False, True)
+    assert out.shape == (B, Tq, Dv) and (out == 0).all()
+    assert lse.shape == (B, Tq) and (lse == float("inf")).all()
+    assert wts.shape == (B, Tq, Tk)
+    res = attnkern.additive_attention(q, k, v, w, backend="cpp")
+    res.sum().backward()
+    for t in (q, k, v, w):
+        assert t.grad.shape == t.shape and (t.grad == 0).all()
+
+
+def test_fully_masked_rows_are_zero_with_zero_grads():
+    q, k, v, w = make_inputs(2, 4, 6, 8, 5)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    out, wts = attnkern.additive_attention(q, k, v, w, key_padding_mask=mask,
+                                           return_weights=True, backend="cpp")
+    assert (out == 0).all() and (wts == 0).all()
+    (out.sum() + wts.sum()).backward()
+    for t in (q, k, v, w):
+        assert (t.grad == 0).all()
+
+
+def test_backward_is_deterministic():
+    B, Tq, Tk, H, Dv = 2, 33, 150, 40, 12  # several key splits -> partial reductions
+    q, k, v, w = make_inputs(B, Tq, Tk, H, Dv)
+    kw = make_masks("both", B, Tq, Tk)
+    gout = torch.randn(B, Tq, Dv, generator=torch.Generator().manual_seed(1))
+
+    def grads():
+        out = attnkern.additive_attention(q, k, v, w, backend="cpp", **kw)
+        return torch.autograd.grad(out, (q, k, v, w), gout)
+
+    first = grads()
+    threads = torch.get_num_threads()
+    try:
+        runs = [grads()]
+        torch.set_num_threads(1)
+        runs.append(grads())  # results do not depend on the thread count either
+    finally:
+        torch.set_num_threads(threads)
+    for other in runs:
+        for a, b in zip(first, other):
+            assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- direct calls, bad input
+
+def _good():
+    q, k, v, w = make_inputs(2, 3, 5, 4, 6, requires_grad=False)
+    return dict(q=q, k=k, v=v, w=w, mask=None, lengths=None)
+
+
+BAD_FWD = {
+    "query-2d": dict(q=torch.randn(2, 4)),
+    "batch-mismatch": dict(k=torch.randn(3, 5, 4)),
+    "H-mismatch": dict(w=torch.randn(5)),
+    "Tk-mismatch": dict(v=torch.randn(2, 6, 6)),
+    "dtype-mismatch": dict(k=torch.randn(2, 5, 4, dtype=torch.float64)),
+    "integer-dtype": dict(q=torch.ones(2, 3, 4, dtype=torch.int64)),
+    "mask-shape": dict(mask=torch.zeros(2, 4, dtype=torch.bool)),
+    "mask-dtype": dict(mask=torch.zeros(2, 5, dtype=torch.float32)),
+    "lengths-shape": dict(lengths=torch.tensor([1, 2, 3])),
+    "lengths-dtype": dict(lengths=torch.tensor([1.0, 2.0])),
+    "lengths-too-large": dict(lengths=torch.tensor([1, 6])),
+    "lengths-negative": dict(lengths=torch.tensor([-1, 2])),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_FWD), ids=list(BAD_FWD))
+def test_direct_fwd_bad_input_raises(bad):
+    a = {**_good(), **BAD_FWD[bad]}
+    with pytest.raises(RuntimeError, match="attnkern::fwd"):
+        torch.ops.attnkern.fwd(a["q"], a["k"], a["v"], a["w"], a["mask"], a["lengths"],
+                               False, True)
+
+
+BAD_BWD = {
+    "grad_out-shape": dict(gout=torch.randn(2, 3, 5)),
+    "grad_weights-shape": dict(gw=torch.randn(2, 3, 4)),
+    "lse-shape": dict(lse=torch.randn(2, 4)),
+    "delta-shape": dict(delta=torch.randn(3)),
+    "lengths-too-large": dict(lengths=torch.tensor([9, 0])),
+    "key-batch": dict(k=torch.randn(1, 5, 4)),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_BWD), ids=list(BAD_BWD))
+def test_direct_bwd_bad_input_raises(bad):
+    g = _good()
+    out, lse, wts = torch.ops.attnkern.fwd(g["q"], g["k"], g["v"], g["w"], None, None, False,
+                                           True)
+    a = {**g, "gout": torch.randn_like(out), "gw": torch.randn_like(wts), "lse": lse,
+         "delta": torch.zeros_like(lse), **BAD_BWD[bad]}
+    with pytest.raises(RuntimeError, match="attnkern::bwd"):
+        torch.ops.attnkern.bwd(a["gout"], a["gw"], a["q"], a["k"], a["v"], a["w"], a["lse"],
+                               a["delta"], a["mask"], a["lengths"], False)
+
