@@ -199,18 +199,19 @@ def _sample(call: Callable[[], None], n: int) -> float:
 # ------------------------------------------------------------------------------- memory
 
 MEMORY_METHOD = (
-    "Extra peak memory = the peak of live bytes allocated during one call (forward+backward) "
-    "above what was live before it (the inputs and grad_out are allocated beforehand, so "
-    "outputs, saved tensors, temporaries and the four gradients count). PyTorch has no CPU "
-    "max_memory_allocated, so it is computed from torch.profiler(profile_memory=True): the "
-    "allocator reports every allocation and free (including those made inside C++ ops and "
-    "autograd) as [memory] events with signed byte counts; the running sum in time order "
-    "gives the live bytes, and its maximum the peak. It sees allocations through PyTorch's "
-    "CPU allocator (tensors, at::empty in our kernels); a cross-check from the process's "
-    "peak RSS (VmHWM after resetting it through /proc/self/clear_refs, with glibc's mmap "
-    "threshold pinned at 128 KiB so large blocks are returned to the OS) also catches "
-    "malloc/std::vector scratch and thread stacks, but includes page-granularity and "
-    "allocator noise of a few MiB."
+    "Extra peak memory = the peak of memory in use during one call (forward+backward) above "
+    "what was in use before it (inputs and grad_out are allocated beforehand, so outputs, "
+    "saved tensors, temporaries, kernel scratch and the four gradients count), measured in a "
+    "fresh child process (bench/memory.py) by two methods; the table reports the larger. "
+    "(1) torch.profiler(profile_memory=True): PyTorch's CPU allocator reports every "
+    "allocation and free (including those inside C++ ops and autograd) as [memory] events "
+    "with signed sizes; the running sum in time order is the live bytes, its maximum the "
+    "peak (PyTorch has no CPU max_memory_allocated). It does not see memory a kernel takes "
+    "from malloc directly (attnkern's C++ scratch: exp(2k), exp(2q) tables). "
+    "(2) peak RSS growth: VmHWM after resetting it through /proc/self/clear_refs, minus VmRSS "
+    "before the call, with glibc's mmap threshold pinned at 128 KiB (so large blocks are "
+    "returned to the OS on free and cannot hide in a warm heap). It sees everything, at page "
+    "granularity."
 )
 
 

@@ -208,6 +208,8 @@ def fmt_time(s: float | None) -> str:
 def fmt_bytes(n: float | None) -> str:
     if n is None:
         return "n/a"
+    if n < 2**20:
+        return f"{n / 2**10:.1f} KiB"
     return f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
 
 
@@ -302,31 +304,37 @@ class Runner:
             f"{fmt_time(base)} ({bname})", ratio, ">=", goal))
         return med
 
-    def memory_row(self) -> None:
-        from baselines import get_backend
-        from common import make_call, make_inputs, peak_extra_bytes_profiler, peak_extra_bytes_rss
+    def measure_memory(self, shapes: list[tuple[int, int, int, int, int]], backends: list[str],
+                       rss: list[str]) -> list[dict[str, Any]]:
+        """Run bench/memory.py in a fresh process (see there and common.MEMORY_METHOD)."""
+        cmd = [sys.executable, os.path.join(BENCH_DIR, "memory.py"),
+               "--threads", str(self.threads), "--backends", ",".join(backends),
+               "--rss", ",".join(rss)]
+        for s in shapes:
+            cmd += ["--shape", ",".join(str(x) for x in s)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if out.returncode != 0:
+            raise RuntimeError(f"bench/memory.py failed:\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])["results"]
 
+    def memory_row(self) -> None:
         shape = self.shapes["MEM"]
-        log(f"memory: MEM {shape.label} fwd+bwd (cpp, eager, eager-mm)")
-        figures: dict[str, dict[str, Any]] = {}
-        for name in (["cpp"] if self.has_cpp else []) + ["eager", "eager-mm"]:
-            inputs = make_inputs(shape, requires_grad=True)
-            call = make_call(get_backend(name), inputs, "fwdbwd")
-            t0 = time.perf_counter()
-            call()  # warm (thread pools, lazy init) so the RSS figure is the call's own
-            elapsed = time.perf_counter() - t0
-            rss = [peak_extra_bytes_rss(call) for _ in range(1 if self.cfg.repeats < 5 else 2)]
-            prof = peak_extra_bytes_profiler(call)
-            rss_ok = [r for r in rss if r is not None]
-            figures[name] = {"profiler_bytes": prof,
-                             "rss_bytes": statistics.median(rss_ok) if rss_ok else None,
-                             "call_s": elapsed}
-            log(f"  {name}: {fmt_bytes(prof)} (profiler), "
-                f"{fmt_bytes(figures[name]['rss_bytes'])} (RSS), one call {elapsed:.2f} s")
-            del inputs, call
+        # eager (the `* w).sum` spelling) takes tens of seconds here and the same ~6 GiB as
+        # eager-mm: profiler figure only (its RSS pass would add another such call).
+        names = ["cpp", "eager-mm", "eager"]
+        log(f"memory: MEM {shape.label} fwd+bwd ({', '.join(names)}), in a child process")
+        res = self.measure_memory([(shape.B, shape.Tq, shape.Tk, shape.H, shape.Dv)], names,
+                                  ["cpp", "eager-mm"])
+        figures = {r["backend"]: r for r in res}
+        for f in figures.values():
+            f["bytes"] = max(f["profiler_bytes"], f["rss_bytes"] or 0)
+        for name, f in figures.items():
+            log(f"  {name}: {fmt_bytes(f['profiler_bytes'])} (profiler), "
+                f"{fmt_bytes(f['rss_bytes'])} (RSS), one profiled call {f['call_s']:.2f} s")
         self.extra["memory_MEM"] = {"shape": shape.label, "backends": figures}
-        ours = figures.get("cpp", {}).get("profiler_bytes")
-        bname, base = min((figures[n]["profiler_bytes"], n) for n in ("eager", "eager-mm"))[::-1]
+        ours = figures.get("cpp", {}).get("bytes")
+        base, bname = min((figures[n]["bytes"], n) for n in ("eager", "eager-mm")
+                          if n in figures)
         ratio = ours / base if ours is not None and base else None
         self.rows.append(make_row(
             "extra peak memory, forward+backward", f"MEM {shape.label}", ours, "cpp",
@@ -441,18 +449,15 @@ class Runner:
                 goal_text=f"linear: R^2 >= {R2_GOAL}"))
 
     def memory_curve(self) -> None:
-        from baselines import get_backend
-        from common import Shape, make_call, make_inputs, peak_extra_bytes_profiler
-
         B, Tq, H, Dv = self.cfg.tk_shape
+        log(f"memory vs Tk: B{B}-Tq{Tq}-H{H}-Dv{Dv}, Tk {self.cfg.tk_sweep}, in a child process")
+        names = ["cpp", "eager", "eager-mm"]
+        res = self.measure_memory([(B, Tq, tk, H, Dv) for tk in self.cfg.tk_sweep], names,
+                                  names)
         curve: dict[str, list[int]] = {}
-        for tk in self.cfg.tk_sweep:
-            shape = Shape(B, Tq, tk, H, Dv)
-            log(f"memory vs Tk: {shape.label}")
-            for name in (["cpp"] if self.has_cpp else []) + ["eager", "eager-mm"]:
-                inputs = make_inputs(shape, requires_grad=True)
-                call = make_call(get_backend(name), inputs, "fwdbwd")
-                curve.setdefault(name, []).append(peak_extra_bytes_profiler(call))
+        for r in res:  # in sweep order per backend
+            curve.setdefault(r["backend"], []).append(
+                max(r["profiler_bytes"], r["rss_bytes"] or 0))
         self.extra["memory_vs_tk"] = {"shape": f"B{B}-Tq{Tq}-H{H}-Dv{Dv}", "mode": "fwdbwd",
                                       "Tk": self.cfg.tk_sweep, "bytes": curve}
 
@@ -508,11 +513,13 @@ def markdown(report: dict[str, Any]) -> str:
     mem = report["extra"].get("memory_MEM")
     if mem:
         lines += ["", f"## Extra peak memory, forward+backward, MEM {mem['shape']}", "",
-                  "| backend | profiler (PyTorch allocator) | peak RSS growth | one call |",
-                  "|---|---|---|---|"]
+                  "| backend | profiler (PyTorch allocator) | peak RSS growth | reported (max) "
+                  "| profiled call |",
+                  "|---|---|---|---|---|"]
         for n, f in mem["backends"].items():
             lines.append(f"| {n} | {fmt_bytes(f['profiler_bytes'])} | "
-                         f"{fmt_bytes(f['rss_bytes'])} | {f['call_s']:.2f} s |")
+                         f"{fmt_bytes(f['rss_bytes'])} | {fmt_bytes(f['bytes'])} | "
+                         f"{f['call_s']:.2f} s |")
     mc = report["extra"].get("memory_vs_tk")
     if mc:
         names = list(mc["bytes"])

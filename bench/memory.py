@@ -1,0 +1,76 @@
+"""Extra peak memory of forward+backward, measured in a fresh process.
+
+    python bench/memory.py --threads 2 --shape 16,256,256,512,256 --backends cpp,eager-mm \
+        --rss cpp,eager-mm
+
+Prints one JSON object: ``{"results": [{"shape", "backend", "profiler_bytes", "rss_bytes",
+"call_s"}, ...]}``. ``bench/run.py`` calls it so that the GiB-sized eager runs and the glibc
+setting the RSS cross-check needs (a fixed mmap threshold) never touch the process that
+times things. See ``common.MEMORY_METHOD`` for the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+for _p in (BENCH_DIR, os.path.dirname(BENCH_DIR)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shape", action="append", required=True,
+                        help="B,Tq,Tk,H,Dv (repeatable)")
+    parser.add_argument("--backends", required=True, help="comma-separated backend names")
+    parser.add_argument("--rss", default="", help="backends that also get the RSS cross-check")
+    args = parser.parse_args(argv)
+
+    import torch
+    from baselines import backend_available, get_backend
+    from common import (
+        Shape,
+        make_call,
+        make_inputs,
+        peak_extra_bytes_profiler,
+        peak_extra_bytes_rss,
+    )
+
+    torch.set_num_threads(args.threads)
+    rss_for = set(filter(None, args.rss.split(",")))
+    results = []
+    # All profiler figures first: the RSS cross-check pins glibc's mmap threshold, which
+    # makes later big allocations slower (fresh pages every time).
+    for phase in ("profiler", "rss"):
+        for spec in args.shape:
+            B, Tq, Tk, H, Dv = (int(x) for x in spec.split(","))
+            shape = Shape(B, Tq, Tk, H, Dv)
+            for name in args.backends.split(","):
+                if not backend_available(name)[0] or (phase == "rss" and name not in rss_for):
+                    continue
+                inputs = make_inputs(shape, requires_grad=True)
+                call = make_call(get_backend(name), inputs, "fwdbwd")
+                if phase == "profiler":
+                    t0 = time.perf_counter()
+                    peak = peak_extra_bytes_profiler(call)
+                    results.append({"shape": shape.label, "backend": name,
+                                    "profiler_bytes": peak, "rss_bytes": None,
+                                    "call_s": time.perf_counter() - t0})
+                else:
+                    rss = peak_extra_bytes_rss(call)
+                    for r in results:
+                        if r["shape"] == shape.label and r["backend"] == name:
+                            r["rss_bytes"] = rss
+                del inputs, call
+    json.dump({"results": results}, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
