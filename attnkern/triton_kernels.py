@@ -38,10 +38,14 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.language.extra.cuda import libdevice
 
 __all__ = ["fwd", "bwd", "fwd_config", "bwd_config", "num_splits"]
 
 LOG2E = 1.4426950408889634
+# Kernels are interpreted (numpy) iff TRITON_INTERPRET is set when this module is imported,
+# as triton.jit decides at decoration time.
+_COMPILED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") in ("", "0"))
 
 # Tests (and users chasing a decode latency) may force the split-K factor of the forward.
 FORCE_NUM_SPLITS: int | None = None
@@ -70,7 +74,25 @@ def _tanh(x, FAST: tl.constexpr):
         d = x2 * 1.19825839466702e-06 + 1.18534705686654e-04
         d = d * x2 + 2.26843463243900e-03
         d = d * x2 + 4.89352518554385e-03
-        return p / d
+        # d is in [4.9e-3, 0.91]: flush-to-zero approximate division (MUFU.RCP + FMUL, 2 ulp)
+        # is safe and skips the denormal range checks of div.full / div.approx.
+        if _COMPILED:
+            return libdevice.fast_dividef(p, d)
+        else:  # the interpreter has no libdevice; numpy's exact division
+            return p / d
+
+
+@triton.jit
+def _chunk(q_base, k_base, W, offs_m, offs_n, offs_h, m_ok, n_ok, h_ok,
+           sqt, sqh, skt, skh, swh):
+    """H-chunk of q (BLOCK_H, BLOCK_M), k (BLOCK_H, BLOCK_N) and w (BLOCK_H,) in fp32;
+    w = 0 on the H tail, so padded h contribute nothing."""
+    q = tl.load(q_base + offs_h[:, None] * sqh + offs_m[None, :] * sqt,
+                mask=h_ok[:, None] & m_ok[None, :], other=0.0).to(tl.float32)
+    k = tl.load(k_base + offs_h[:, None] * skh + offs_n[None, :] * skt,
+                mask=h_ok[:, None] & n_ok[None, :], other=0.0).to(tl.float32)
+    w = tl.load(W + offs_h * swh, mask=h_ok, other=0.0).to(tl.float32)
+    return q, k, w
 
 
 @triton.jit
@@ -81,15 +103,11 @@ def _scores(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh, skt, skh
     s = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for h0 in range(0, H, BLOCK_H):
         offs_h = h0 + tl.arange(0, BLOCK_H)
-        h_ok = offs_h < H
-        q = tl.load(q_base + offs_m[:, None] * sqt + offs_h[None, :] * sqh,
-                    mask=m_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
-        k = tl.load(k_base + offs_n[:, None] * skt + offs_h[None, :] * skh,
-                    mask=n_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
-        # w = 0 on the H tail, so padded h contribute nothing.
-        w = tl.load(W + offs_h * swh, mask=h_ok, other=0.0).to(tl.float32)
-        t = _tanh(q[:, None, :] + k[None, :, :], FAST)
-        s += tl.sum(t * w[None, None, :], axis=2)
+        q, k, w = _chunk(q_base, k_base, W, offs_m, offs_n, offs_h, m_ok, n_ok,
+                         offs_h < H, sqt, sqh, skt, skh, swh)
+        # h is the leading (slowest) axis of the tile so the sum over it stays in-thread.
+        t = _tanh(q[:, :, None] + k[:, None, :], FAST)
+        s += tl.sum(t * w[:, None, None], axis=0)
     return s
 
 
@@ -307,16 +325,13 @@ def _bwd_dq_kernel(
         for h0 in range(0, H, BLOCK_H):
             offs_h = h0 + tl.arange(0, BLOCK_H)
             h_ok = offs_h < H
-            q = tl.load(q_base + offs_m[:, None] * sqt + offs_h[None, :] * sqh,
-                        mask=m_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
-            k = tl.load(k_base + offs_n[:, None] * skt + offs_h[None, :] * skh,
-                        mask=n_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
-            w = tl.load(W + offs_h * swh, mask=h_ok, other=0.0).to(tl.float32)
-            t = _tanh(q[:, None, :] + k[None, :, :], FAST_TANH)
-            g = tl.sum(ds[:, :, None] * (1.0 - t * t), axis=1) * w[None, :]
+            q, k, w = _chunk(q_base, k_base, W, offs_m, offs_n, offs_h, m_ok, n_ok, h_ok,
+                             sqt, sqh, skt, skh, swh)
+            t = _tanh(q[:, :, None] + k[:, None, :], FAST_TANH)  # (BLOCK_H, BLOCK_M, BLOCK_N)
+            g = tl.sum(ds[None, :, :] * (1.0 - t * t), axis=2) * w[:, None]
             # This program owns these dq rows: a plain read-modify-write, no atomics.
-            ptr = dq_base + offs_m[:, None] * H + offs_h[None, :]
-            io = m_ok[:, None] & h_ok[None, :]
+            ptr = dq_base + offs_m[None, :] * H + offs_h[:, None]
+            io = m_ok[None, :] & h_ok[:, None]
             tl.store(ptr, tl.load(ptr, mask=io, other=0.0) + g, mask=io)
         # Make this iteration's dq writes visible to whichever thread reads them next.
         tl.debug_barrier()
@@ -372,17 +387,14 @@ def _bwd_dkdv_kernel(
         for h0 in range(0, H, BLOCK_H):
             offs_h = h0 + tl.arange(0, BLOCK_H)
             h_ok = offs_h < H
-            q = tl.load(q_base + offs_m[:, None] * sqt + offs_h[None, :] * sqh,
-                        mask=m_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
-            k = tl.load(k_base + offs_n[:, None] * skt + offs_h[None, :] * skh,
-                        mask=n_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
-            w = tl.load(W + offs_h * swh, mask=h_ok, other=0.0).to(tl.float32)
-            t = _tanh(q[:, None, :] + k[None, :, :], FAST_TANH)
-            dst = ds[:, :, None] * t
-            gk = (tl.sum(ds[:, :, None] - dst * t, axis=0)) * w[None, :]
-            gw = tl.sum(tl.sum(dst, axis=0), axis=0)
-            ptr = dk_base + offs_n[:, None] * H + offs_h[None, :]
-            io = (offs_n < Tk)[:, None] & h_ok[None, :]
+            q, k, w = _chunk(q_base, k_base, W, offs_m, offs_n, offs_h, m_ok, n_ok, h_ok,
+                             sqt, sqh, skt, skh, swh)
+            t = _tanh(q[:, :, None] + k[:, None, :], FAST_TANH)  # (BLOCK_H, BLOCK_M, BLOCK_N)
+            dst = ds[None, :, :] * t
+            gk = tl.sum(ds[None, :, :] - dst * t, axis=1) * w[:, None]  # ds * (1 - t^2)
+            gw = tl.sum(tl.sum(dst, axis=2), axis=1)
+            ptr = dk_base + offs_n[None, :] * H + offs_h[:, None]
+            io = (offs_n < Tk)[None, :] & h_ok[:, None]
             tl.store(ptr, tl.load(ptr, mask=io, other=0.0) + gk, mask=io)
             tl.store(dw_base + offs_h, tl.load(dw_base + offs_h, mask=h_ok, other=0.0) + gw,
                      mask=h_ok)
@@ -409,34 +421,47 @@ def _interpreting(t: Tensor) -> bool:
     return t.device.type == "cpu"
 
 
-def fwd_config(tq: int, tk: int, h: int, dv: int, interpret: bool = False) -> Config:
-    """Forward tile per (Tq, H, Dv) bucket (Tk only drives the split, see num_splits).
+def _small_m_config(tq: int, dv: int, num_warps: int) -> Config:
+    """Tq <= 8 (decoder steps): BLOCK_M = Tq rounded up, no wasted query rows. P@V is a
+    broadcast-and-sum (tensor-core tiles need 16 rows), so BLOCK_N is sized to keep its
+    (BLOCK_M, BLOCK_N, Dv) tile at <= 32 values per thread, and BLOCK_H to keep the score
+    tile at <= 16."""
+    bm = _np2(tq)
+    threads = 32 * num_warps
+    bn = max(8, min(128, 32 * threads // (bm * _np2(dv))))
+    bh = max(2, min(16, 16 * threads // (bm * bn)))
+    return Config(bm, bn, bh, num_warps, 2)
 
-    GPU configs are chosen so every tile stays in registers (checked by
-    bench/kernel_report.py: zero spills on sm_80/sm_90); the (M, N, H-chunk) product is the
-    register tile of tanh arguments.
+
+def fwd_config(tq: int, tk: int, h: int, dv: int, interpret: bool = False) -> Config:
+    """Forward tile per (Tq, Dv) bucket (Tk drives the split-K factor, see num_splits; H
+    only the number of H-chunk iterations).
+
+    Chosen so that every tile stays in registers: bench/kernel_report.py compiles these for
+    sm_80/sm_90 and shows zero spills. (BLOCK_H, BLOCK_M, BLOCK_N) / threads is the number
+    of tanh arguments each thread holds per H-chunk iteration (16 or 32 here).
     """
-    if interpret:  # small tiles: every code path, cheap in numpy
+    if interpret:  # small tiles that still reach every code path; cheap in numpy
         return Config(min(16, _np2(tq)), 16, 16, 4, 1)
-    if tq < 16:  # decoder step(s): BLOCK_M = Tq rounded up, wide key tiles
-        bm = _np2(tq)
-        bn = 128 if bm <= 2 else 64
-        return Config(bm, bn, max(2, min(16, 2048 // (bm * bn))), 4, 2)
-    bm = 64 if tq >= 64 else (32 if tq >= 32 else 16)
-    if dv > 128:
-        return Config(min(bm, 32), 32, 4, 4, 2)
-    return Config(bm, 64 if bm == 64 else 32, 4 if bm == 64 else 8, 8 if bm == 64 else 4, 2)
+    if tq <= 8:
+        return _small_m_config(tq, dv, 8)
+    if tq >= 64 and dv <= 128:
+        return Config(64, 32, 4, 8, 2)  # 149 regs on sm_90, 32 tanh/thread/iteration
+    if tq >= 32 or dv > 128:
+        return Config(32, 32, 4, 8, 2)  # 97 regs
+    return Config(16, 32, 4, 4, 2)
 
 
 def bwd_config(tq: int, tk: int, h: int, dv: int, interpret: bool = False) -> Config:
-    """Backward tile (shared by the dq and dk/dv kernels)."""
+    """Backward tile (shared by the dq and the dk/dv kernels)."""
     if interpret:
         return Config(min(16, _np2(tq)), 16, 16, 4, 1)
-    if tq < 16:
-        return Config(_np2(tq), 64, 4, 4, 1)
+    if tq <= 8:
+        c = _small_m_config(tq, dv, 8)
+        return c._replace(num_stages=1)
     if dv > 128:
-        return Config(16, 32, 4, 4, 1)
-    return Config(32, 32, 4, 4, 1)
+        return Config(16, 32, 4, 8, 1)
+    return Config(32, 32, 4, 8, 1)  # dk/dv kernel 174 regs, dq kernel 102 regs on sm_90
 
 
 def num_splits(batch: int, m_blocks: int, tk: int, block_n: int, sm_count: int) -> int:
