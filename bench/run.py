@@ -495,13 +495,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{env['csrc_commit']}. Command: `{env['command']}`"
         + (" **SMOKE RUN: tiny shapes, the figures mean nothing.**" if report["smoke"] else ""),
         "",
-        "| figure | shape | attnkern (cpp) | baseline | ratio | goal | result |",
-        "|---|---|---|---|---|---|---|",
+        *goal_table(report),
     ]
-    for r in report["rows"]:
-        result = {True: "pass", False: "**FAIL**", None: "n/a"}[r["pass"]]
-        lines.append(f"| {r['figure']} | {r['shape']} | {r['ours_text']} | {r['baseline_text']} "
-                     f"| {r['ratio_text']} | {r['goal']} | {result} |")
     lines += ["", "## All timings (medians, side by side per problem)", "",
               "| problem | backend | median | G score elements/s | IQR/median | samples x calls |",
               "|---|---|---|---|---|---|"]
@@ -549,6 +544,50 @@ def markdown(report: dict[str, Any]) -> str:
                                                             for k, v in figs.items())
                                for t, figs in probe["runs"].items()) or "n/a")]
     lines += ["", "## Method", ""] + [f"- {m}" for m in report["method"]]
+    return "\n".join(lines) + "\n"
+
+
+def goal_table(report: dict[str, Any]) -> list[str]:
+    lines = ["| figure | shape | attnkern (cpp) | baseline | ratio | goal | result |",
+             "|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        result = {True: "pass", False: "**FAIL**", None: "n/a"}[r["pass"]]
+        lines.append(f"| {r['figure']} | {r['shape']} | {r['ours_text']} | {r['baseline_text']} "
+                     f"| {r['ratio_text']} | {r['goal']} | {result} |")
+    return lines
+
+
+def readme_fragment(report: dict[str, Any], plot_paths: list[str]) -> str:
+    """The README's results section (links relative to the repository root)."""
+    env = report["env"]
+    load = env.get("loadavg_start"), env.get("loadavg_end")
+    lines = [
+        "## Results (CPU)",
+        "",
+        f"Measured {env['date_utc'][:16].replace('T', ' ')} UTC on {env['cpu']} "
+        f"({env['logical_cpus']} logical CPUs, shared with other jobs: load average "
+        f"{load[0][0]:.1f} at the start, {load[1][0]:.1f} at the end), {env['threads']} threads, "
+        f"float32, torch {env['torch']}, attnkern commit {env['git_commit']}. "
+        f"Reproduce with `{env['command']}` (about {env['wall_s'] / 60:.0f} min; "
+        "`--quick` for fewer repeats); it writes `bench/results/cpu.json` (every sample "
+        "count, median and spread, the environment), `bench/results/cpu.md` and the plots.",
+        "",
+        *goal_table(report),
+        "",
+        "Speed ratios are between medians measured side by side in one process (backends "
+        "interleaved round by round); the baseline is the faster of the two usual spellings "
+        "of eager additive attention (`(tanh(q+k) * w).sum(-1)` or `tanh(q+k) @ w`), or of "
+        "their torch.compile. Memory: the larger of the PyTorch-allocator peak "
+        "(torch.profiler memory events) and the peak-RSS growth, in a fresh process. "
+        "The pytest-benchmark suite `pytest bench/ --benchmark-only` times every backend on "
+        "the same shapes.",
+        "",
+    ]
+    for path in plot_paths:
+        rel = os.path.relpath(path, REPO_ROOT)
+        title = os.path.splitext(os.path.basename(path))[0].replace("bench_", "").replace(
+            "_", " ")
+        lines.append(f"![{title}]({rel})")
     return "\n".join(lines) + "\n"
 
 
@@ -653,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
                         "docs/img/ with the default --out, else --out)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--no-curves", action="store_true", help="skip the Tk/H sweeps")
+    parser.add_argument("--readme", default=None,
+                        help="also write the README results section here (e.g. docs/results.md)")
     args = parser.parse_args(argv)
 
     if args.smoke:
@@ -694,6 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(out_dir, "cpu.md"), "w") as f:
         f.write(md)
     written = plots(report, plot_dir)
+    if args.readme:
+        with open(args.readme, "w") as f:
+            f.write(readme_fragment(report, written))
     print(md)
     log(f"wrote {os.path.join(out_dir, 'cpu.json')}, cpu.md and {len(written)} plots to "
         f"{plot_dir} in {report['env']['wall_s']} s")

@@ -51,7 +51,8 @@ def test_pytest_benchmark_suite_smoke(tmp_path):
 
 
 def test_run_py_smoke(tmp_path):
-    _run(["bench/run.py", "--smoke", "--out", str(tmp_path)], timeout=120)
+    _run(["bench/run.py", "--smoke", "--out", str(tmp_path), "--readme",
+          str(tmp_path / "results.md")], timeout=120)
     report = json.loads((tmp_path / "cpu.json").read_text())
     assert report["smoke"] is True
     for key in ("date_utc", "cpu", "threads", "torch", "git_commit", "command"):
@@ -77,3 +78,5 @@ def test_run_py_smoke(tmp_path):
     assert "| figure |" in md and "decode step latency" in md
     for png in ("bench_time_vs_tk.png", "bench_time_vs_h.png", "bench_memory_vs_tk.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    readme = (tmp_path / "results.md").read_text()
+    assert "## Results (CPU)" in readme and "bench_time_vs_tk.png" in readme
