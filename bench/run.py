@@ -598,8 +598,9 @@ def plots(report: dict[str, Any], out_dir: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
-    styles = {"cpp": ("attnkern cpp", "C0", "o"), "eager": ("eager PyTorch", "C3", "s"),
-              "eager-mm": ("eager PyTorch (tanh @ w)", "C1", "v"),
+    styles = {"cpp": ("attnkern cpp", "C0", "o"),
+              "eager": ("eager PyTorch, (tanh * w).sum", "C3", "s"),
+              "eager-mm": ("eager PyTorch, tanh @ w", "C1", "v"),
               "compile": ("torch.compile", "C2", "^")}
     env = report["env"]
     subtitle = f"{env['cpu']}, {env['threads']} threads, float32, {env['date_utc'][:10]}"
