@@ -83,6 +83,17 @@ def _tanh(x, FAST: tl.constexpr):
 
 
 @triton.jit
+def _mma(a, b, IS_FP32: tl.constexpr):
+    """a @ b on tensor cores with fp32 accumulation (a, b in the input dtype)."""
+    if IS_FP32:
+        return tl.dot(a, b, input_precision="ieee")  # tf32 would miss fp32 tolerances
+    elif _COMPILED:
+        return tl.dot(a, b)
+    else:  # the interpreter multiplies bf16 as raw uint16 bits; fp32 products are exact
+        return tl.dot(a.to(tl.float32), b.to(tl.float32))
+
+
+@triton.jit
 def _chunk(q_base, k_base, W, offs_m, offs_n, offs_h, m_ok, n_ok, h_ok,
            sqt, sqh, skt, skh, swh):
     """H-chunk of q (BLOCK_H, BLOCK_M), k (BLOCK_H, BLOCK_N) and w (BLOCK_H,) in fp32;
@@ -185,10 +196,7 @@ def _fwd_kernel(
                     mask=n_ok[:, None] & d_ok[None, :], other=0.0)
         acc = acc * alpha[:, None]
         if BLOCK_M >= 16:
-            if IS_FP32:
-                acc += tl.dot(p, v, input_precision="ieee")
-            else:
-                acc += tl.dot(p.to(v.dtype), v)
+            acc += _mma(p.to(v.dtype), v, IS_FP32)
         else:  # decode-sized tiles: too small for tensor cores
             acc += tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)
         m_i = m_new
@@ -282,10 +290,7 @@ def _probs(q_base, k_base, W, MASK, GW, LSE, DELTA, DO, V, b, offs_m, offs_n, m_
     v = tl.load(V + b * svb + offs_n[:, None] * svt + offs_d[None, :] * svd,
                 mask=n_ok[:, None] & d_ok[None, :], other=0.0)
     if BLOCK_M >= 16:
-        if IS_FP32:
-            dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-        else:
-            dp = tl.dot(do, tl.trans(v)).to(tl.float32)
+        dp = _mma(do, tl.trans(v), IS_FP32)
     else:
         dp = tl.sum(do.to(tl.float32)[:, None, :] * v.to(tl.float32)[None, :, :], axis=2)
     if HAS_GW:
@@ -378,10 +383,7 @@ def _bwd_dkdv_kernel(
                            HAS_MASK, HAS_GW, CAUSAL, IS_FP32,
                            BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_D, FAST_TANH)
         if BLOCK_M >= 16:
-            if IS_FP32:
-                dv += tl.dot(tl.trans(p), do, input_precision="ieee")
-            else:
-                dv += tl.dot(tl.trans(p.to(do.dtype)), do)
+            dv += _mma(tl.trans(p.to(do.dtype)), do, IS_FP32)
         else:
             dv += tl.sum(p[:, :, None] * do.to(tl.float32)[:, None, :], axis=0)
         for h0 in range(0, H, BLOCK_H):
