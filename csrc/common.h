@@ -87,7 +87,8 @@ inline void axpy(T a, const T* x, T* y, int64_t n) {
 #if ATTNKERN_AVX512
 // Cephes-style exp on 16 lanes (about 1 ulp), input clamped to [-87, 88].
 static inline __m512 exp16(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(88.f));
+  // max/min return their second operand when either is NaN: NaN passes through.
+  x = _mm512_min_ps(_mm512_set1_ps(88.f), _mm512_max_ps(_mm512_set1_ps(-87.f), x));
   __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -111,7 +112,7 @@ static inline __m512 recip16(__m512 d) {
 // r = 1 / (exp(2x) + 1) directly (any finite x; +-inf saturate).
 static inline __m512 r_direct16(__m512 x) {
   __m512 x2 = _mm512_add_ps(x, x);
-  x2 = _mm512_min_ps(_mm512_max_ps(x2, _mm512_set1_ps(-86.f)), _mm512_set1_ps(86.f));
+  x2 = _mm512_min_ps(_mm512_set1_ps(86.f), _mm512_max_ps(_mm512_set1_ps(-86.f), x2));
   return recip16(_mm512_add_ps(exp16(x2), _mm512_set1_ps(1.f)));
 }
 
@@ -138,7 +139,7 @@ inline float dot<float>(const float* a, const float* b, int64_t n) {
 #endif
 
 
-// s[j] <- exp(s[j] - m) for j < n, with -inf -> 0 exactly; returns the sum of the results.
+// s[j] <- exp(s[j] - m) for j < n, with -inf -> 0 exactly (NaN stays NaN); returns the sum.
 template <typename T>
 inline T exp_shift(T* s, int64_t n, T m) {
   T sum = 0;
@@ -158,7 +159,7 @@ inline float exp_shift<float>(float* s, int64_t n, float m) {
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 in = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1u);
     const __m512 x = _mm512_maskz_loadu_ps(in, s + j);
-    const __mmask16 live = _mm512_mask_cmp_ps_mask(in, x, ninf, _CMP_NEQ_OQ);
+    const __mmask16 live = _mm512_mask_cmp_ps_mask(in, x, ninf, _CMP_NEQ_UQ);
     const __m512 e = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(x, mv)));
     _mm512_mask_storeu_ps(s + j, in, e);
     acc = _mm512_add_ps(acc, e);

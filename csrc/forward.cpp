@@ -44,15 +44,15 @@ void forward_impl(const T* q, const T* k, const T* v, const T* w, const Masks& m
           for (int64_t j = 0; j < nk; ++j) {
             if (j >= je || mk.padded(b, j0 + j))
               s[j] = ninf;
-            else
-              bm = std::max(bm, s[j]);
+            else if (s[j] > bm || s[j] != s[j])  // a NaN score sticks, poisoning the row
+              bm = bm != bm ? bm : s[j];
           }
           if (wts) std::copy(s, s + nk, wts + ((b * Tq + i0 + r) * Tk + j0));
           if (bm == ninf) {  // nothing usable in this block for this row
             std::fill(s, s + nk, T(0));
             continue;
           }
-          const T mnew = std::max(m[r], bm);
+          const T mnew = bm != bm ? bm : std::max(m[r], bm);
           const T alpha = m[r] == ninf ? T(0) : std::exp(m[r] - mnew);
           const T sum = exp_shift(s, nk, mnew);
           if (alpha != T(1)) {
@@ -76,7 +76,7 @@ void forward_impl(const T* q, const T* k, const T* v, const T* w, const Masks& m
         const int64_t i = b * Tq + i0 + r;
         T* o = out + i * Dv;
         const T* a = acc.get() + r * Dv;
-        if (l[r] > T(0)) {
+        if (l[r] != T(0)) {  // l is > 0 or NaN here
           const T inv = T(1) / l[r];
           for (int64_t d = 0; d < Dv; ++d) o[d] = a[d] * inv;
           lse[i] = m[r] + std::log(l[r]);
@@ -86,7 +86,7 @@ void forward_impl(const T* q, const T* k, const T* v, const T* w, const Masks& m
         }
         if (wts) {
           T* wr = wts + i * Tk;
-          if (l[r] > T(0))
+          if (l[r] != T(0))
             exp_shift(wr, jmax, lse[i]);
           else
             std::fill(wr, wr + jmax, T(0));
