@@ -44,7 +44,8 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
   zero(dwr.get(), items * Hp);
   zero(dv, B * Tk * Dv);
 
-  at::parallel_for(0, items, 1, [&](int64_t t0, int64_t t1) {
+  const int64_t item_work = Tq * ((Tk + nsplit - 1) / nsplit) * (2 * H + 2 * Dv);
+  at::parallel_for(0, items, grain_for(item_work), [&](int64_t t0, int64_t t1) {
     RowSide<T> rs;
     rs.alloc(ks);
     Buf<T> S(kBQ * ldS), P(kBQ * ldS);
@@ -106,7 +107,7 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
   });
 
   // dq = 4 w (sum over splits of gq), dk = 4 w gk, in a fixed order.
-  at::parallel_for(0, B * Tq, 16, [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, B * Tq, grain_for(H * nsplit), [&](int64_t r0, int64_t r1) {
     for (int64_t row = r0; row < r1; ++row) {
       const int64_t b = row / Tq, i = row % Tq;
       for (int64_t h = 0; h < H; ++h) {
@@ -116,7 +117,7 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
       }
     }
   });
-  at::parallel_for(0, B * Tk, 16, [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, B * Tk, grain_for(H), [&](int64_t r0, int64_t r1) {
     for (int64_t row = r0; row < r1; ++row)
       for (int64_t h = 0; h < H; ++h) dk[row * H + h] = T(4) * w[h] * gk[row * Hp + h];
   });

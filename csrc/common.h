@@ -39,6 +39,13 @@ constexpr int64_t kFactMinTq = 4;
 
 constexpr int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// Grain for at::parallel_for so that a parallel region is only opened for enough work
+// (tiny calls, e.g. gradcheck or one decoder step of a small model, run inline: an OpenMP
+// region costs microseconds, and far more on an oversubscribed machine).
+inline int64_t grain_for(int64_t work_per_item, int64_t min_work = int64_t(1) << 15) {
+  return std::max<int64_t>(1, min_work / std::max<int64_t>(work_per_item, 1));
+}
+
 // Which keys a row may use. jend(b, i) = number of leading keys allowed by key_lengths and
 // causal; key_padding_mask removes single keys below it.
 struct Masks {

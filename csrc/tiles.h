@@ -59,7 +59,7 @@ struct KeySide {
     } else {
       kbuf.alloc(B * Tk * Hp);
       T* dst = kbuf.get();
-      at::parallel_for(0, B * Tk, 64, [&](int64_t r0, int64_t r1) {
+      at::parallel_for(0, B * Tk, grain_for(H), [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
           std::copy(k + r * H, k + (r + 1) * H, dst + r * Hp);
           std::fill(dst + r * Hp + H, dst + (r + 1) * Hp, T(0));
@@ -79,7 +79,7 @@ struct KeySide {
       ekt.alloc(B * Hp * Tkp);
       block_safe.alloc(B * nkb);
       const float* K = kp;
-      at::parallel_for(0, B * nkb, 1, [&](int64_t t0, int64_t t1) {
+      at::parallel_for(0, B * nkb, grain_for(kBK * Hp * 4), [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
           int64_t b = t / nkb, j0 = (t % nkb) * kBK, j1 = std::min(Tk, j0 + kBK);
           __m512 mx = _mm512_setzero_ps();
