@@ -23,7 +23,7 @@ from functools import partial
 
 import pytest
 import torch
-from helpers import GRAD_TOL, TOL, check_against_reference, make_inputs, make_masks
+from helpers import GRAD_TOL, TOL, make_inputs, make_masks
 
 import attnkern
 from attnkern import ops
@@ -43,9 +43,49 @@ def fused(backend):
     return backend != "reference"
 
 
+def device_of(backend):
+    """Where ``backend`` runs: Triton on CUDA unless the interpreter is on; the rest on CPU."""
+    if backend == "triton" and not ops.triton_interpret_enabled():
+        return "cuda"
+    return "cpu"
+
+
 def run(backend, q, k, v, w, **kw):
-    """(out, weights) from ``backend``."""
-    return attnkern.additive_attention(q, k, v, w, return_weights=True, backend=backend, **kw)
+    """(out, weights) from ``backend``. Tests build CPU tensors; for Triton on a GPU they are
+    moved there (differentiably) and the results brought back, so gradients reach the CPU
+    leaves and every comparison stays on CPU."""
+    dev = device_of(backend)
+    if dev != "cpu":
+        q, k, v, w = (t.to(dev) for t in (q, k, v, w))
+        kw = {n: (x.to(dev) if isinstance(x, torch.Tensor) else x) for n, x in kw.items()}
+    out, wts = attnkern.additive_attention(q, k, v, w, return_weights=True, backend=backend,
+                                           **kw)
+    return out.cpu(), wts.cpu()
+
+
+def check_against_reference(q, k, v, w, *, backend, grads=True, seed=0, **kw):
+    """``backend`` vs the float64 reference: output, weights and the four gradients, with
+    the per-dtype tolerances of tests/helpers.py (empty tensors allowed)."""
+    dtype = q.dtype
+    out, wts = run(backend, q, k, v, w, **kw)
+    args64 = [t.detach().double().requires_grad_(t.requires_grad) for t in (q, k, v, w)]
+    rout, rwts = attnkern.reference.additive_attention(*args64, return_weights=True, **kw)
+    assert out.dtype == dtype and wts.dtype == dtype
+    assert out.shape == rout.shape and wts.shape == rwts.shape
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(out.double(), rout, atol=atol, rtol=rtol)
+    torch.testing.assert_close(wts.double(), rwts, atol=atol, rtol=rtol)
+    if not grads:
+        return
+    gatol, grtol = GRAD_TOL[dtype]
+    for name, a, b in zip(("query", "key", "value", "weight"),
+                          grads_of([out, wts], (q, k, v, w), seed=seed),
+                          grads_of([rout, rwts], args64, seed=seed)):
+        assert a.dtype == dtype and a.shape == b.shape, name
+        assert torch.isfinite(a).all(), f"non-finite grad_{name}"
+        scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
+        torch.testing.assert_close(a.double(), b, atol=gatol * scale, rtol=grtol,
+                                   msg=lambda m, n=name: f"grad_{n}: {m}")
 
 
 def grads_of(outputs, inputs, seed=3):
@@ -75,18 +115,7 @@ def test_empty_dimensions(backend, shape, mask):
     kw = make_masks(mask, B, Tq, Tk)
     out, wts = run(backend, q, k, v, w, **kw)
     assert out.shape == (B, Tq, Dv) and wts.shape == (B, Tq, Tk)
-    # (helpers.check_against_reference cannot take the max of an empty gradient)
-    args64 = [t.detach().double().requires_grad_() for t in (q, k, v, w)]
-    rout, rwts = attnkern.reference.additive_attention(*args64, return_weights=True, **kw)
-    atol, rtol = TOL[torch.float32]
-    torch.testing.assert_close(out.double(), rout, atol=atol, rtol=rtol)
-    torch.testing.assert_close(wts.double(), rwts, atol=atol, rtol=rtol)
-    gatol, grtol = GRAD_TOL[torch.float32]
-    for name, a, b in zip("qkvw", grads_of([out, wts], (q, k, v, w)),
-                          grads_of([rout, rwts], args64)):
-        assert a.shape == b.shape and torch.isfinite(a).all(), name
-        torch.testing.assert_close(a.double(), b, atol=gatol, rtol=grtol,
-                                   msg=lambda m, n=name: f"grad_{n}: {m}")
+    check_against_reference(q, k, v, w, backend=backend, **kw)
 
 
 @pytest.mark.parametrize("step", [False, True], ids=["seq", "step"])
@@ -192,14 +221,19 @@ def test_expanded_keys_and_values_beam_search(backend, step):
     lengths = torch.tensor([Tk, Tk, 7, 0])
     kw = {"key_lengths": lengths, "causal": not step}
 
-    def forward(impl, q, k1, v1, w1):
+    def forward(impl, dev, q, k1, v1, w1):
+        # expand on the device the kernel runs on, so the kernel sees the stride-0 tensors
+        q, k1, v1, w1 = (t.to(dev) for t in (q, k1, v1, w1))
         k, v = k1.expand(B, Tk, H), v1.expand(B, Tk, Dv)
         assert k.stride(0) == 0 and v.stride(0) == 0
-        return impl(q, k, v, w1.expand(H), return_weights=True, **kw)
+        kwd = {n: (x.to(dev) if isinstance(x, torch.Tensor) else x) for n, x in kw.items()}
+        out, wts = impl(q, k, v, w1.expand(H), return_weights=True, **kwd)
+        return out.cpu(), wts.cpu()
 
-    out, wts = forward(partial(attnkern.additive_attention, backend=backend), q, k1, v1, w1)
+    out, wts = forward(partial(attnkern.additive_attention, backend=backend),
+                       device_of(backend), q, k1, v1, w1)
     args64 = [t.detach().double().requires_grad_() for t in (q, k1, v1, w1)]
-    rout, rwts = forward(attnkern.reference.additive_attention, *args64)
+    rout, rwts = forward(attnkern.reference.additive_attention, "cpu", *args64)
     atol, rtol = TOL[torch.float32]
     torch.testing.assert_close(out.double(), rout, atol=atol, rtol=rtol)
     torch.testing.assert_close(wts.double(), rwts, atol=atol, rtol=rtol)
@@ -231,7 +265,9 @@ def test_non_contiguous_inputs(backend, layout):
         w = torch.randn(H, generator=g)
     assert not all(t.is_contiguous() for t in (q, k, v, w))
     mask = torch.rand(B, 2 * Tk, generator=g)[:, ::2] < 0.3
-    lengths = torch.tensor([[Tk, 0], [5, 0], [1, 0]])[:, 0]
+    lengths = torch.tensor([[Tk, 0], [5, 0], [1, 0]])[:, 0]  # stride 2
+    if layout == "expanded-query":
+        lengths = torch.tensor(5).expand(B)  # stride 0
     q, k, v, w = (t.requires_grad_() for t in (q, k, v, w))
     check_against_reference(q, k, v, w, backend=backend, key_padding_mask=mask,
                             key_lengths=lengths, causal=True)
@@ -294,6 +330,8 @@ LONG_TK = 200_003
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_very_long_key_sequence(backend, causal):
+    if backend == "reference" and not causal:
+        pytest.skip("one pass of the (slow) reference is enough")
     B, Tq, Tk, H, Dv = 2, 3, LONG_TK, 8, 4
     q, k, v, w = make_inputs(B, Tq, Tk, H, Dv, seed=9)
     g = torch.Generator().manual_seed(10)
@@ -317,38 +355,51 @@ def test_very_long_key_sequence(backend, causal):
 _MEMORY_CHILD = textwrap.dedent("""
     import json, resource, sys, torch
     import attnkern
-    backend, B, Tq, Tk, H, Dv = json.loads(sys.argv[1])
+    backend, dev, B, Tq, Tk, H, Dv = json.loads(sys.argv[1])
     g = torch.Generator().manual_seed(0)
-    q = torch.randn(B, Tq, H, generator=g, requires_grad=True)
-    k = torch.randn(B, Tk, H, generator=g, requires_grad=True)
-    v = torch.randn(B, Tk, Dv, generator=g, requires_grad=True)
-    w = torch.randn(H, generator=g, requires_grad=True)
+    q, k = torch.randn(B, Tq, H, generator=g), torch.randn(B, Tk, H, generator=g)
+    v, w = torch.randn(B, Tk, Dv, generator=g), torch.randn(H, generator=g)
     go = torch.randn(B, Tq, Dv, generator=g)
-    # Warm up on a tiny problem so one-off allocations (thread pools, dispatcher) are not
-    # counted against the long one.
+    q, k, v, w, go = (t.to(dev) for t in (q, k, v, w, go))
+    for t in (q, k, v, w):
+        t.requires_grad_()
+
+    def peak():
+        if dev == "cuda":
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() // 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+
+    # Warm up on a tiny problem so one-off allocations (thread pools, dispatcher, JIT) are
+    # not counted against the long one.
     tiny = [t[:, :2].detach().clone().requires_grad_() for t in (q, k, v)]
     attnkern.additive_attention(*tiny, w, backend=backend).sum().backward()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    base = peak()
     out = attnkern.additive_attention(q, k, v, w, backend=backend)
-    fwd = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fwd = peak()
     (out * go).sum().backward()
-    bwd = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    bwd = peak()
     print(json.dumps({"fwd_kib": fwd - base, "bwd_kib": bwd - base,
                       "finite": bool(torch.isfinite(out).all() and torch.isfinite(k.grad).all())}))
 """)
 
 
 def test_very_long_key_sequence_memory_is_bounded_by_inputs(backend):
-    """Peak RSS growth of forward and forward+backward, measured in a fresh child process,
-    stays within a few times the inputs; the (B, Tq, Tk, H) tanh tensor would be 16x them."""
+    """Peak memory growth (RSS on CPU, the CUDA caching allocator's peak on a GPU) of forward
+    and forward+backward, measured in a fresh child process, stays within a few times the
+    inputs; the (B, Tq, Tk, H) tanh tensor would be 16x them."""
     if not fused(backend):
         pytest.skip("the reference materialises (B, Tq, Tk, H) by design")
+    if backend == "triton" and ops.triton_interpret_enabled():
+        pytest.skip("the Triton interpreter's numpy buffers say nothing about GPU memory")
     B, Tq, Tk, H, Dv = 1, 16, LONG_TK, 16, 4
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(
-        [sys.executable, "-c", _MEMORY_CHILD, json.dumps([backend, B, Tq, Tk, H, Dv])],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    args = [backend, device_of(backend), B, Tq, Tk, H, Dv]
+    proc = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, json.dumps(args)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     inputs_kib = 4 * B * Tk * (H + Dv) / 1024
@@ -363,6 +414,9 @@ def test_very_long_key_sequence_memory_is_bounded_by_inputs(backend):
 
 def test_concurrent_calls_from_threads(backend):
     """Several Python threads calling forward+backward at once get the sequential results."""
+    if backend == "triton" and ops.triton_interpret_enabled():
+        pytest.skip("the Triton interpreter patches triton.language globally per launch: it "
+                    "is not thread-safe (compiled kernels are)")
     jobs = []
     for seed in range(6):
         B, Tq, Tk = 2 + seed % 3, 1 + seed, 7 + 5 * seed
