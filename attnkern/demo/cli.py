@@ -1,0 +1,219 @@
+"""``python -m attnkern.demo``: train, score, translate, plot.
+
+Also runs under ``torchrun --nproc_per_node=N -m attnkern.demo`` (gloo on CPU, NCCL on
+CUDA): every rank trains on its own sentences, DDP averages the gradients, rank 0 reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from .data import SentenceSampler, make_batch, normalize_sentence, split_words
+from .model import ModelConfig, Seq2Seq, load_checkpoint, save_checkpoint
+from .train import DistInfo, evaluate, init_distributed, train, translate
+
+__all__ = ["DEFAULTS", "build_parser", "main", "reverse_sentences"]
+
+DEFAULT_SENTENCE = "the cat sat on the mat"
+MAX_WORDS = 8   # longest training sentence; longer inputs are decoded in chunks of this size
+EVAL_SEED = 777  # the held-out sentences are the same for every run
+
+DEFAULTS = {
+    "steps": 900,
+    "batch_size": 64,
+    "lr": 3e-3,
+    "curriculum": 0.3,
+    "eval_size": 2000,
+}
+MODEL = {"embed_dim": 32, "enc_hidden": 64, "dec_hidden": 128, "attn_hidden": 64,
+         "pos_dim": 16, "value_embed": True}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m attnkern.demo",
+        description="Character-level seq2seq that reverses every word of a sentence, with "
+                    "attnkern.AdditiveAttention, against the same model without attention.",
+    )
+    p.add_argument("--sentence", action="append", metavar="TEXT",
+                   help=f"sentence to reverse (repeatable; default {DEFAULT_SENTENCE!r}); "
+                        "the first one is drawn in the attention heatmap")
+    p.add_argument("--steps", type=int, default=DEFAULTS["steps"],
+                   help="training steps for each model (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    p.add_argument("--device", default=None,
+                   help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the no-attention baseline and its accuracy-vs-length plot")
+    p.add_argument("--out", default="demo_out", help="output folder (default %(default)s)")
+    p.add_argument("--save", metavar="PATH", help="write a checkpoint of the trained model(s)")
+    p.add_argument("--load", metavar="PATH",
+                   help="load a checkpoint written by --save instead of training")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
+                   help="sentences per step, over all ranks (default %(default)s)")
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"],
+                   help="peak Adam learning rate (default %(default)s)")
+    p.add_argument("--eval-size", type=int, default=DEFAULTS["eval_size"],
+                   help="held-out sentences scored (default %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: all cores, shared among local ranks)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def reverse_sentences(model: Seq2Seq, sentences: list[str], *,
+                      device: torch.device | str = "cpu") -> list[str]:
+    """Model outputs for normalised sentences; ones longer than :data:`MAX_WORDS` words are
+    decoded in chunks of that many words (the task never crosses a word boundary)."""
+    chunks, owners = [], []
+    for i, s in enumerate(sentences):
+        words = s.split(" ")
+        for start in range(0, len(words), MAX_WORDS):
+            chunks.append(" ".join(words[start:start + MAX_WORDS]))
+            owners.append(i)
+    outs = translate(model, chunks, device=device)
+    joined: list[list[str]] = [[] for _ in sentences]
+    for i, out in zip(owners, outs):
+        joined[i].append(out)
+    return [" ".join(parts) for parts in joined]
+
+
+def _attention_map(model: Seq2Seq, sentence: str, device: torch.device
+                   ) -> tuple[list[list[float]], str]:
+    from .data import decode_ids
+
+    batch = make_batch([sentence]).to(device)
+    ids, weights = model.greedy(batch.src, batch.src_lengths, need_weights=True)
+    out = decode_ids(ids[0].tolist())
+    assert weights is not None
+    steps = min(len(out) + 1, weights.shape[1])  # through the EOS step
+    return weights[0, :steps].float().cpu().tolist(), out
+
+
+def _pick_device(arg: str | None, local_rank: int) -> torch.device:
+    if arg is None:
+        arg = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(arg)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank if "LOCAL_RANK" in os.environ else 0)
+    return device
+
+
+def _pct(x: float) -> str:
+    return f"{100.0 * x:5.1f}%"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        sentences = [normalize_sentence(s) for s in (args.sentence or [DEFAULT_SENTENCE])]
+    except ValueError as exc:
+        build_parser().error(str(exc))
+    if args.steps < 1 and not args.load:
+        build_parser().error(f"--steps must be >= 1, got {args.steps}")
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = _pick_device(args.device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, local_world))
+    torch.set_num_threads(threads)
+    dist_info: DistInfo = init_distributed(device)
+    main_rank = dist_info.is_main
+
+    def say(msg: str = "") -> None:
+        if main_rank:
+            print(msg, flush=True)
+
+    # Without the C++ extension the layer falls back to the reference; say so once, plainly.
+    warnings.filterwarnings("ignore", message="attnkern._C is not built")
+    from attnkern.functional import resolve_backend
+
+    backend = resolve_backend("auto", device, torch.float32)
+    backend_name = {"op": "cpp" if device.type == "cpu" else "triton"}.get(backend, backend)
+    say(f"attnkern demo: reverse every word | device {device}, {threads} thread(s), "
+        f"attention backend {backend_name}"
+        + (f", {dist_info.world_size} processes" if dist_info.world_size > 1 else ""))
+
+    train_words, heldout_words = split_words()
+    eval_sentences = []
+    eval_sampler = SentenceSampler(heldout_words, seed=EVAL_SEED)
+    for i in range(args.eval_size):
+        eval_sentences.append(eval_sampler.sentence(1 + i % MAX_WORDS))
+
+    models: dict[str, Seq2Seq] = {}
+    seconds: dict[str, float] = {}
+    if args.load:
+        models, meta = load_checkpoint(args.load, device)
+        if "attention" not in models:
+            build_parser().error(f"{args.load} has no attention model")
+        if args.no_baseline:
+            models.pop("baseline", None)
+        say(f"loaded {args.load} (trained {meta.get('steps', '?')} steps); skipping training")
+    else:
+        runs = [("attention", True)] + ([] if args.no_baseline else [("baseline", False)])
+        for name, attention in runs:
+            torch.manual_seed(args.seed)
+            model = Seq2Seq(ModelConfig(attention=attention, **MODEL))
+            n_params = sum(p.numel() for p in model.parameters())
+            say(f"training {'attention' if attention else 'no-attention baseline'} model: "
+                f"{n_params:,} parameters, {args.steps} steps x {args.batch_size} sentences")
+            # Each rank draws its own sentences: the data is sharded by rank.
+            sampler = SentenceSampler(train_words, max_words=MAX_WORDS,
+                                      seed=args.seed * 1000 + dist_info.rank)
+            result = train(model, sampler, steps=args.steps, batch_size=args.batch_size,
+                           lr=args.lr, curriculum=DEFAULTS["curriculum"], device=device,
+                           dist_info=dist_info, progress=not args.quiet,
+                           desc="attention" if attention else "no attention")
+            models[name], seconds[name] = model, result.seconds
+
+    if main_rank:
+        _report(args, sentences, eval_sentences, models, seconds, device)
+    if dist_info.initialized:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def _report(args: argparse.Namespace, sentences: list[str], eval_sentences: list[str],
+            models: dict[str, Seq2Seq], seconds: dict[str, float], device: torch.device) -> None:
+    from .plots import plot_accuracy, plot_attention
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = {"attention": "attention", "baseline": "no attention"}
+    print(f"held-out: {len(eval_sentences)} sentences of 1-{MAX_WORDS} words never seen in "
+          "training")
+    curves = {}
+    for name, model in models.items():
+        t0 = time.perf_counter()
+        res = evaluate(model, eval_sentences, device=device)
+        took = f", trained in {seconds[name]:.0f} s" if name in seconds else ""
+        print(f"  {labels[name]:<13} exact match {_pct(res.exact)}  character accuracy "
+              f"{_pct(res.char)}  (scored in {time.perf_counter() - t0:.1f} s{took})")
+        curves[f"{labels[name]} ({100 * res.exact:.1f}%)"] = res.by_words
+
+    attention = models["attention"]
+    outputs = reverse_sentences(attention, sentences, device=device)
+    for s, o in zip(sentences, outputs):
+        print(f"{s} -> {o}")
+
+    example = " ".join(sentences[0].split(" ")[:MAX_WORDS])
+    weights, out = _attention_map(attention, example, device)
+    written = [plot_attention(weights, example, out, out_dir / "attention.png")]
+    if "baseline" in models:
+        written.append(plot_accuracy(curves, out_dir / "accuracy_vs_length.png"))
+    if args.save:
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(args.save, models, {"steps": args.steps, "seed": args.seed})
+        written.append(Path(args.save))
+    print("wrote " + ", ".join(str(p) for p in written))
+    sys.stdout.flush()
