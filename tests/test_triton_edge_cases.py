@@ -22,6 +22,7 @@ if not (INTERPRET or torch.cuda.is_available()):
     pytest.skip("backend='triton' needs CUDA or TRITON_INTERPRET=1", allow_module_level=True)
 pytest.importorskip("triton")
 
+import test_edge_cases  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from test_edge_cases import (  # noqa: E402, F401  (re-collected here with backend=triton)
     test_concurrent_calls_from_threads,
@@ -59,6 +60,15 @@ def backend(request):
     if params is not None and params.params.get("dtype") == torch.float64:
         pytest.skip("backend='triton' has no float64")
     return "triton"
+
+
+@pytest.fixture(autouse=True)
+def _interpreter_sized_long_keys(monkeypatch):
+    """The interpreter runs each key tile in numpy (~1 ms): 200k keys would take minutes.
+    Under it the long-sequence test uses 20k keys (same code path: many key blocks, split-K);
+    on a GPU the full 200k."""
+    if INTERPRET:
+        monkeypatch.setattr(test_edge_cases, "LONG_TK", 20_003)
 
 
 # The interpreter executes every tile op in numpy: keep the random problems tiny and few.
