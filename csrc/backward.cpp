@@ -8,6 +8,7 @@
 // partial per item; both are reduced in a fixed order. The split count depends only on the
 // shapes, so results are bitwise identical run to run and for any thread count.
 #include "kernels.h"
+#include "gemm.h"
 #include "tiles.h"
 
 namespace attnkern {
@@ -27,7 +28,7 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
                    const T* lse, const T* delta, const Masks& mk, int64_t B, int64_t Tq,
                    int64_t Tk, int64_t H, int64_t Dv, T* dq, T* dk, T* dv, T* dw) {
   KeySide<T> ks;
-  ks.build(k, w, B, Tk, H, Tq);
+  ks.build(k, w, B, Tk, H, Tq, /*need_ek=*/true);
   const int64_t Hp = ks.Hp;
   int64_t nsplit = key_splits(B, Tk);
   const int64_t KS = round_up((Tk + nsplit - 1) / std::max<int64_t>(nsplit, 1), kBK);
@@ -48,7 +49,7 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
   at::parallel_for(0, items, grain_for(item_work), [&](int64_t t0, int64_t t1) {
     RowSide<T> rs;
     rs.alloc(ks);
-    Buf<T> S(kBQ * ldS), P(kBQ * ldS);
+    Buf<T> S(kBQ * ldS), P(kBQ * ldS), DP(kBQ * ldS);
     int64_t jend[kBQ];
     for (int64_t it = t0; it < t1; ++it) {
       const int64_t b = it / nsplit, sp = it % nsplit;
@@ -70,10 +71,11 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
           const int64_t nk = std::min(kBK, jlim - j0);
           tile_scores(ks, rs, b, j0, nk, S.get(), ldS);
           const T* vb = v + (b * Tk + j0) * Dv;
+          const T* gob = go + (b * Tq + i0) * Dv;
+          gemm_nt(gob, Dv, vb, Dv, DP.get(), ldS, nr, nk, Dv);  // dP = dO V^T
           for (int64_t r = 0; r < nr; ++r) {
             const int64_t i = b * Tq + i0 + r;
             const T lr = lse[i], dl = delta[i];
-            const T* gor = go + i * Dv;
             const T* gwr = gw ? gw + i * Tk + j0 : nullptr;
             T* s = S.get() + r * ldS;
             T* p = P.get() + r * ldS;
@@ -83,7 +85,7 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
               T pj = 0, dsj = 0;
               if (live && j < je && !mk.padded(b, j0 + j)) {
                 pj = std::exp(s[j] - lr);
-                T dp = dot(gor, vb + j * Dv, Dv);
+                T dp = DP[r * ldS + j];
                 if (gwr) dp += gwr[j];
                 dsj = pj * (dp - dl);
               }
@@ -92,12 +94,8 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
               ds_sum += dsj;
             }
           }
-          T* dvb = dv + (b * Tk + j0) * Dv;
-          for (int64_t j = 0; j < nk; ++j)
-            for (int64_t r = 0; r < nr; ++r) {
-              const T pj = P[r * ldS + j];
-              if (pj != T(0)) axpy(pj, go + (b * Tq + i0 + r) * Dv, dvb + j * Dv, Dv);
-            }
+          // dV += P^T dO
+          gemm_acc(P.get(), 1, ldS, gob, Dv, dv + (b * Tk + j0) * Dv, Dv, nk, nr, Dv);
           tile_grads(ks, rs, b, j0, nk, S.get(), ldS, gqb + i0 * Hp,
                      gk.get() + (b * Tk + j0) * Hp, dwi);
         }

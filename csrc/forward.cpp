@@ -3,6 +3,7 @@
 // Parallel over (batch, query block); every row is computed by exactly one task, so the
 // result does not depend on the thread count.
 #include "kernels.h"
+#include "gemm.h"
 #include "tiles.h"
 
 namespace attnkern {
@@ -11,7 +12,7 @@ template <typename T>
 void forward_impl(const T* q, const T* k, const T* v, const T* w, const Masks& mk, int64_t B,
                   int64_t Tq, int64_t Tk, int64_t H, int64_t Dv, T* out, T* lse, T* wts) {
   KeySide<T> ks;
-  ks.build(k, w, B, Tk, H, Tq);
+  ks.build(k, w, B, Tk, H, Tq, /*need_ek=*/false);
   const int64_t nqb = (Tq + kBQ - 1) / kBQ;
   constexpr int64_t ldS = round_up(kBK, 16);
   constexpr T ninf = -std::numeric_limits<T>::infinity();
@@ -63,13 +64,7 @@ void forward_impl(const T* q, const T* k, const T* v, const T* w, const Masks& m
           m[r] = mnew;
         }
         // acc += P V for this block
-        const T* vb = v + (b * Tk + j0) * Dv;
-        for (int64_t r = 0; r < nr; ++r) {
-          const T* p = S.get() + r * ldS;
-          T* a = acc.get() + r * Dv;
-          for (int64_t j = 0; j < nk; ++j)
-            if (p[j] != T(0)) axpy(p[j], vb + j * Dv, a, Dv);
-        }
+        gemm_acc(S.get(), ldS, 1, v + (b * Tk + j0) * Dv, Dv, acc.get(), Dv, nr, nk, Dv);
       }
 
       for (int64_t r = 0; r < nr; ++r) {

@@ -42,7 +42,9 @@ struct KeySide {
   Buf<T> w;                 // (Hp,) zero-padded weight
   T sumw = 0;
 
-  void build(const T* k, const T* weight, int64_t B_, int64_t Tk_, int64_t H_, int64_t Tq) {
+  // need_ek: also keep exp(2k) in the (B, Tk, Hp) layout (the backward's gradient pass).
+  void build(const T* k, const T* weight, int64_t B_, int64_t Tk_, int64_t H_, int64_t Tq,
+             bool need_ek) {
     B = B_, Tk = Tk_, H = H_;
     constexpr bool vec = ATTNKERN_AVX512 && std::is_same<T, float>::value;
     Hp = vec ? round_up(H, 16) : H;
@@ -68,24 +70,27 @@ struct KeySide {
       kp = dst;
     }
     fact = vec && Tq >= kFactMinTq && B * Tk > 0;
-    if (fact) build_fact();
+    if (fact) build_fact(need_ek);
   }
 
  private:
-  void build_fact() {
+  void build_fact(bool need_ek) {
 #if ATTNKERN_AVX512
     if constexpr (std::is_same<T, float>::value) {
-      ek.alloc(B * Tk * Hp);
+      if (need_ek) ek.alloc(B * Tk * Hp);
       ekt.alloc(B * Hp * Tkp);
       block_safe.alloc(B * nkb);
       const float* K = kp;
       at::parallel_for(0, B * nkb, grain_for(kBK * Hp * 4), [&](int64_t t0, int64_t t1) {
+        Buf<float> tmp(kBK * Hp);  // exp(2k) of one key block, (kBK, Hp)
         for (int64_t t = t0; t < t1; ++t) {
-          int64_t b = t / nkb, j0 = (t % nkb) * kBK, j1 = std::min(Tk, j0 + kBK);
+          const int64_t b = t / nkb, j0 = (t % nkb) * kBK, j1 = std::min(Tk, j0 + kBK);
+          const int64_t jp1 = std::min(Tkp, j0 + kBK);
+          float* e = need_ek ? ek.get() + (b * Tk + j0) * Hp : tmp.get();
           __m512 mx = _mm512_setzero_ps();
           for (int64_t j = j0; j < j1; ++j) {
             const float* src = K + (b * Tk + j) * Hp;
-            float* dst = ek.get() + (b * Tk + j) * Hp;
+            float* dst = e + (j - j0) * Hp;
             for (int64_t h = 0; h < Hp; h += 16) {
               __m512 x = _mm512_loadu_ps(src + h);
               mx = _mm512_max_ps(mx, _mm512_abs_ps(x));
@@ -94,12 +99,14 @@ struct KeySide {
           }
           // NaN compares false: a NaN key makes its block take the direct path.
           block_safe[t] = _mm512_cmp_ps_mask(mx, _mm512_set1_ps(kSafe), _CMP_LE_OQ) == 0xFFFF;
-          // transpose this key block into ekt (padding keys get exp(0) = 1)
-          int64_t jp1 = std::min(Tkp, j0 + kBK);
-          for (int64_t h = 0; h < Hp; ++h) {
-            float* dst = ekt.get() + (b * Hp + h) * Tkp;
-            for (int64_t j = j0; j < jp1; ++j)
-              dst[j] = j < Tk ? ek[(b * Tk + j) * Hp + h] : 1.f;
+          // transpose into ekt, 16 h at a time so both sides stay in L1; padding keys
+          // get exp(0) = 1
+          for (int64_t h0 = 0; h0 < Hp; h0 += 16) {
+            float* dst = ekt.get() + (b * Hp + h0) * Tkp;
+            for (int64_t j = j0; j < jp1; ++j) {
+              const float* src = e + (j - j0) * Hp + h0;
+              for (int hh = 0; hh < 16; ++hh) dst[hh * Tkp + j] = j < j1 ? src[hh] : 1.f;
+            }
           }
         }
       });
@@ -307,7 +314,7 @@ static inline void grads_avx(const float* q, const float* k, int64_t Hp, const f
 // S (nr, ldS): scores of rows [0, nr) of rs against keys [j0, j0 + nk) of batch b.
 // j0 is a multiple of kBK. Columns past nk may be written (up to round_up(nk, 16)).
 template <typename T>
-inline void tile_scores(const KeySide<T>& ks, const RowSide<T>& rs, int64_t b, int64_t j0,
+__attribute__((noinline)) void tile_scores(const KeySide<T>& ks, const RowSide<T>& rs, int64_t b, int64_t j0,
                         int64_t nk, T* S, int64_t ldS) {
   const int64_t Hp = ks.Hp, nr = rs.nr;
   const T* kb = ks.kp + (b * ks.Tk + j0) * Hp;
@@ -346,7 +353,7 @@ inline void tile_scores(const KeySide<T>& ks, const RowSide<T>& rs, int64_t b, i
 // Accumulate gq (nr, Hp), gk (nk, Hp; row 0 = key j0) and dwr (Hp) from dS (nr, ldS):
 //   gq[i] += sum_j dS_ij r(1-r), gk[j] += sum_i dS_ij r(1-r), dwr += sum_ij dS_ij r.
 template <typename T>
-inline void tile_grads(const KeySide<T>& ks, const RowSide<T>& rs, int64_t b, int64_t j0,
+__attribute__((noinline)) void tile_grads(const KeySide<T>& ks, const RowSide<T>& rs, int64_t b, int64_t j0,
                        int64_t nk, const T* dS, int64_t ldS, T* gq, T* gk, T* dwr) {
   const int64_t Hp = ks.Hp, nr = rs.nr;
   const T* kb = ks.kp + (b * ks.Tk + j0) * Hp;
