@@ -112,6 +112,20 @@ def _scores(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh, skt, skh
             FAST: tl.constexpr):
     """s[i, j] = sum_h w[h] tanh(q[i,h] + k[j,h]) for one (BLOCK_M, BLOCK_N) tile, fp32."""
     s = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    if BLOCK_M == 1:
+        # Decoder step: each key element is used once, so load K as (BLOCK_N, BLOCK_H) with
+        # h contiguous (vector loads) against the one query row.
+        for h0 in range(0, H, BLOCK_H):
+            offs_h = h0 + tl.arange(0, BLOCK_H)
+            h_ok = offs_h < H
+            q = tl.load(q_base + offs_m[:, None] * sqt + offs_h[None, :] * sqh,
+                        mask=m_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
+            k = tl.load(k_base + offs_n[:, None] * skt + offs_h[None, :] * skh,
+                        mask=n_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
+            w = tl.load(W + offs_h * swh, mask=h_ok, other=0.0).to(tl.float32)
+            t = _tanh(q + k, FAST)  # (BLOCK_N, BLOCK_H)
+            s += tl.sum(t * w[None, :], axis=1)[None, :]
+        return s
     for h0 in range(0, H, BLOCK_H):
         offs_h = h0 + tl.arange(0, BLOCK_H)
         q, k, w = _chunk(q_base, k_base, W, offs_m, offs_n, offs_h, m_ok, n_ok,
@@ -423,15 +437,16 @@ def _interpreting(t: Tensor) -> bool:
     return t.device.type == "cpu"
 
 
-def _small_m_config(tq: int, dv: int, num_warps: int) -> Config:
+def _small_m_config(tq: int, dv: int, num_warps: int, pv_per_thread: int,
+                    tanh_per_thread: int, max_h: int, max_n: int = 128) -> Config:
     """Tq <= 8 (decoder steps): BLOCK_M = Tq rounded up, no wasted query rows. P@V is a
     broadcast-and-sum (tensor-core tiles need 16 rows), so BLOCK_N is sized to keep its
-    (BLOCK_M, BLOCK_N, Dv) tile at <= 32 values per thread, and BLOCK_H to keep the score
-    tile at <= 16."""
+    (BLOCK_M, BLOCK_N, Dv) tile at ``pv_per_thread`` values per thread, and BLOCK_H the
+    score tile at ``tanh_per_thread``."""
     bm = _np2(tq)
     threads = 32 * num_warps
-    bn = max(8, min(128, 32 * threads // (bm * _np2(dv))))
-    bh = max(2, min(16, 16 * threads // (bm * bn)))
+    bn = max(8, min(max_n, pv_per_thread * threads // (bm * _np2(dv))))
+    bh = max(2, min(max_h, tanh_per_thread * threads // (bm * bn)))
     return Config(bm, bn, bh, num_warps, 2)
 
 
@@ -445,8 +460,9 @@ def fwd_config(tq: int, tk: int, h: int, dv: int, interpret: bool = False) -> Co
     """
     if interpret:  # small tiles that still reach every code path; cheap in numpy
         return Config(min(16, _np2(tq)), 16, 16, 4, 1)
-    if tq <= 8:
-        return _small_m_config(tq, dv, 8)
+    if tq <= 8:  # decode: (1, 64, 64) tile, 4 warps at H = Dv = 128
+        return (_small_m_config(tq, dv, 4, 64, 32, 64) if dv <= 128
+                else _small_m_config(tq, dv, 8, 32, 32, 64))
     if tq >= 64 and dv <= 128:
         return Config(64, 32, 4, 8, 2)  # 149 regs on sm_90, 32 tanh/thread/iteration
     if tq >= 32 or dv > 128:
@@ -459,11 +475,12 @@ def bwd_config(tq: int, tk: int, h: int, dv: int, interpret: bool = False) -> Co
     if interpret:
         return Config(min(16, _np2(tq)), 16, 16, 4, 1)
     if tq <= 8:
-        c = _small_m_config(tq, dv, 8)
-        return c._replace(num_stages=1)
+        return _small_m_config(tq, dv, 8, 32, 16, 16, 64)._replace(num_stages=1)
     if dv > 128:
         return Config(16, 32, 4, 8, 1)
-    return Config(32, 32, 4, 8, 1)  # dk/dv kernel 174 regs, dq kernel 102 regs on sm_90
+    if dv > 64:
+        return Config(32, 32, 4, 8, 1)  # dk/dv kernel 174 regs, dq kernel 102 regs on sm_90
+    return Config(32, 32, 2, 8, 1)
 
 
 def num_splits(batch: int, m_blocks: int, tk: int, block_n: int, sm_count: int) -> int:
