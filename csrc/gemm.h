@@ -125,12 +125,14 @@ static inline void gemm_nt_avx(const float* A, int64_t lda, const float* B, int6
           for (int y = 0; y < 4; ++y) acc[x][y] = _mm512_fmadd_ps(av, bv[y], acc[x][y]);
         }
       }
+      // reduce with constant indices only (a variable index would spill acc to memory)
+      alignas(16) float s[4][4];
+#pragma GCC unroll 4
+      for (int x = 0; x < 4; ++x)
+        _mm_store_ps(s[x], reduce4(acc[x][0], acc[x][1], acc[x][2], acc[x][3]));
       const int64_t nx = std::min<int64_t>(4, M - r0), ny = std::min<int64_t>(4, K - c0);
-      for (int x = 0; x < nx; ++x) {
-        alignas(16) float s[4];
-        _mm_store_ps(s, reduce4(acc[x][0], acc[x][1], acc[x][2], acc[x][3]));
-        for (int y = 0; y < ny; ++y) D[(r0 + x) * ldd + c0 + y] = s[y];
-      }
+      for (int x = 0; x < nx; ++x)
+        for (int y = 0; y < ny; ++y) D[(r0 + x) * ldd + c0 + y] = s[x][y];
     }
   }
 }
