@@ -567,16 +567,21 @@ def fwd(
     bps = triton.cdiv(triton.cdiv(tk, cfg.block_n), splits)
     splits = triton.cdiv(triton.cdiv(tk, cfg.block_n), bps)
     mask, lens, smb, smt = _mask_args(query, key_padding_mask, key_lengths)
+    # Unused output pointers get their own placeholder, never an alias of a real output
+    # (torch.compile functionalises the launch and must see distinct mutated buffers).
+    def unused() -> Tensor:
+        return torch.empty(1, dtype=torch.float32, device=dev)
+
     if return_weights:
         scores = (weights if dtype == torch.float32
                   else torch.empty(batch, tq, tk, dtype=torch.float32, device=dev))
     else:
-        scores = lse
+        scores = unused()
     if splits > 1:
         p_out = torch.empty(splits, batch, tq, dv, dtype=torch.float32, device=dev)
         p_lse = torch.empty(splits, batch, tq, dtype=torch.float32, device=dev)
     else:
-        p_out, p_lse = lse, lse
+        p_out, p_lse = unused(), unused()
     _launch(
         _fwd_kernel, (m_blocks, batch, splits),
         query, key, value, weight, mask, lens, out, lse, scores, p_out, p_lse,
