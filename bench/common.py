@@ -134,10 +134,20 @@ class Timed:
 
     samples: list[float]
     calls_per_sample: int
+    cpu_samples: list[float]  # process CPU seconds per call (all threads), same samples
 
     @property
     def median(self) -> float:
         return statistics.median(self.samples)
+
+    @property
+    def min(self) -> float:
+        """Least-disturbed sample: noise from other jobs only ever adds time."""
+        return min(self.samples)
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_samples)
 
     @property
     def spread(self) -> float:
@@ -175,14 +185,17 @@ def interleaved_medians(entries: Mapping[str, Entry], *, repeats: int, warmup: i
             n = max(n + 1, min(n * 10, int(n * min_sample_s / max(t, 1e-9) * 1.2) + 1))
         counts[name] = n
     samples: dict[str, list[float]] = {name: [] for name in norm}
+    cpu: dict[str, list[float]] = {name: [] for name in norm}
     names = list(norm)
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             setup, call = norm[name]
             setup()
+            c0 = time.process_time()
             samples[name].append(_sample(call, counts[name]) / counts[name])
-    return {name: Timed(samples[name], counts[name]) for name in names}
+            cpu[name].append((time.process_time() - c0) / counts[name])
+    return {name: Timed(samples[name], counts[name], cpu[name]) for name in names}
 
 
 def _noop() -> None:
