@@ -54,7 +54,7 @@ class Config:
     probe_runs: int
 
 
-FULL = Config(repeats=15, curve_repeats=5, min_sample_s=0.05,
+FULL = Config(repeats=15, curve_repeats=7, min_sample_s=0.05,
               tk_sweep=[64 << i for i in range(9)], h_sweep=[32, 64, 128, 256, 512, 1024],
               tk_shape=(4, 16, 128, 64), h_shape=(8, 32, 64, 64), probe_runs=3)
 QUICK = Config(repeats=5, curve_repeats=3, min_sample_s=0.03,
