@@ -84,13 +84,28 @@ class AdditiveAttention(nn.Module):
 
     def project_keys(self, keys: Tensor) -> Tensor:
         """``(B, Tk, key_dim) -> (B, Tk, hidden_dim)``: do this once per sequence."""
-        if not isinstance(keys, Tensor):
-            raise TypeError(f"keys must be a torch.Tensor, got {type(keys).__name__}")
-        if keys.dim() != 3 or keys.shape[-1] != self.key_dim:
-            raise ValueError(
-                f"keys must be (B, Tk, key_dim={self.key_dim}), got shape {tuple(keys.shape)}"
-            )
+        self._check_input("keys", keys, (3,), self.key_dim, "(B, Tk, key_dim={})")
         return self.key_proj(keys)
+
+    def _check_input(self, name: str, x: object, ranks: tuple[int, ...], dim: int,
+                     form: str) -> None:
+        """Fail before nn.Linear does, with the argument's name and what was seen."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() not in ranks or x.shape[-1] != dim:
+            raise ValueError(f"{name} must be {form.format(dim)}, got shape {tuple(x.shape)}")
+        param = self.key_proj.weight
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
+        if x.device != param.device:
+            raise ValueError(
+                f"{name} is on {x.device}, the layer's parameters are on {param.device}"
+            )
+        if x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(
+                f"{name} has dtype {x.dtype}, the layer's parameters are {param.dtype} "
+                "(convert the layer with .to(dtype) or use torch.autocast)"
+            )
 
     def forward(
         self,
@@ -109,13 +124,8 @@ class AdditiveAttention(nn.Module):
         ``projected_keys`` (from :meth:`project_keys`) skips the key projection, which is
         what a step-wise decoder wants; ``keys`` may then be None if ``values`` is given.
         """
-        if not isinstance(query, Tensor):
-            raise TypeError(f"query must be a torch.Tensor, got {type(query).__name__}")
-        if query.dim() not in (2, 3) or query.shape[-1] != self.query_dim:
-            raise ValueError(
-                f"query must be (B, Tq, query_dim={self.query_dim}) or (B, query_dim), "
-                f"got shape {tuple(query.shape)}"
-            )
+        self._check_input("query", query, (2, 3), self.query_dim,
+                          "(B, Tq, query_dim={0}) or (B, query_dim={0})")
         if projected_keys is None:
             if keys is None:
                 raise ValueError("keys is required unless projected_keys is given")

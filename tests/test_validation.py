@@ -327,8 +327,7 @@ MODULE_GAPS = [
 @pytest.mark.parametrize(
     "call,exc,substrings",
     [pytest.param(*c[1:], id=c[0]) for c in MODULE_CASES]
-    + [pytest.param(*c[1:], id=c[0], marks=pytest.mark.xfail(strict=True, reason=_MODULE_GAP))
-       for c in MODULE_GAPS],
+    + [pytest.param(*c[1:], id=c[0]) for c in MODULE_GAPS],
 )
 def test_module_malformed_call_raises(call, exc, substrings):
     layer = _layer()
