@@ -335,7 +335,7 @@ def test_very_long_key_sequence(backend, causal):
     B, Tq, Tk, H, Dv = 2, 3, LONG_TK, 8, 4
     q, k, v, w = make_inputs(B, Tq, Tk, H, Dv, seed=9)
     g = torch.Generator().manual_seed(10)
-    kw = {"key_lengths": torch.tensor([Tk, 150_001]),
+    kw = {"key_lengths": torch.tensor([Tk, 3 * Tk // 4]),
           "key_padding_mask": torch.rand(B, Tk, generator=g) < 0.1, "causal": causal}
     out, wts = run(backend, q, k, v, w, **kw)
     args64 = [t.detach().double().requires_grad_() for t in (q, k, v, w)]
@@ -530,14 +530,10 @@ def test_nonfinite_value_poisons_rows_that_see_it(backend, bad):
 
 
 @pytest.mark.parametrize("j", [4, 5], ids=["beyond-length", "causal-hidden"])
-def test_nan_value_of_masked_key_is_never_read(backend, j, request):
+def test_nan_value_of_masked_key_is_never_read(backend, j):
     """A masked key's value is never read: NaN there leaves every row finite (padding
     garbage is harmless). Batch 1 has length 4, so key 4 is padding; key 5 is hidden from
     rows 0..2 by causality and visible to row 3 only."""
-    if backend == "reference":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="reference computes alpha @ value: 0 * NaN = NaN for a "
-            "masked key (fix proposed to the lead)"))
     (q, k, v, w), kw = _poison_case()
     with torch.no_grad():
         v[1, j, 1] = float("nan")
