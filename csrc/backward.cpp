@@ -46,7 +46,7 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
   zero(dv, B * Tk * Dv);
 
   const int64_t item_work = Tq * ((Tk + nsplit - 1) / nsplit) * (2 * H + 2 * Dv);
-  at::parallel_for(0, items, grain_for(item_work), [&](int64_t t0, int64_t t1) {
+  parallel_dynamic(items, grain_for(item_work), 1, [&](int64_t t0, int64_t t1) {
     RowSide<T> rs;
     rs.alloc(ks);
     Buf<T> S(kBQ * ldS), P(kBQ * ldS), DP(kBQ * ldS);

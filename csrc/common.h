@@ -14,6 +14,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -44,6 +45,30 @@ constexpr int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 // region costs microseconds, and far more on an oversubscribed machine).
 inline int64_t grain_for(int64_t work_per_item, int64_t min_work = int64_t(1) << 15) {
   return std::max<int64_t>(1, min_work / std::max<int64_t>(work_per_item, 1));
+}
+
+// Runs f(begin, end) over [0, n) on the intra-op threads, handing out chunks of `chunk`
+// items from a shared counter (dynamic schedule). On a shared, oversubscribed machine a
+// descheduled thread then delays the call by its current chunk, not by its static half of
+// the work; it also balances causal and ragged-length work. Items must write disjoint
+// outputs, so the result does not depend on which thread ran which item.
+template <typename F>
+inline void parallel_dynamic(int64_t n, int64_t grain, int64_t chunk, const F& f) {
+  if (n <= 0) return;
+  const int64_t nt = std::min<int64_t>(at::get_num_threads(), (n + grain - 1) / grain);
+  if (nt <= 1 || at::in_parallel_region()) {
+    f(int64_t(0), n);
+    return;
+  }
+  chunk = std::max<int64_t>(1, chunk);
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) {
+    for (;;) {
+      const int64_t i = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (i >= n) break;
+      f(i, std::min(n, i + chunk));
+    }
+  });
 }
 
 // Which keys a row may use. jend(b, i) = number of leading keys allowed by key_lengths and

@@ -17,7 +17,8 @@ void forward_impl(const T* q, const T* k, const T* v, const T* w, const Masks& m
   constexpr int64_t ldS = round_up(kBK, 16);
   constexpr T ninf = -std::numeric_limits<T>::infinity();
 
-  at::parallel_for(0, B * nqb, grain_for(kBQ * Tk * (H + Dv)), [&](int64_t t0, int64_t t1) {
+  const int64_t work = std::min(kBQ, Tq) * Tk * (H + Dv);
+  parallel_dynamic(B * nqb, grain_for(work), grain_for(work, int64_t(1) << 17), [&](int64_t t0, int64_t t1) {
     RowSide<T> rs;
     rs.alloc(ks);
     Buf<T> S(kBQ * ldS), acc(kBQ * std::max<int64_t>(Dv, 1));
