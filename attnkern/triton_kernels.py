@@ -62,7 +62,9 @@ def _tanh(x, FAST: tl.constexpr):
         )
     else:
         # Eigen's generic_fast_tanh_float coefficients; beyond +-7.9053 tanh == +-1 in fp32.
-        xc = tl.minimum(tl.maximum(x, -7.90531110763549805), 7.90531110763549805)
+        # NaN must stay NaN (a NaN input poisons its rows, as torch.tanh does).
+        xc = tl.minimum(tl.maximum(x, -7.90531110763549805, propagate_nan=tl.PropagateNan.ALL),
+                        7.90531110763549805, propagate_nan=tl.PropagateNan.ALL)
         x2 = xc * xc
         p = x2 * -2.76076847742355e-16 + 2.00018790482477e-13
         p = p * x2 + -8.60467152213735e-11
