@@ -79,10 +79,15 @@ def split_words(
 
 
 class SentenceSampler:
-    """Random sentences of ``min_words..max_words`` words drawn uniformly from ``words``."""
+    """Random sentences of ``min_words..max_words`` words drawn uniformly from ``words``.
+
+    ``long_bias``: the number of words ``n`` is drawn with weight ``n ** long_bias``
+    (0 = uniform; 1 = proportional to length, i.e. more practice on long sentences).
+    """
 
     def __init__(
-        self, words: Sequence[str], *, min_words: int = 1, max_words: int = 8, seed: int = 0
+        self, words: Sequence[str], *, min_words: int = 1, max_words: int = 8, seed: int = 0,
+        long_bias: float = 0.0,
     ) -> None:
         if not words:
             raise ValueError("words is empty")
@@ -90,11 +95,16 @@ class SentenceSampler:
             raise ValueError(f"need 1 <= min_words <= max_words, got {min_words}, {max_words}")
         self.words = list(words)
         self.min_words, self.max_words = min_words, max_words
+        self.long_bias = long_bias
         self.rng = random.Random(seed)
 
     def sentence(self, n_words: int | None = None) -> str:
         if n_words is None:
-            n_words = self.rng.randint(self.min_words, self.max_words)
+            counts = range(self.min_words, self.max_words + 1)
+            if self.long_bias:
+                n_words = self.rng.choices(counts, [n ** self.long_bias for n in counts])[0]
+            else:
+                n_words = self.rng.randint(self.min_words, self.max_words)
         return " ".join(self.rng.choice(self.words) for _ in range(n_words))
 
     def sentences(self, n: int) -> list[str]:

@@ -37,6 +37,7 @@ class ModelConfig:
     attn_hidden: int = 128
     pos_dim: int = 0          # sinusoidal position features appended to keys and values
     value_embed: bool = False  # append the source character embedding to the values
+    attn_normalize: bool = False  # weight-normalised score vector (learned sharpness)
     attention: bool = True
 
     def to_dict(self) -> dict:
@@ -68,7 +69,8 @@ class Seq2Seq(nn.Module):
         self.tgt_embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD)
         self.cell = nn.GRUCell(cfg.embed_dim + ctx_dim, cfg.dec_hidden)
         self.attention: AdditiveAttention | None = (
-            AdditiveAttention(cfg.dec_hidden, ctx_dim, cfg.attn_hidden) if cfg.attention else None
+            AdditiveAttention(cfg.dec_hidden, ctx_dim, cfg.attn_hidden,
+                              normalize=cfg.attn_normalize) if cfg.attention else None
         )
         self.combine = nn.Linear(cfg.dec_hidden + ctx_dim, cfg.dec_hidden)
         self.out = nn.Linear(cfg.dec_hidden, cfg.vocab_size)

@@ -29,8 +29,9 @@ def plot_attention(weights: Sequence[Sequence[float]], source: str, output: str,
     steps, positions = w.shape
     x_labels = _labels(output)[:steps]
     y_labels = _labels(source)[:positions]
-    size = max(4.0, 0.28 * max(steps, positions) + 2.0)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    width = max(5.0, 0.26 * steps + 3.0)
+    height = max(4.0, 0.26 * positions + 2.2)
+    fig, ax = plt.subplots(figsize=(width, height))
     image = ax.imshow(w.T, cmap="gray", vmin=0.0, vmax=1.0, aspect="equal",
                       interpolation="nearest", origin="upper")
     ax.set_xticks(range(len(x_labels)), x_labels, fontsize=9, rotation=90)

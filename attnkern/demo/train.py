@@ -46,12 +46,12 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(rank, world, local_rank, True)
 
 
-def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
-    """Linear warm-up then cosine decay to 5% of the peak."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return peak * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+def lr_at(progress: float, peak: float, warmup: float = 0.05) -> float:
+    """Linear warm-up over the first ``warmup`` of training, then cosine decay to 5%."""
+    if progress < warmup:
+        return peak * max(progress / warmup, 0.02)
+    t = min(1.0, (progress - warmup) / max(1e-9, 1.0 - warmup))
+    return peak * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
 @dataclass
@@ -59,6 +59,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     steps: int = 0
+    stopped_by_time: bool = False
 
 
 def train(
@@ -68,13 +69,13 @@ def train(
     steps: int,
     batch_size: int = 128,
     lr: float = 3e-3,
-    warmup: int | None = None,
     clip: float = 1.0,
     device: torch.device | str = "cpu",
     dist_info: DistInfo | None = None,
     progress: bool = True,
     desc: str = "train",
     curriculum: float = 0.0,
+    time_limit: float | None = None,
     log: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Teacher-forced training with Adam and a warm-up + cosine schedule.
@@ -84,6 +85,10 @@ def train(
     matches one process with the full batch. ``curriculum``: over that fraction of the
     steps the longest sentence grows from 2 words to ``sampler.max_words`` (short sentences
     are cheap and teach the reversal; long ones teach keeping track of the words).
+
+    ``time_limit`` (seconds, single process only): the schedule runs on
+    ``max(step / steps, elapsed / time_limit)``, so on a machine too slow for ``steps`` the
+    learning rate still anneals and training ends on time (with fewer steps).
     """
     from tqdm.auto import tqdm
 
@@ -96,7 +101,8 @@ def train(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     per_rank = max(1, batch_size // dist_info.world_size)
-    warmup = max(1, steps // 20) if warmup is None else warmup
+    if dist_info.world_size > 1:
+        time_limit = None  # ranks must agree on the number of steps
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     result = TrainResult()
     queue: list[list[str]] = []
@@ -105,17 +111,24 @@ def train(
     t0 = time.perf_counter()
     smooth = None
     full_words = sampler.max_words
-    for step in range(steps):
+    step = 0
+    while step < steps:
+        frac = step / steps
+        if time_limit:
+            frac = max(frac, (time.perf_counter() - t0) / time_limit)
+            if frac >= 1.0:
+                result.stopped_by_time = True
+                break
         if not queue:
-            ramp = curriculum * steps
-            if ramp > 0 and step < ramp:
-                sampler.max_words = min(full_words, 2 + int((full_words - 1) * step / ramp))
+            if curriculum > 0 and frac < curriculum:
+                sampler.max_words = min(full_words,
+                                        2 + int((full_words - 1) * frac / curriculum))
             else:
                 sampler.max_words = full_words
             queue = sampler.batches(per_rank)
         batch = make_batch(queue.pop()).to(device)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr, warmup)
+            group["lr"] = lr_at(frac, lr)
         logits = net(batch.src, batch.src_lengths, batch.tgt_in)
         loss = model.loss(logits, batch.tgt_out)
         opt.zero_grad(set_to_none=True)
@@ -131,10 +144,11 @@ def train(
             bar.set_postfix(loss=f"{smooth:.4f}")
         if log is not None:
             log(step, value)
+        step += 1
     bar.close()
     sampler.max_words = full_words
     result.seconds = time.perf_counter() - t0
-    result.steps = steps
+    result.steps = step
     model.eval()
     return result
 
@@ -174,7 +188,7 @@ def evaluate(model: Seq2Seq, sentences: Sequence[str], *, batch_size: int = 256,
     outputs = translate(model, sentences, batch_size=batch_size, device=device)
     right = total = 0
     hits: dict[int, list[int]] = {}
-    errors = []
+    errors: list[tuple[str, str, str]] = []
     for s, got in zip(sentences, outputs):
         exp = reverse_words(s)
         r, n = char_accuracy(exp, got)
