@@ -438,3 +438,15 @@ def test_direct_op_call_raises_not_crashes(case, op_results):
         f"torch.ops.attnkern call {OP_CASES[case]!r} gave {kind}: {msg}"
     )
     assert msg, "error without a message"
+
+
+def test_mixed_dtypes_are_cast_under_autocast_only():
+    """Autocast legitimately mixes dtypes (bf16 projections, fp32 score vector): accepted
+    there and computed in the autocast dtype; the same call outside autocast is a TypeError."""
+    a = _good()
+    a["weight"] = a["weight"].double()
+    with pytest.raises(TypeError, match="one dtype"):
+        attnkern.additive_attention(*a.values(), backend="reference")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attnkern.additive_attention(*a.values(), backend="reference")
+    assert out.dtype == torch.bfloat16 and out.shape == (B, TQ, DV)
