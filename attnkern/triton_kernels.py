@@ -452,6 +452,14 @@ def _small_m_config(tq: int, dv: int, num_warps: int, pv_per_thread: int,
     return Config(bm, bn, bh, num_warps, 2)
 
 
+def _interpret_config(tq: int, tk: int, h: int) -> Config:
+    """Interpreter tiles: 16 (every code path is reached by tiny test shapes: key tails,
+    H chunks, several query blocks), 32 once a dimension reaches 64 (numpy work per op is
+    cheap; the interpreter's cost is the number of ops, i.e. of programs x iterations)."""
+    bm = min(16, _np2(tq)) if tq < 64 else 32
+    return Config(bm, 16 if tk < 64 else 32, 16 if h < 64 else 32, 4, 1)
+
+
 def fwd_config(tq: int, tk: int, h: int, dv: int, interpret: bool = False) -> Config:
     """Forward tile per (Tq, Dv) bucket (Tk drives the split-K factor, see num_splits; H
     only the number of H-chunk iterations).
@@ -460,8 +468,8 @@ def fwd_config(tq: int, tk: int, h: int, dv: int, interpret: bool = False) -> Co
     sm_80/sm_90 and shows zero spills. (BLOCK_H, BLOCK_M, BLOCK_N) / threads is the number
     of tanh arguments each thread holds per H-chunk iteration (16 or 32 here).
     """
-    if interpret:  # small tiles that still reach every code path; cheap in numpy
-        return Config(min(16, _np2(tq)), 16, 16, 4, 1)
+    if interpret:
+        return _interpret_config(tq, tk, h)
     if tq <= 8:  # decode: (1, 64, 64) tile, 4 warps at H = Dv = 128
         return (_small_m_config(tq, dv, 4, 64, 32, 64) if dv <= 128
                 else _small_m_config(tq, dv, 8, 32, 32, 64))
@@ -475,7 +483,7 @@ def fwd_config(tq: int, tk: int, h: int, dv: int, interpret: bool = False) -> Co
 def bwd_config(tq: int, tk: int, h: int, dv: int, interpret: bool = False) -> Config:
     """Backward tile (shared by the dq and the dk/dv kernels)."""
     if interpret:
-        return Config(min(16, _np2(tq)), 16, 16, 4, 1)
+        return _interpret_config(tq, tk, h)
     if tq <= 8:
         return _small_m_config(tq, dv, 8, 32, 16, 16, 64)._replace(num_stages=1)
     if dv > 128:

@@ -3,7 +3,8 @@
 Runs on CUDA tensors (real kernels) when ``TRITON_INTERPRET`` is unset and a GPU is present,
 on CPU tensors under ``TRITON_INTERPRET=1`` (``scripts/test.sh`` runs this file that way in
 a separate pytest invocation), and is skipped otherwise. Interpreted shapes are tiny but
-reach every code path with the interpreter's 16x16x16 tiles: H tails and several H chunks
+reach every code path with the interpreter's tiles (16 wide, 32 from 64 up): H tails and
+several H chunks
 (H = 5, 24, 40), key tails (Tk = 1, 7, 33, 70), tensor-core (Tq >= 16) and broadcast
 (Tq < 16) P@V, split-K with empty splits, every mask kind, causal with Tq != Tk.
 Tests marked ``gpu`` use larger shapes and real-kernel-only features (fast tanh).
@@ -72,7 +73,7 @@ SHAPES = [
     (2, 7, 33, 5, 6),    # H < chunk, Tk tail, Tq < 16: broadcast P@V
     (1, 1, 1, 3, 2),     # one key
     (2, 16, 7, 24, 8),   # tensor-core P@V, two H chunks, Tk < block
-    (2, 5, 70, 40, 3),   # three H chunks with a tail, five key blocks
+    (2, 5, 70, 40, 3),   # three H chunks with a tail, three 32-key blocks with a tail
     (1, 17, 33, 24, 16), # two query blocks (one row in the second)
     (3, 3, 20, 8, 20),   # Dv > H, Dv not a power of two
 ]
@@ -82,6 +83,13 @@ SHAPES = [
 def test_forward_weights_and_grads_match_reference(B, Tq, Tk, H, Dv):
     q, k, v, w = inputs(B, Tq, Tk, H, Dv, seed=B + Tq + Tk)
     check_against_reference(q, k, v, w, backend=BACKEND)
+
+
+def test_mid_size_with_masks():
+    # >= 64 along each dimension: the interpreter's 32-wide tiles (and a 2nd query block)
+    B, Tq, Tk, H, Dv = 2, 70, 100, 64, 33
+    q, k, v, w = inputs(B, Tq, Tk, H, Dv, seed=12)
+    check_against_reference(q, k, v, w, backend=BACKEND, **masks("both", B, Tq, Tk))
 
 
 def test_large_scores_saturated_tanh():
@@ -163,17 +171,19 @@ def test_step_mode_two_d_query(kind):
     check_against_reference(q, k, v, w, backend=BACKEND, **masks(kind, B, 1, Tk))
 
 
-@pytest.mark.parametrize("splits", [2, 3, 5])
+@pytest.mark.parametrize("splits", [2, 3, 4])
 def test_step_mode_split_k(force_splits, launches, splits):
-    # Tk = 70: five key blocks of 16; lengths leave later splits empty for some rows.
+    # Tk = 63: four key blocks of 16 (the last one a tail); the lengths leave later splits
+    # empty for some rows (and row 2 has no key at all).
     force_splits(splits)
-    B, Tk = 4, 70
+    B, Tk = 4, 63
     q, k, v, w = inputs(B, 1, Tk, 12, 6, step=True, seed=splits)
-    kw = dict(key_lengths=torch.tensor([70, 17, 0, 40], device=DEVICE),
+    kw = dict(key_lengths=torch.tensor([63, 17, 0, 40], device=DEVICE),
               key_padding_mask=masks("padding", B, 1, Tk)["key_padding_mask"])
     check_against_reference(q, k, v, w, backend=BACKEND, **kw)
-    if INTERPRET:  # 16-key blocks: the forced split is what ran
-        assert ("_fwd_kernel", (1, B, splits)) in launches
+    if INTERPRET:  # the forced split is what ran (3 splits of 4 blocks round to 2 of 2)
+        per_split = -(-4 // splits)
+        assert ("_fwd_kernel", (1, B, -(-4 // per_split))) in launches
         assert any(name == "_combine_kernel" for name, _ in launches)
 
 
@@ -258,9 +268,9 @@ def test_backward_is_deterministic():
 
 def test_config_table_invariants():
     # the interpreter configs: every tile dim a power of two, BLOCK_M follows Tq
-    for tq in (1, 2, 5, 16, 100):
+    for tq in (1, 2, 5, 16, 63, 100):
         c = tk.fwd_config(tq, 50, 24, 8, interpret=True)
-        assert c.block_m == min(16, triton_np2(tq))
+        assert c.block_m == (min(16, triton_np2(tq)) if tq < 64 else 32)
     # GPU table: tensor-core tiles need BLOCK_M, BLOCK_N >= 16; decode tiles do not waste rows
     for tq in (1, 2, 3, 8, 9, 16, 33, 64, 1000):
         for dv in (3, 64, 128, 256):
