@@ -4,9 +4,8 @@ Runs on CUDA tensors (real kernels) when ``TRITON_INTERPRET`` is unset and a GPU
 on CPU tensors under ``TRITON_INTERPRET=1`` (``scripts/test.sh`` runs this file that way in
 a separate pytest invocation), and is skipped otherwise. Interpreted shapes are tiny but
 reach every code path with the interpreter's tiles (16 wide, 32 from 64 up): H tails and
-several H chunks
-(H = 5, 24, 40), key tails (Tk = 1, 7, 33, 70), tensor-core (Tq >= 16) and broadcast
-(Tq < 16) P@V, split-K with empty splits, every mask kind, causal with Tq != Tk.
+several H chunks (H = 5, 24, 40), key tails (Tk = 1, 7, 33, 70), tensor-core (Tq >= 16) and
+broadcast (Tq < 16) P@V, split-K with empty splits, every mask kind, causal with Tq != Tk.
 Tests marked ``gpu`` use larger shapes and real-kernel-only features (fast tanh).
 """
 
