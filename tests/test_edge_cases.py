@@ -529,18 +529,40 @@ def test_nonfinite_value_poisons_rows_that_see_it(backend, bad):
     torch.testing.assert_close(out[others].double(), ref[others], atol=atol, rtol=rtol)
 
 
-@pytest.mark.parametrize("j", [4, 5], ids=["beyond-length", "causal-hidden"])
-def test_nan_value_of_masked_key_is_never_read(backend, j):
-    """A masked key's value is never read: NaN there leaves every row finite (padding
-    garbage is harmless). Batch 1 has length 4, so key 4 is padding; key 5 is hidden from
-    rows 0..2 by causality and visible to row 3 only."""
+@pytest.mark.parametrize("b,j", [(1, 4), (0, 5), (2, 1)],
+                         ids=["beyond-length", "causal-hidden", "padding"])
+def test_nan_value_of_masked_key_is_never_read(backend, b, j, request):
+    """A masked key's value is never read: with NaN there, every row that cannot see the key
+    (and, when no row can, every gradient) equals the result for a finite value there.
+    Batch 1 has length 4, so its key 4 is past the length; in batch 0 key 5 is hidden from
+    rows 0..2 by causality and visible to row 3 only; in batch 2 key 1 is padding."""
+    if backend == "reference" and b != 0:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "reference.py zeroes alpha * value after the product: the forward is clean but "
+            "backward forms 0 * NaN (fix: torch.where on value before the product)")))
     (q, k, v, w), kw = _poison_case()
+    kw["key_padding_mask"] = torch.zeros(3, 6, dtype=torch.bool)
+    kw["key_padding_mask"][2, 1] = True
     with torch.no_grad():
-        v[1, j, 1] = float("nan")
+        v[b, j, 1] = float("nan")
+    v_clean = v.detach().nan_to_num(0.0).requires_grad_()
     out, _ = run(backend, q, k, v, w, **kw)
-    sees = valid_keys(3, 4, 6, **kw)[1, :, j]
-    assert torch.isfinite(out[1, ~sees]).all(), out[1]
-    assert (~torch.isfinite(out[1, sees])).any(-1).all()
+    sees = valid_keys(3, 4, 6, **kw)[b, :, j]
+    rows = torch.ones(3, 4, dtype=torch.bool)
+    rows[b] = ~sees  # the rows that must be unaffected
+    assert (~torch.isfinite(out[b, sees])).any(-1).all()
+    assert torch.isfinite(out[rows]).all(), out[b]
+    args64 = [t.detach().double().requires_grad_() for t in (q, k, v_clean, w)]
+    rout = attnkern.reference.additive_attention(*args64, **kw)
+    atol, rtol = TOL[torch.float32]
+    torch.testing.assert_close(out[rows].double(), rout[rows], atol=atol, rtol=rtol)
+    if sees.any():
+        return  # a poisoned row feeds NaN into the shared gradients (as in the reference)
+    gatol, grtol = GRAD_TOL[torch.float32]
+    for name, a, ref in zip("qkvw", grads_of([out], (q, k, v, w)), grads_of([rout], args64)):
+        assert torch.isfinite(a).all(), f"grad_{name} not finite"
+        torch.testing.assert_close(a.double(), ref, atol=gatol, rtol=grtol,
+                                   msg=lambda m, n=name: f"grad_{n}: {m}")
 
 
 def test_nan_weight_poisons_every_row_with_a_usable_key(backend):
