@@ -308,9 +308,9 @@ MODULE_CASES = [
      ["key_dim", "4.0"]),
 ]
 
-_MODULE_GAP = ("module.py lets nn.Linear raise RuntimeError for a dtype/device that differs "
-               "from the layer's parameters (reported to the lead)")
-MODULE_GAPS = [
+# Inputs that disagree with the layer's parameters: caught before nn.Linear (whose own
+# error would be a RuntimeError).
+MODULE_PARAM_CASES = [
     ("query-int", lambda m: m(torch.randint(0, 3, (2, 3)), torch.randn(2, 5, 4)), TypeError,
      ["query", "torch.int64"]),
     ("query-f64-vs-f32-params", lambda m: m(torch.randn(2, 3).double(), torch.randn(2, 5, 4)),
@@ -321,13 +321,15 @@ MODULE_GAPS = [
      ["keys", "torch.int64"]),
     ("query-device", lambda m: m(torch.randn(2, 3, device="meta"), torch.randn(2, 5, 4)),
      ValueError, ["query", "meta"]),
+    ("keys-device", lambda m: m(torch.randn(2, 3), torch.randn(2, 5, 4, device="meta")),
+     ValueError, ["meta"]),
 ]
 
 
 @pytest.mark.parametrize(
     "call,exc,substrings",
     [pytest.param(*c[1:], id=c[0]) for c in MODULE_CASES]
-    + [pytest.param(*c[1:], id=c[0]) for c in MODULE_GAPS],
+    + [pytest.param(*c[1:], id=c[0]) for c in MODULE_PARAM_CASES],
 )
 def test_module_malformed_call_raises(call, exc, substrings):
     layer = _layer()
