@@ -316,7 +316,19 @@ class Runner:
 
     def measure_memory(self, shapes: list[tuple[int, int, int, int, int]], backends: list[str],
                        rss: list[str]) -> list[dict[str, Any]]:
-        """Run bench/memory.py in a fresh process (see there and common.MEMORY_METHOD)."""
+        """bench/memory.py in child processes (see there and common.MEMORY_METHOD): one per
+        shape for attnkern (whose kernels keep scratch between calls), one for the rest."""
+        results: list[dict[str, Any]] = []
+        if "cpp" in backends:
+            for s in shapes:
+                results += self._memory_child([s], ["cpp"], rss)
+        rest = [b for b in backends if b != "cpp"]
+        if rest:
+            results += self._memory_child(shapes, rest, rss)
+        return results
+
+    def _memory_child(self, shapes: list[tuple[int, int, int, int, int]], backends: list[str],
+                      rss: list[str]) -> list[dict[str, Any]]:
         cmd = [sys.executable, os.path.join(BENCH_DIR, "memory.py"),
                "--threads", str(self.threads), "--backends", ",".join(backends),
                "--rss", ",".join(rss)]
