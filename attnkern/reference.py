@@ -102,8 +102,10 @@ def additive_attention(
     p = torch.where(valid, torch.exp(torch.where(valid, scores, row_max) - row_max), 0.0)
     denom = p.sum(-1, keepdim=True)
     alpha = p / torch.where(denom > 0, denom, 1.0)
-    # Sum only over usable keys: a masked key's value is never read (0 * NaN would be NaN).
-    out = torch.where(valid[..., None], alpha[..., None] * v[:, None], 0.0).sum(2).to(in_dtype)
+    # Sum only over usable keys: a masked key's value is never read, forward or backward
+    # (alpha @ value would form 0 * NaN for NaN padding).
+    v_used = torch.where(valid[..., None], v[:, None], 0.0)  # (B, Tq, Tk, Dv)
+    out = (alpha[..., None] * v_used).sum(2).to(in_dtype)
     alpha = alpha.to(in_dtype)
     if step:
         out, alpha = out.squeeze(1), alpha.squeeze(1)

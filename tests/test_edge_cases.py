@@ -531,15 +531,11 @@ def test_nonfinite_value_poisons_rows_that_see_it(backend, bad):
 
 @pytest.mark.parametrize("b,j", [(1, 4), (0, 5), (2, 1)],
                          ids=["beyond-length", "causal-hidden", "padding"])
-def test_nan_value_of_masked_key_is_never_read(backend, b, j, request):
+def test_nan_value_of_masked_key_is_never_read(backend, b, j):
     """A masked key's value is never read: with NaN there, every row that cannot see the key
     (and, when no row can, every gradient) equals the result for a finite value there.
     Batch 1 has length 4, so its key 4 is past the length; in batch 0 key 5 is hidden from
     rows 0..2 by causality and visible to row 3 only; in batch 2 key 1 is padding."""
-    if backend == "reference" and b != 0:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "reference.py zeroes alpha * value after the product: the forward is clean but "
-            "backward forms 0 * NaN (fix: torch.where on value before the product)")))
     (q, k, v, w), kw = _poison_case()
     kw["key_padding_mask"] = torch.zeros(3, 6, dtype=torch.bool)
     kw["key_padding_mask"][2, 1] = True
