@@ -285,3 +285,20 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert "2 processes" in proc.stdout
     assert proc.stdout.count("held-out") == 1
     _check_png(out / "attention.png")
+
+
+def test_long_sentences_are_decoded_in_chunks(monkeypatch):
+    from attnkern.demo import cli
+
+    seen: list[str] = []
+
+    def fake_translate(model, chunks, **kw):
+        seen.extend(chunks)
+        return [reverse_words(c) for c in chunks]
+
+    monkeypatch.setattr(cli, "translate", fake_translate)
+    long = normalize_sentence(" ".join("abcdefghijklmnopqrs"[i] * 3 for i in range(19)))
+    short = "the cat"
+    assert cli.reverse_sentences(None, [long, short]) == [reverse_words(long), "eht tac"]
+    assert max(len(c.split(" ")) for c in seen) <= cli.TRAIN_MAX_WORDS
+    assert len(seen) == -(-19 // cli.TRAIN_MAX_WORDS) + 1

@@ -8,6 +8,7 @@ score means it learned to reverse, not to memorise.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Sequence
 
@@ -70,12 +71,17 @@ def decode_ids(ids: Sequence[int]) -> str:
 def split_words(
     words: Sequence[str] = WORDS, fraction: float = HELDOUT_FRACTION, seed: int = SPLIT_SEED
 ) -> tuple[list[str], list[str]]:
-    """Disjoint ``(train_words, heldout_words)``; ``fraction`` of the list is held out."""
-    unique = sorted(set(words))
+    """Disjoint ``(train_words, heldout_words)``; ``fraction`` of the list is held out.
+
+    Both keep the order of ``words`` (most frequent first), which ``zipf`` sampling uses.
+    """
+    unique = list(dict.fromkeys(words))
+    shuffled = sorted(unique)
     rng = random.Random(seed)
-    rng.shuffle(unique)
+    rng.shuffle(shuffled)
     n_held = max(1, round(len(unique) * fraction))
-    return sorted(unique[n_held:]), sorted(unique[:n_held])
+    held = set(shuffled[:n_held])
+    return [w for w in unique if w not in held], [w for w in unique if w in held]
 
 
 class SentenceSampler:
@@ -83,11 +89,14 @@ class SentenceSampler:
 
     ``long_bias``: the number of words ``n`` is drawn with weight ``n ** long_bias``
     (0 = uniform; 1 = proportional to length, i.e. more practice on long sentences).
+    ``zipf``: the share of words drawn by frequency rank (weight ``1 / (rank + 10)``, words
+    in frequency order) instead of uniformly, so that short common words ("a", "to", "the")
+    and repeated words show up as often as in real sentences.
     """
 
     def __init__(
         self, words: Sequence[str], *, min_words: int = 1, max_words: int = 8, seed: int = 0,
-        long_bias: float = 0.0,
+        long_bias: float = 0.0, zipf: float = 0.0,
     ) -> None:
         if not words:
             raise ValueError("words is empty")
@@ -96,6 +105,8 @@ class SentenceSampler:
         self.words = list(words)
         self.min_words, self.max_words = min_words, max_words
         self.long_bias = long_bias
+        self.zipf = zipf
+        self._cum = list(itertools.accumulate(1.0 / (r + 10) for r in range(len(self.words))))
         self.rng = random.Random(seed)
 
     def sentence(self, n_words: int | None = None) -> str:
@@ -105,7 +116,12 @@ class SentenceSampler:
                 n_words = self.rng.choices(counts, [n ** self.long_bias for n in counts])[0]
             else:
                 n_words = self.rng.randint(self.min_words, self.max_words)
-        return " ".join(self.rng.choice(self.words) for _ in range(n_words))
+        return " ".join(self._word() for _ in range(n_words))
+
+    def _word(self) -> str:
+        if self.zipf and self.rng.random() < self.zipf:
+            return self.rng.choices(self.words, cum_weights=self._cum)[0]
+        return self.rng.choice(self.words)
 
     def sentences(self, n: int) -> list[str]:
         return [self.sentence() for _ in range(n)]
