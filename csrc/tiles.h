@@ -79,6 +79,37 @@ struct Buf {
   T& operator[](int64_t i) const { return ptr[i]; }
 };
 
+#if ATTNKERN_AVX512
+// 16x16 transpose of r[0..15] in registers (row i lane j -> row j lane i).
+static inline void transpose16(__m512 (&r)[16]) {
+  __m512 t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+  }
+}
+#endif
+
 // Per-call key-side data: padded keys, exp(2k) in two layouts, which key blocks are safe.
 //   kp  (B, Tk, Hp)  raw keys, H zero-padded to Hp (aliases the input when H == Hp)
 //   ek  (B, Tk, Hp)  exp(2k)            (factorised path only; h-vectorised gradient pass)
@@ -151,13 +182,19 @@ struct KeySide {
           }
           // NaN compares false: a NaN key makes its block take the direct path.
           block_safe[t] = _mm512_cmp_ps_mask(mx, _mm512_set1_ps(kSafe), _CMP_LE_OQ) == 0xFFFF;
-          // transpose into ekt, 16 h at a time so both sides stay in L1; padding keys
-          // get exp(0) = 1
-          for (int64_t h0 = 0; h0 < Hp; h0 += 16) {
-            float* dst = ekt.get() + (b * Hp + h0) * Tkp;
-            for (int64_t j = j0; j < jp1; ++j) {
-              const float* src = e + (j - j0) * Hp + h0;
-              for (int hh = 0; hh < 16; ++hh) dst[hh * Tkp + j] = j < j1 ? src[hh] : 1.f;
+          // transpose into ekt in 16 x 16 register tiles; padding keys get exp(0) = 1
+          for (int64_t jg = j0; jg < jp1; jg += 16) {
+            const int64_t nv = std::min<int64_t>(16, j1 - jg);
+            const float* src = e + (jg - j0) * Hp;
+            float* dst = ekt.get() + b * Hp * Tkp + jg;
+            for (int64_t h0 = 0; h0 < Hp; h0 += 16) {
+              __m512 r[16];
+#pragma GCC unroll 16
+              for (int u = 0; u < 16; ++u)
+                r[u] = u < nv ? _mm512_loadu_ps(src + u * Hp + h0) : _mm512_set1_ps(1.f);
+              transpose16(r);
+#pragma GCC unroll 16
+              for (int u = 0; u < 16; ++u) _mm512_storeu_ps(dst + (h0 + u) * Tkp, r[u]);
             }
           }
         }
