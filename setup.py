@@ -12,7 +12,9 @@ from setuptools import setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 native = os.environ.get("ATTNKERN_NATIVE", "1") != "0"
-cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=fast", "-fno-math-errno"]
+# -Wno-maybe-uninitialized: GCC 12 warns inside its own AVX-512 headers.
+cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=fast", "-fno-math-errno",
+             "-Wno-maybe-uninitialized"]
 if native:
     cxx_flags.append("-march=native")
 if os.environ.get("ATTNKERN_SANITIZE"):
