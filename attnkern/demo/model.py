@@ -146,20 +146,25 @@ class Seq2Seq(nn.Module):
     def greedy(self, src: Tensor, src_lengths: Tensor, max_len: int | None = None,
                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         """Batched greedy decoding -> ids ``(B, T)`` (EOS then PAD after each sentence's
-        end) and, with need_weights, attention ``(B, T, S)``.
+        end) and, with need_weights, attention ``(B, T, S)``. A row stops at EOS or after
+        ``min(2 * src_length + 2, max_len)`` steps.
 
         Every row is computed exactly as it would be alone: the encoder is packed, the
         attention ignores keys past ``src_lengths``, and finished rows only get padded.
         """
         b = src.shape[0]
-        if max_len is None:
-            max_len = 2 * src.shape[1] + 2
+        # Each row's own limit (never the batch's padded length): the same in any batch.
+        row_limit = 2 * src_lengths.to(src.device) + 2
+        if max_len is not None:
+            row_limit = row_limit.clamp(max=max_len)
+        steps = int(row_limit.max())
         memory, state = self._memory(src, src_lengths)
         ctx = torch.zeros_like(memory["summary"])
         y = torch.full((b,), BOS, dtype=torch.long, device=src.device)
         done = torch.zeros(b, dtype=torch.bool, device=src.device)
         ids, weights = [], []
-        for _ in range(max_len):
+        for t in range(steps):
+            done = done | (row_limit <= t)
             state, ctx, w = self._step(self.tgt_embed(y), ctx, state, memory, need_weights)
             y = self._logits(state, ctx).argmax(-1)
             y = y.masked_fill(done, PAD)
