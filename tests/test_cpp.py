@@ -322,3 +322,18 @@ def test_direct_bwd_bad_input_raises(bad):
         torch.ops.attnkern.bwd(a["gout"], a["gw"], a["q"], a["k"], a["v"], a["w"], a["lse"],
                                a["delta"], a["mask"], a["lengths"], False)
 
+
+
+def test_forward_batch_groups_for_long_keys():
+    # Tk * H large enough that the forward builds its key-side tables a few batches at a
+    # time (one thread: groups of 2, so B=3 splits 2 + 1); every group must match.
+    from helpers import check_against_reference, make_inputs, make_masks
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        q, k, v, w = make_inputs(3, 8, 4100, 512, 5, requires_grad=False)
+        check_against_reference(q, k, v, w, backend="cpp", grads=False,
+                                **make_masks("both", 3, 8, 4100))
+    finally:
+        torch.set_num_threads(threads)
