@@ -20,6 +20,12 @@ Kernels (all fp32 accumulation, any input strides, H and Dv of any size via mask
   ``p = exp(s - lse)`` from the saved lse. No atomics: every output element is owned by one
   program, and dweight's ``(B, key blocks, H)`` partials are summed by a second pass, so two
   runs are bitwise identical.
+- NaN/Inf confinement: a masked key's value never reaches a row that cannot see it (the
+  forward loads V with the padding and length validity as mask; the backward selects
+  ``ds = 0``, not ``p * (...)``, where a key is unusable, since ``dO . v`` may be NaN).
+  Under ``causal`` a visited tile may hold a key hidden from only some of its rows: its
+  non-finite V entries are zeroed for ``P @ V`` and a row that may attend to such a key
+  gets NaN in its whole output row (the reference: NaN/Inf in the affected columns only).
 
 tanh: the default is a [13/6] minimax rational approximation (Eigen/XLA's float tanh) on
 the input clamped to +-7.9053: about 15 FMA-pipe instructions and ONE MUFU op (the reciprocal
@@ -150,17 +156,30 @@ def _key_end(LENS, b, Tq, Tk, m_end, HAS_LENS: tl.constexpr, CAUSAL: tl.constexp
 
 
 @triton.jit
-def _valid(MASK, b, smb, smt, offs_m, offs_n, hi, Tq, Tk,
-           HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr):
-    """(BLOCK_M, BLOCK_N) bool: key j usable by query i (lengths folded into hi)."""
+def _key_ok(MASK, b, smb, smt, offs_n, hi, HAS_MASK: tl.constexpr):
+    """(BLOCK_N,) bool: key j is below hi (lengths folded in) and not padding."""
     n_ok = offs_n < hi
     if HAS_MASK:
         pad = tl.load(MASK + b * smb + offs_n * smt, mask=n_ok, other=1)
         n_ok = n_ok & (pad == 0)
+    return n_ok
+
+
+@triton.jit
+def _rows_ok(n_ok, offs_m, offs_n, Tq, Tk, CAUSAL: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) bool: usable key n_ok[j] visible to query i (causality)."""
     ok = n_ok[None, :] & (offs_m[:, None] >= 0)
     if CAUSAL:
         ok = ok & (offs_n[None, :] <= offs_m[:, None] + (Tk - Tq))
     return ok
+
+
+@triton.jit
+def _valid(MASK, b, smb, smt, offs_m, offs_n, hi, Tq, Tk,
+           HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) bool: key j usable by query i (lengths folded into hi)."""
+    return _rows_ok(_key_ok(MASK, b, smb, smt, offs_n, hi, HAS_MASK), offs_m, offs_n,
+                    Tq, Tk, CAUSAL)
 
 
 @triton.jit
@@ -192,6 +211,7 @@ def _fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    bad = tl.zeros([BLOCK_M], dtype=tl.int32)  # causal: row sees a non-finite value
     for start_n in range(lo, end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < end
@@ -200,7 +220,8 @@ def _fwd_kernel(
         if STORE_S:
             s_ptr = S + (b * Tq + offs_m)[:, None] * Tk + offs_n[None, :]
             tl.store(s_ptr, s, mask=m_ok[:, None] & n_ok[None, :])
-        ok = _valid(MASK, b, smb, smt, offs_m, offs_n, end, Tq, Tk, HAS_MASK, CAUSAL)
+        kv_ok = _key_ok(MASK, b, smb, smt, offs_n, end, HAS_MASK)
+        ok = _rows_ok(kv_ok, offs_m, offs_n, Tq, Tk, CAUSAL)
         s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         # A row with nothing usable yet keeps m = -inf; shift by 0 so exp2 sees -inf, not NaN.
@@ -208,8 +229,16 @@ def _fwd_kernel(
         alpha = tl.exp2((m_i - m_safe) * 1.4426950408889634)
         p = tl.exp2((s - m_safe[:, None]) * 1.4426950408889634)
         l_i = l_i * alpha + tl.sum(p, axis=1)
+        # A masked key's value is never read: p = 0 there, but p @ v would form 0 * NaN.
         v = tl.load(v_base + offs_n[:, None] * svt + offs_d[None, :] * svd,
-                    mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+                    mask=kv_ok[:, None] & d_ok[None, :], other=0.0)
+        if CAUSAL:
+            # A key hidden by causality from only some rows of the tile is loaded: zero its
+            # non-finite entries for the product and poison (below) the rows that see one.
+            fin = tl.abs(v.to(tl.float32)) < float("inf")  # False for NaN and +-Inf
+            v = tl.where(fin, v, tl.zeros_like(v))
+            key_bad = tl.max(tl.where(fin, 0, 1), axis=1)  # (BLOCK_N,)
+            bad = tl.maximum(bad, tl.max(tl.where(ok, key_bad[None, :], 0), axis=1))
         acc = acc * alpha[:, None]
         if BLOCK_M >= 16:
             acc += _mma(p.to(v.dtype), v, IS_FP32)
@@ -220,6 +249,8 @@ def _fwd_kernel(
     has = l_i > 0.0
     l_safe = tl.where(has, l_i, 1.0)
     o = acc / l_safe[:, None]
+    if CAUSAL:
+        o = tl.where(bad[:, None] > 0, float("nan"), o)
     row = b * Tq + offs_m
     if SPLIT:
         base = split * nb * Tq
@@ -294,8 +325,8 @@ def _probs(q_base, k_base, W, MASK, GW, LSE, DELTA, DO, V, b, offs_m, offs_n, m_
     """
     s = _scores(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh, skt, skh, swh,
                 BLOCK_M, BLOCK_N, BLOCK_H, FAST)
-    ok = _valid(MASK, b, smb, smt, offs_m, offs_n, hi, Tq, Tk, HAS_MASK, CAUSAL)
-    ok = ok & m_ok[:, None]
+    kv_ok = _key_ok(MASK, b, smb, smt, offs_n, hi, HAS_MASK)
+    ok = _rows_ok(kv_ok, offs_m, offs_n, Tq, Tk, CAUSAL) & m_ok[:, None]
     lse = tl.load(LSE + b * Tq + offs_m, mask=m_ok, other=float("inf"))
     delta = tl.load(DELTA + b * Tq + offs_m, mask=m_ok, other=0.0)
     p = tl.where(ok, tl.exp2((s - lse[:, None]) * 1.4426950408889634), 0.0)
@@ -313,6 +344,10 @@ def _probs(q_base, k_base, W, MASK, GW, LSE, DELTA, DO, V, b, offs_m, offs_n, m_
         dp += tl.load(GW + b * sgb + offs_m[:, None] * sgt + offs_n[None, :] * sgk,
                       mask=ok, other=0.0).to(tl.float32)
     ds = p * (dp - delta[:, None])
+    if HAS_MASK or CAUSAL:
+        # Select, not multiply: dp is NaN where a padded or causally hidden key's value is
+        # (0 * NaN). Keys past the length are not loaded.
+        ds = tl.where(ok, ds, 0.0)
     return p, ds, do
 
 
@@ -536,7 +571,9 @@ def _mask_args(query: Tensor, key_padding_mask: Tensor | None,
         smb, smt = mask.stride()
     else:
         mask, smb, smt = query, 0, 0
-    lens = key_lengths if key_lengths is not None else query
+    # The kernels read key_lengths[b] at LENS + b: an expanded (stride 0) tensor must be
+    # made contiguous. The mask is read through its own strides.
+    lens = key_lengths.contiguous() if key_lengths is not None else query
     return mask, lens, smb, smt
 
 

@@ -148,6 +148,29 @@ def test_op_outputs_lse_and_empty_weights():
     torch.testing.assert_close(lse[1].double(), torch.logsumexp(s, -1), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_op_expanded_lengths_and_mask(causal):
+    """Stride-0 key_lengths / key_padding_mask passed straight to the launchers (as
+    torch.ops.attnkern.fwd/bwd may get them) are read per batch row, not as element 0."""
+    B, Tq, Tk = 3, 5, 9
+    q, k, v, w = inputs(B, Tq, Tk, 6, 4, seed=7, requires_grad=False)
+    lengths = torch.tensor(5, device=DEVICE).expand(B)
+    pad = torch.zeros(Tk, dtype=torch.bool, device=DEVICE)
+    pad[1] = True
+    pad = pad.expand(B, Tk)
+    assert lengths.stride() == (0,) and pad.stride() == (0, 1)
+    out, lse, _ = tk.fwd(q, k, v, w, pad, lengths, causal, False)
+    kw = {"key_padding_mask": pad.cpu(), "key_lengths": lengths.cpu(), "causal": causal}
+    args = [t.detach().double().cpu().requires_grad_() for t in (q, k, v, w)]
+    ref = attnkern.reference.additive_attention(*args, **kw)
+    torch.testing.assert_close(out.double().cpu(), ref.detach(), atol=2e-5, rtol=2e-4)
+    go = torch.randn(B, Tq, 4, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    delta = (go * out).sum(-1)
+    grads = tk.bwd(go, None, q, k, v, w, lse, delta, pad, lengths, causal)
+    for a, b in zip(grads, torch.autograd.grad(ref, args, go.double().cpu())):
+        torch.testing.assert_close(a.double().cpu(), b, atol=1e-4, rtol=1e-3)
+
+
 def test_grads_without_weights_output():
     q, k, v, w = inputs(2, 6, 13, 7, 5, seed=4)
     kw = masks("both", 2, 6, 13)

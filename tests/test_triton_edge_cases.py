@@ -59,12 +59,6 @@ def backend(request):
     params = getattr(request.node, "callspec", None)
     if params is not None and params.params.get("dtype") == torch.float64:
         pytest.skip("backend='triton' has no float64")
-    if (request.node.originalname == "test_nan_value_of_masked_key_is_never_read"
-            and params is not None and params.id in ("causal-hidden", "padding")):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "triton_kernels: a key masked by key_padding_mask or by causality inside a "
-            "visited key tile gets p = 0, but tl.dot(p, v) still forms 0 * NaN, so a NaN "
-            "in its value poisons rows that cannot see it (key_lengths is fine: masked load)")))
     return "triton"
 
 
