@@ -147,6 +147,8 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str, backend: st
     loss.backward()
     grads = [p.grad for p in model.module.parameters()]
     torch.save(grads, os.path.join(out_dir, f"grads{rank}.pt"))
+    # Leave together: a rank tearing gloo down while its peer still talks to it can abort.
+    dist.barrier()
     dist.destroy_process_group()
 
 
