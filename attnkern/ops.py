@@ -128,11 +128,13 @@ if HAS_TRITON:
     bwd.register_torch_dispatch(FunctionalTensorMode, _decompose_on_cuda(_bwd_triton))
 
     # As triton_op does: name the kernels behind each op, so AOTAutograd's compile cache key
-    # changes when their source does (its AST scan cannot see through our launchers).
-    _kernels = [obj for obj in vars(importlib.import_module("attnkern.triton_kernels")).values()
-                if isinstance(obj, triton.runtime.jit.JITFunction)]
-    for _name in ("attnkern::fwd", "attnkern::bwd"):
-        torch._library.triton.triton_ops_to_kernels[_name] = _kernels
+    # changes when their source does (its AST scan cannot see through our launchers). Only
+    # where CUDA exists: CPU-only imports need not load the kernel module.
+    if torch.cuda.is_available():
+        _kernels = [obj for obj in vars(importlib.import_module("attnkern.triton_kernels"))
+                    .values() if isinstance(obj, triton.runtime.jit.JITFunction)]
+        for _name in ("attnkern::fwd", "attnkern::bwd"):
+            torch._library.triton.triton_ops_to_kernels[_name] = _kernels
 
 
 @fwd.register_fake
