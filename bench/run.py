@@ -436,25 +436,22 @@ class Runner:
         from common import Shape
 
         backends = ["cpp", "eager", "compile"]
+        def sweep(name: str, shapes: list[Shape]) -> dict[str, list[float]]:
+            curve: dict[str, list[float]] = {}
+            for shape in shapes:
+                log(f"time vs {name}: {shape.label}")
+                # short samples, many of them: the minimum then finds undisturbed calls
+                self.time_backends(f"{name.lower()}-{getattr(shape, name)}", shape, "fwd",
+                                   backends, self.cfg.curve_repeats,
+                                   min_sample_s=self.cfg.min_sample_s / 10)
+                for n, t in self.last_min.items():
+                    curve.setdefault(n, []).append(t)
+            return curve
+
         B, Tq, H, Dv = self.cfg.tk_shape
-        tk_curve: dict[str, list[float]] = {}
-        for tk in self.cfg.tk_sweep:
-            shape = Shape(B, Tq, tk, H, Dv)
-            log(f"time vs Tk: {shape.label}")
-            # short samples, many of them: the minimum then finds undisturbed calls
-            self.time_backends(f"tk-{tk}", shape, "fwd", backends, self.cfg.curve_repeats,
-                               min_sample_s=self.cfg.min_sample_s / 10)
-            for n, t in self.last_min.items():
-                tk_curve.setdefault(n, []).append(t)
+        tk_curve = sweep("Tk", [Shape(B, Tq, tk, H, Dv) for tk in self.cfg.tk_sweep])
         B2, Tq2, Tk2, Dv2 = self.cfg.h_shape
-        h_curve: dict[str, list[float]] = {}
-        for h in self.cfg.h_sweep:
-            shape = Shape(B2, Tq2, Tk2, h, Dv2)
-            log(f"time vs H: {shape.label}")
-            self.time_backends(f"h-{h}", shape, "fwd", backends, self.cfg.curve_repeats,
-                               min_sample_s=self.cfg.min_sample_s / 10)
-            for n, t in self.last_min.items():
-                h_curve.setdefault(n, []).append(t)
+        h_curve = sweep("H", [Shape(B2, Tq2, Tk2, h, Dv2) for h in self.cfg.h_sweep])
         self.extra["time_vs_tk"] = {
             "shape": f"B{B}-Tq{Tq}-H{H}-Dv{Dv}", "Tk": self.cfg.tk_sweep, "mode": "fwd",
             "statistic": "min", "seconds": tk_curve,
