@@ -3,7 +3,9 @@
 //   dv_j += p grad_out_i;   gq_i, gk_j += ds r(1-r);   dwr += ds r
 // and finally dq = 4 w gq, dk = 4 w gk, dw = sum(ds) - 2 dwr (since t = 1 - 2r).
 //
-// Work items are (batch, key split): an item owns its keys, so dk and dv need no reduction;
+// Work items are (batch, key split): an item owns its keys, so dk and dv need no reduction.
+// An item walks its keys in L2-sized chunks (exp(2k) tiles built once per chunk, every query
+// block of the batch sweeps the chunk), so its key-side data stays in cache as Tk grows;
 // dq of a batch with several splits goes to one partial buffer per split, and dw to one
 // partial per item; both are reduced in a fixed order. The split count depends only on the
 // shapes, so results are bitwise identical run to run and for any thread count.
@@ -27,29 +29,34 @@ template <typename T>
 void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v, const T* w,
                    const T* lse, const T* delta, const Masks& mk, int64_t B, int64_t Tq,
                    int64_t Tk, int64_t H, int64_t Dv, T* dq, T* dk, T* dv, T* dw) {
-  KeySide<T> ks;
-  ks.build(k, w, B, Tk, H, Tq, /*need_ek=*/true);
-  const int64_t Hp = ks.Hp;
+  KeyParams<T> kpar;
+  kpar.init(w, H, Tq);
+  const int64_t Hp = kpar.Hp;
   int64_t nsplit = key_splits(B, Tk);
   const int64_t KS = round_up((Tk + nsplit - 1) / std::max<int64_t>(nsplit, 1), kBK);
   nsplit = Tk > 0 ? (Tk + KS - 1) / KS : 1;
   const int64_t items = B * nsplit;
+  // Key chunk: exp(2k) in both layouts, gk, v and dv of each key stay in cache while every
+  // query block of the batch sweeps the chunk.
+  const int64_t KC = chunk_keys(std::min(KS, Tk), (3 * Hp + 2 * Dv) * int64_t(sizeof(float)));
   constexpr int64_t ldS = round_up(kBK, 16);
 
-  Buf<T> gq(nsplit * B * Tq * Hp), gk(B * Tk * Hp), dwr(items * Hp), dss(items);
+  Buf<T> gq(nsplit * B * Tq * Hp), dwr(items * Hp), dss(items);
   auto zero = [](T* p, int64_t n) {
     at::parallel_for(0, n, 1 << 16, [&](int64_t a, int64_t e) { std::fill(p + a, p + e, T(0)); });
   };
   zero(gq.get(), nsplit * B * Tq * Hp);
-  zero(gk.get(), B * Tk * Hp);
   zero(dwr.get(), items * Hp);
   zero(dv, B * Tk * Dv);
 
   const int64_t item_work = Tq * ((Tk + nsplit - 1) / nsplit) * (2 * H + 2 * Dv);
   parallel_dynamic(items, grain_for(item_work), 1, [&](int64_t t0, int64_t t1) {
     RowSide<T> rs;
-    rs.alloc(ks);
-    Buf<T> S(kBQ * ldS), P(kBQ * ldS), DP(kBQ * ldS);
+    rs.alloc(kpar);
+    KeyChunk<T> kc;
+    const int64_t kcmax = std::min(KC, std::max<int64_t>(Tk, 1));
+    kc.alloc(kpar, kcmax, /*need_ek=*/true);
+    Buf<T> S(kBQ * ldS), P(kBQ * ldS), DP(kBQ * ldS), gk(kcmax * Hp);
     int64_t jend[kBQ];
     for (int64_t it = t0; it < t1; ++it) {
       const int64_t b = it / nsplit, sp = it % nsplit;
@@ -57,54 +64,67 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
       T* gqb = gq.get() + (sp * B + b) * Tq * Hp;
       T* dwi = dwr.get() + it * Hp;
       T ds_sum = 0;
-      for (int64_t i0 = 0; i0 < Tq; i0 += kBQ) {
-        const int64_t nr = std::min(kBQ, Tq - i0);
-        int64_t jmax = 0;
-        for (int64_t r = 0; r < nr; ++r) {
-          jend[r] = mk.jend(b, i0 + r);
-          jmax = std::max(jmax, jend[r]);
-        }
-        const int64_t jlim = std::min(ks1, jmax);
-        if (ks0 >= jlim) continue;
-        rs.load(ks, q + (b * Tq + i0) * H, nr);
-        for (int64_t j0 = ks0; j0 < jlim; j0 += kBK) {
-          const int64_t nk = std::min(kBK, jlim - j0);
-          tile_scores(ks, rs, b, j0, nk, S.get(), ldS);
-          const T* vb = v + (b * Tk + j0) * Dv;
-          const T* gob = go + (b * Tq + i0) * Dv;
-          gemm_nt(gob, Dv, vb, Dv, DP.get(), ldS, nr, nk, Dv);  // dP = dO V^T
+      int64_t jbatch = 0;  // keys past every row's jend need no work (their dk is 0)
+      for (int64_t i = 0; i < Tq; ++i) jbatch = std::max(jbatch, mk.jend(b, i));
+      for (int64_t c0 = ks0; c0 < ks1; c0 += KC) {
+        const int64_t c1 = std::min(c0 + KC, ks1);
+        std::fill(gk.get(), gk.get() + (c1 - c0) * Hp, T(0));
+        if (c0 < jbatch) kc.load(kpar, k + (b * Tk + c0) * H, c1 - c0, /*need_ek=*/true);
+        for (int64_t i0 = 0; i0 < Tq && c0 < jbatch; i0 += kBQ) {
+          const int64_t nr = std::min(kBQ, Tq - i0);
+          int64_t jmax = 0;
           for (int64_t r = 0; r < nr; ++r) {
-            const int64_t i = b * Tq + i0 + r;
-            const T lr = lse[i], dl = delta[i];
-            const T* gwr = gw ? gw + i * Tk + j0 : nullptr;
-            T* s = S.get() + r * ldS;
-            T* p = P.get() + r * ldS;
-            const int64_t je = std::min(nk, jend[r] - j0);
-            const bool live = lr != std::numeric_limits<T>::infinity();
-            for (int64_t j = 0; j < nk; ++j) {
-              T pj = 0, dsj = 0;
-              if (live && j < je && !mk.padded(b, j0 + j)) {
-                pj = std::exp(s[j] - lr);
-                T dp = DP[r * ldS + j];
-                if (gwr) dp += gwr[j];
-                dsj = pj * (dp - dl);
-              }
-              p[j] = pj;
-              s[j] = dsj;
-              ds_sum += dsj;
-            }
+            jend[r] = mk.jend(b, i0 + r);
+            jmax = std::max(jmax, jend[r]);
           }
-          // dV += P^T dO
-          gemm_acc(P.get(), 1, ldS, gob, Dv, dv + (b * Tk + j0) * Dv, Dv, nk, nr, Dv);
-          tile_grads(ks, rs, b, j0, nk, S.get(), ldS, gqb + i0 * Hp,
-                     gk.get() + (b * Tk + j0) * Hp, dwi);
+          const int64_t jlim = std::min(c1, jmax);
+          if (c0 >= jlim) continue;
+          rs.load(kpar, q + (b * Tq + i0) * H, nr);
+          const T* gob = go + (b * Tq + i0) * Dv;
+          for (int64_t j0 = c0; j0 < jlim; j0 += kBK) {
+            const int64_t nk = std::min(kBK, jlim - j0);
+            tile_scores(kpar, kc, rs, j0 - c0, nk, S.get(), ldS);
+            const T* vb = v + (b * Tk + j0) * Dv;
+            gemm_nt(gob, Dv, vb, Dv, DP.get(), ldS, nr, nk, Dv);  // dP = dO V^T
+            for (int64_t r = 0; r < nr; ++r) {
+              const int64_t i = b * Tq + i0 + r;
+              const T lr = lse[i], dl = delta[i];
+              const T* gwr = gw ? gw + i * Tk + j0 : nullptr;
+              T* s = S.get() + r * ldS;
+              T* p = P.get() + r * ldS;
+              const int64_t je = std::min(nk, jend[r] - j0);
+              const bool live = lr != std::numeric_limits<T>::infinity();
+              for (int64_t j = 0; j < nk; ++j) {
+                T pj = 0, dsj = 0;
+                if (live && j < je && !mk.padded(b, j0 + j)) {
+                  pj = std::exp(s[j] - lr);
+                  T dp = DP[r * ldS + j];
+                  if (gwr) dp += gwr[j];
+                  dsj = pj * (dp - dl);
+                }
+                p[j] = pj;
+                s[j] = dsj;
+                ds_sum += dsj;
+              }
+            }
+            // dV += P^T dO
+            gemm_acc(P.get(), 1, ldS, gob, Dv, dv + (b * Tk + j0) * Dv, Dv, nk, nr, Dv);
+            tile_grads(kpar, kc, rs, j0 - c0, nk, S.get(), ldS, gqb + i0 * Hp,
+                       gk.get() + (j0 - c0) * Hp, dwi);
+          }
+        }
+        // dk = 4 w gk for the chunk's keys (this item owns them)
+        for (int64_t j = c0; j < c1; ++j) {
+          const T* g = gk.get() + (j - c0) * Hp;
+          T* d = dk + (b * Tk + j) * H;
+          for (int64_t h = 0; h < H; ++h) d[h] = T(4) * w[h] * g[h];
         }
       }
       dss[it] = ds_sum;
     }
   });
 
-  // dq = 4 w (sum over splits of gq), dk = 4 w gk, in a fixed order.
+  // dq = 4 w (sum over splits of gq), in a fixed order.
   at::parallel_for(0, B * Tq, grain_for(H * nsplit), [&](int64_t r0, int64_t r1) {
     for (int64_t row = r0; row < r1; ++row) {
       const int64_t b = row / Tq, i = row % Tq;
@@ -114,10 +134,6 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
         dq[row * H + h] = T(4) * w[h] * s;
       }
     }
-  });
-  at::parallel_for(0, B * Tk, grain_for(H), [&](int64_t r0, int64_t r1) {
-    for (int64_t row = r0; row < r1; ++row)
-      for (int64_t h = 0; h < H; ++h) dk[row * H + h] = T(4) * w[h] * gk[row * Hp + h];
   });
   for (int64_t h = 0; h < H; ++h) dw[h] = 0;
   for (int64_t it = 0; it < items; ++it)

@@ -35,8 +35,12 @@ constexpr int64_t kBK = 64;  // keys per block
 // |x| <= 21: exp(+-42) per factor and exp(+-84) for the product are normal floats, so
 // the factorised reciprocal never sees inf * 0 or a denormal.
 constexpr float kSafe = 21.f;
-// Below this many query rows per batch the exp(2k) precompute costs as much as it saves.
+// Below this many query rows per key chunk the exp(2k) precompute costs as much as it saves.
 constexpr int64_t kFactMinTq = 4;
+// Key chunks (see chunk_keys in tiles.h): key-side bytes per chunk, sized for a 1-2 MiB L2
+// shared with the query side, and a floor on the keys per chunk.
+constexpr int64_t kChunkBytes = int64_t(512) << 10;
+constexpr int64_t kChunkMinKeys = 256;
 
 constexpr int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 

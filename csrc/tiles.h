@@ -110,97 +110,132 @@ static inline void transpose16(__m512 (&r)[16]) {
 }
 #endif
 
-// Per-call key-side data: padded keys, exp(2k) in two layouts, which key blocks are safe.
-//   kp  (B, Tk, Hp)  raw keys, H zero-padded to Hp (aliases the input when H == Hp)
-//   ek  (B, Tk, Hp)  exp(2k)            (factorised path only; h-vectorised gradient pass)
-//   ekt (B, Hp, Tkp) exp(2k) transposed (factorised path only; key-vectorised score pass)
+// Per-call key-side constants: padded width, zero-padded weight, whether to factorise.
 template <typename T>
-struct KeySide {
-  int64_t B = 0, Tk = 0, H = 0, Hp = 0, Tkp = 0, nkb = 0;
+struct KeyParams {
+  int64_t H = 0, Hp = 0;
   bool fact = false;
-  const T* kp = nullptr;
-  Buf<T> kbuf;
-  Buf<float> ek, ekt;
-  Buf<uint8_t> block_safe;  // (B, nkb)
-  Buf<T> w;                 // (Hp,) zero-padded weight
+  Buf<T> w;  // (Hp,) zero-padded weight
   T sumw = 0;
 
-  // need_ek: also keep exp(2k) in the (B, Tk, Hp) layout (the backward's gradient pass).
-  void build(const T* k, const T* weight, int64_t B_, int64_t Tk_, int64_t H_, int64_t Tq,
-             bool need_ek) {
-    B = B_, Tk = Tk_, H = H_;
+  // rows: query rows that will share one chunk's exp(2k) (below kFactMinTq the
+  // precompute costs as much as it saves).
+  void init(const T* weight, int64_t H_, int64_t rows) {
+    H = H_;
     constexpr bool vec = ATTNKERN_AVX512 && std::is_same<T, float>::value;
     Hp = vec ? round_up(H, 16) : H;
-    Tkp = round_up(Tk, 16);
-    nkb = (Tk + kBK - 1) / kBK;
     w.alloc(Hp);
     sumw = 0;
     for (int64_t h = 0; h < Hp; ++h) {
       w[h] = h < H ? weight[h] : T(0);
       sumw += w[h];
     }
+    fact = vec && rows >= kFactMinTq;
+  }
+};
+
+// Keys to process per chunk: a chunk's key-side data (bytes_per_key each) is built once and
+// swept by every query block of its task, so it is sized to stay in L2 (kChunkBytes).
+// At least kChunkMinKeys so that re-deriving each query block's exp(2q) per chunk stays a
+// small fraction of the chunk's work. A multiple of kBK; depends only on the shapes.
+inline int64_t chunk_keys(int64_t Tk, int64_t bytes_per_key) {
+  const int64_t kc = round_up(kChunkBytes / std::max<int64_t>(bytes_per_key, 1) - kBK + 1, kBK);
+  return std::min(std::max(kc, kChunkMinKeys), std::max(round_up(Tk, kBK), kBK));
+}
+
+// Key-side data of one chunk of keys [c0, c0 + nc) of one batch, built by the thread that
+// uses it (per-thread buffers, reused across chunks):
+//   kp  (nc, Hp)           raw keys, H zero-padded to Hp (aliases the input when H == Hp)
+//   ek  (nc, Hp)           exp(2k) (factorised path, need_ek: the h-vectorised gradient pass)
+//   ekt (nblk, Hp, kBK)    exp(2k), each key block transposed into its own tile
+//                          (factorised path: the key-vectorised score pass)
+//   safe (nblk)            whether every |k| of the block is <= kSafe (else direct path)
+// Chunk-local rather than one (B, Tk, Hp) table per call: no per-call allocation that grows
+// with Tk, and the data a query block sweeps stays in cache (cost linear in Tk).
+template <typename T>
+struct KeyChunk {
+  int64_t nc = 0, nblk = 0;
+  const T* kp = nullptr;
+  Buf<T> kbuf;
+  Buf<float> ek, ekt;
+  Buf<uint8_t> safe;
+
+  // Reserve buffers for chunks of up to kc keys.
+  void alloc(const KeyParams<T>& P, int64_t kc, bool need_ek) {
+    const int64_t nb = (kc + kBK - 1) / kBK;
+    if (P.Hp != P.H) kbuf.alloc(kc * P.Hp);
+    if (P.fact) {
+      if (need_ek) ek.alloc(kc * P.Hp);
+      ekt.alloc(nb * P.Hp * kBK);
+      safe.alloc(nb);
+    }
+  }
+
+  // k: first key of the chunk, rows of length H; nc_ <= the kc given to alloc.
+  void load(const KeyParams<T>& P, const T* k, int64_t nc_, bool need_ek) {
+    nc = nc_;
+    nblk = (nc + kBK - 1) / kBK;
+    const int64_t H = P.H, Hp = P.Hp;
     if (Hp == H) {
       kp = k;
     } else {
-      kbuf.alloc(B * Tk * Hp);
       T* dst = kbuf.get();
-      at::parallel_for(0, B * Tk, grain_for(H), [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          std::copy(k + r * H, k + (r + 1) * H, dst + r * Hp);
-          std::fill(dst + r * Hp + H, dst + (r + 1) * Hp, T(0));
-        }
-      });
+      for (int64_t r = 0; r < nc; ++r) {
+        std::copy(k + r * H, k + (r + 1) * H, dst + r * Hp);
+        std::fill(dst + r * Hp + H, dst + (r + 1) * Hp, T(0));
+      }
       kp = dst;
     }
-    fact = vec && Tq >= kFactMinTq && B * Tk > 0;
-    if (fact) build_fact(need_ek);
+    if (P.fact) build_fact(Hp, need_ek);
   }
 
  private:
-  void build_fact(bool need_ek) {
+  void build_fact(int64_t Hp, bool need_ek) {
 #if ATTNKERN_AVX512
     if constexpr (std::is_same<T, float>::value) {
-      if (need_ek) ek.alloc(B * Tk * Hp);
-      ekt.alloc(B * Hp * Tkp);
-      block_safe.alloc(B * nkb);
-      const float* K = kp;
-      at::parallel_for(0, B * nkb, grain_for(kBK * Hp * 4), [&](int64_t t0, int64_t t1) {
-        Buf<float> tmp(kBK * Hp);  // exp(2k) of one key block, (kBK, Hp)
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t b = t / nkb, j0 = (t % nkb) * kBK, j1 = std::min(Tk, j0 + kBK);
-          const int64_t jp1 = std::min(Tkp, j0 + kBK);
-          float* e = need_ek ? ek.get() + (b * Tk + j0) * Hp : tmp.get();
-          __m512 mx = _mm512_setzero_ps();
-          for (int64_t j = j0; j < j1; ++j) {
-            const float* src = K + (b * Tk + j) * Hp;
-            float* dst = e + (j - j0) * Hp;
-            for (int64_t h = 0; h < Hp; h += 16) {
-              __m512 x = _mm512_loadu_ps(src + h);
-              mx = _mm512_max_ps(mx, _mm512_abs_ps(x));
-              _mm512_storeu_ps(dst + h, exp16(_mm512_add_ps(x, x)));
-            }
-          }
-          // NaN compares false: a NaN key makes its block take the direct path.
-          block_safe[t] = _mm512_cmp_ps_mask(mx, _mm512_set1_ps(kSafe), _CMP_LE_OQ) == 0xFFFF;
-          // transpose into ekt in 16 x 16 register tiles; padding keys get exp(0) = 1
-          for (int64_t jg = j0; jg < jp1; jg += 16) {
-            const int64_t nv = std::min<int64_t>(16, j1 - jg);
-            const float* src = e + (jg - j0) * Hp;
-            float* dst = ekt.get() + b * Hp * Tkp + jg;
-            for (int64_t h0 = 0; h0 < Hp; h0 += 16) {
-              __m512 r[16];
-#pragma GCC unroll 16
-              for (int u = 0; u < 16; ++u)
-                r[u] = u < nv ? _mm512_loadu_ps(src + u * Hp + h0) : _mm512_set1_ps(1.f);
-              transpose16(r);
-#pragma GCC unroll 16
-              for (int u = 0; u < 16; ++u) _mm512_storeu_ps(dst + (h0 + u) * Tkp, r[u]);
-            }
+      for (int64_t t = 0; t < nblk; ++t) {
+        const int64_t j0 = t * kBK, j1 = std::min(nc, j0 + kBK);
+        const int64_t jp1 = std::min(round_up(nc, 16), j0 + kBK);
+        // exp(2k) of the block's keys: kept in ek when the gradient pass needs them, else
+        // staged in a one-block buffer on the way to the transposed tile.
+        float* e = need_ek ? ek.get() + j0 * Hp : stage(Hp);
+        __m512 mx = _mm512_setzero_ps();
+        for (int64_t j = j0; j < j1; ++j) {
+          const float* src = kp + j * Hp;
+          float* dst = e + (j - j0) * Hp;
+          for (int64_t h = 0; h < Hp; h += 16) {
+            __m512 x = _mm512_loadu_ps(src + h);
+            mx = _mm512_max_ps(mx, _mm512_abs_ps(x));
+            _mm512_storeu_ps(dst + h, exp16(_mm512_add_ps(x, x)));
           }
         }
-      });
+        // NaN compares false: a NaN key makes its block take the direct path.
+        safe[t] = _mm512_cmp_ps_mask(mx, _mm512_set1_ps(kSafe), _CMP_LE_OQ) == 0xFFFF;
+        // transpose into the block's tile in 16 x 16 register tiles; padding keys get
+        // exp(0) = 1 (finite: their scores are computed, then masked)
+        float* tile = ekt.get() + t * Hp * kBK;
+        for (int64_t jg = j0; jg < jp1; jg += 16) {
+          const int64_t nv = std::min<int64_t>(16, j1 - jg);
+          const float* src = e + (jg - j0) * Hp;
+          float* dst = tile + (jg - j0);
+          for (int64_t h0 = 0; h0 < Hp; h0 += 16) {
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (int u = 0; u < 16; ++u)
+              r[u] = u < nv ? _mm512_loadu_ps(src + u * Hp + h0) : _mm512_set1_ps(1.f);
+            transpose16(r);
+#pragma GCC unroll 16
+            for (int u = 0; u < 16; ++u) _mm512_storeu_ps(dst + (h0 + u) * kBK, r[u]);
+          }
+        }
+      }
     }
 #endif
+  }
+  Buf<float> stage_;
+  float* stage(int64_t Hp) {
+    if (stage_.get() == nullptr) stage_.alloc(kBK * Hp);
+    return stage_.get();
   }
 };
 
@@ -212,13 +247,13 @@ struct RowSide {
   Buf<float> eq; // (kBQ, Hp) exp(2q) (factorised path only)
   bool safe = false;
 
-  void alloc(const KeySide<T>& ks) {
+  void alloc(const KeyParams<T>& ks) {
     Hp = ks.Hp;
     qp.alloc(kBQ * Hp);
     if (ks.fact) eq.alloc(kBQ * Hp);
   }
   // q: first row of the block, rows of length H.
-  void load(const KeySide<T>& ks, const T* q, int64_t nrows) {
+  void load(const KeyParams<T>& ks, const T* q, int64_t nrows) {
     nr = nrows;
     const int64_t H = ks.H;
     for (int64_t r = 0; r < nr; ++r) {
@@ -400,30 +435,32 @@ static inline void grads_avx(const float* q, const float* k, int64_t Hp, const f
 
 // ------------------------------------------------------------------------- dispatchers
 
-// S (nr, ldS): scores of rows [0, nr) of rs against keys [j0, j0 + nk) of batch b.
-// j0 is a multiple of kBK. Columns past nk may be written (up to round_up(nk, 16)).
+// S (nr, ldS): scores of rows [0, nr) of rs against keys [j0, j0 + nk) of the chunk kc
+// (j0 relative to the chunk, a multiple of kBK). Columns past nk may be written (up to
+// round_up(nk, 16)).
 template <typename T>
-__attribute__((noinline)) void tile_scores(const KeySide<T>& ks, const RowSide<T>& rs, int64_t b, int64_t j0,
-                        int64_t nk, T* S, int64_t ldS) {
-  const int64_t Hp = ks.Hp, nr = rs.nr;
-  const T* kb = ks.kp + (b * ks.Tk + j0) * Hp;
+__attribute__((noinline)) void tile_scores(const KeyParams<T>& P, const KeyChunk<T>& kc,
+                                           const RowSide<T>& rs, int64_t j0, int64_t nk, T* S,
+                                           int64_t ldS) {
+  const int64_t Hp = P.Hp, nr = rs.nr;
+  const T* kb = kc.kp + j0 * Hp;
 #if ATTNKERN_AVX512
   if constexpr (std::is_same<T, float>::value) {
-    if (ks.fact && rs.safe && ks.block_safe[b * ks.nkb + j0 / kBK]) {
-      const float* ekt = ks.ekt.get() + b * Hp * ks.Tkp + j0;
+    if (P.fact && rs.safe && kc.safe[j0 / kBK]) {
+      const float* ekt = kc.ekt.get() + (j0 / kBK) * Hp * kBK;
       const int64_t nvec = (nk + 15) / 16;
       const float* eq = rs.eq.get();
       int64_t r = 0;
       for (; r + 4 <= nr; r += 4)
-        score_fact<4>(eq + r * Hp, Hp, ekt, ks.Tkp, ks.w.get(), ks.sumw, nvec, S + r * ldS, ldS);
+        score_fact<4>(eq + r * Hp, Hp, ekt, kBK, P.w.get(), P.sumw, nvec, S + r * ldS, ldS);
       switch (nr - r) {
-        case 3: score_fact<3>(eq + r * Hp, Hp, ekt, ks.Tkp, ks.w.get(), ks.sumw, nvec, S + r * ldS, ldS); break;
-        case 2: score_fact<2>(eq + r * Hp, Hp, ekt, ks.Tkp, ks.w.get(), ks.sumw, nvec, S + r * ldS, ldS); break;
-        case 1: score_fact<1>(eq + r * Hp, Hp, ekt, ks.Tkp, ks.w.get(), ks.sumw, nvec, S + r * ldS, ldS); break;
+        case 3: score_fact<3>(eq + r * Hp, Hp, ekt, kBK, P.w.get(), P.sumw, nvec, S + r * ldS, ldS); break;
+        case 2: score_fact<2>(eq + r * Hp, Hp, ekt, kBK, P.w.get(), P.sumw, nvec, S + r * ldS, ldS); break;
+        case 1: score_fact<1>(eq + r * Hp, Hp, ekt, kBK, P.w.get(), P.sumw, nvec, S + r * ldS, ldS); break;
         default: break;
       }
     } else {
-      score_direct_avx(rs.qp.get(), kb, Hp, ks.w.get(), ks.sumw, nr, nk, S, ldS);
+      score_direct_avx(rs.qp.get(), kb, Hp, P.w.get(), P.sumw, nr, nk, S, ldS);
     }
     return;
   }
@@ -433,24 +470,25 @@ __attribute__((noinline)) void tile_scores(const KeySide<T>& ks, const RowSide<T
     for (int64_t j = 0; j < nk; ++j) {
       const T* kj = kb + j * Hp;
       T acc = 0;
-      for (int64_t h = 0; h < Hp; ++h) acc += ks.w[h] * r_direct(qr[h] + kj[h]);
-      S[r * ldS + j] = ks.sumw - T(2) * acc;
+      for (int64_t h = 0; h < Hp; ++h) acc += P.w[h] * r_direct(qr[h] + kj[h]);
+      S[r * ldS + j] = P.sumw - T(2) * acc;
     }
   }
 }
 
-// Accumulate gq (nr, Hp), gk (nk, Hp; row 0 = key j0) and dwr (Hp) from dS (nr, ldS):
+// Accumulate gq (nr, Hp), gk (nk, Hp; row 0 = key j0 of the chunk) and dwr (Hp) from
+// dS (nr, ldS):
 //   gq[i] += sum_j dS_ij r(1-r), gk[j] += sum_i dS_ij r(1-r), dwr += sum_ij dS_ij r.
 template <typename T>
-__attribute__((noinline)) void tile_grads(const KeySide<T>& ks, const RowSide<T>& rs, int64_t b, int64_t j0,
-                       int64_t nk, const T* dS, int64_t ldS, T* gq, T* gk, T* dwr) {
-  const int64_t Hp = ks.Hp, nr = rs.nr;
-  const T* kb = ks.kp + (b * ks.Tk + j0) * Hp;
+__attribute__((noinline)) void tile_grads(const KeyParams<T>& P, const KeyChunk<T>& kc,
+                                          const RowSide<T>& rs, int64_t j0, int64_t nk,
+                                          const T* dS, int64_t ldS, T* gq, T* gk, T* dwr) {
+  const int64_t Hp = P.Hp, nr = rs.nr;
+  const T* kb = kc.kp + j0 * Hp;
 #if ATTNKERN_AVX512
   if constexpr (std::is_same<T, float>::value) {
-    if (ks.fact && rs.safe && ks.block_safe[b * ks.nkb + j0 / kBK]) {
-      grads_avx<true>(rs.eq.get(), ks.ek.get() + (b * ks.Tk + j0) * Hp, Hp, dS, ldS, nr, nk,
-                      gq, gk, dwr);
+    if (P.fact && rs.safe && kc.safe[j0 / kBK]) {
+      grads_avx<true>(rs.eq.get(), kc.ek.get() + j0 * Hp, Hp, dS, ldS, nr, nk, gq, gk, dwr);
     } else {
       grads_avx<false>(rs.qp.get(), kb, Hp, dS, ldS, nr, nk, gq, gk, dwr);
     }

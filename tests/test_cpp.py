@@ -324,16 +324,38 @@ def test_direct_bwd_bad_input_raises(bad):
 
 
 
-def test_forward_batch_groups_for_long_keys():
-    # Tk * H large enough that the forward builds its key-side tables a few batches at a
-    # time (one thread: groups of 2, so B=3 splits 2 + 1); every group must match.
-    from helpers import check_against_reference, make_inputs, make_masks
+# H + Dv large enough that a key chunk holds the minimum 256 keys, so Tk=300..700 spans
+# several chunks (online-softmax state carried across them, exp(2k) tiles rebuilt per chunk).
+# B=16: one split, so an item carries its rows (forward) / its keys (backward) across 3
+# chunks. B=1, Tq=5: the forward splits the keys and merges the partial states; B=1, Tq=130:
+# two query spans as well; B=2, odd H: padded keys per chunk. With lengths, chunks past every
+# row's end are skipped.
+CHUNK_SHAPES = [(16, 4, 600, 400, 120), (1, 5, 700, 500, 9), (1, 130, 300, 400, 120),
+                (2, 9, 600, 333, 17)]
 
+
+@pytest.mark.parametrize("shape", CHUNK_SHAPES, ids=[shape_id(*s) for s in CHUNK_SHAPES])
+@pytest.mark.parametrize("masks", ["none", "padding", "lengths", "causal", "all"])
+def test_key_chunks_spans_and_splits(shape, masks):
+    B, Tq, Tk, H, Dv = shape
+    q, k, v, w = make_inputs(B, Tq, Tk, H, Dv)
+    check_against_reference(q, k, v, w, backend="cpp", **make_masks(masks, B, Tq, Tk))
+
+
+def test_split_forward_is_deterministic():
+    # Spans and splits depend on the shapes only: same bits for 1 and 2 threads.
+    q, k, v, w = make_inputs(1, 5, 700, 500, 9, requires_grad=False)
+    kw = make_masks("both", 1, 5, 700)
+
+    def run():
+        return attnkern.additive_attention(q, k, v, w, backend="cpp", return_weights=True, **kw)
+
+    first = run()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        q, k, v, w = make_inputs(3, 8, 4100, 512, 5, requires_grad=False)
-        check_against_reference(q, k, v, w, backend="cpp", grads=False,
-                                **make_masks("both", 3, 8, 4100))
+        torch.set_num_threads(1)
+        again = run()
     finally:
         torch.set_num_threads(threads)
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
