@@ -31,14 +31,24 @@ void forward_impl(const T* q, const T* k, const T* v, const T* w, const Masks& m
   const int64_t Hp = kpar.Hp;
 
   // Query spans first (as many as keep >= kMinSpanRows rows each), then key splits of whole
-  // chunks for the items still missing.
+  // chunks for the items still missing; both from the shapes alone, as the splits change
+  // the rounding (partial states merged). If that leaves threads idle, the spans are cut
+  // finer (down to one block): spans do not change any row's arithmetic, only which item
+  // computes it, so this may depend on the thread count.
   const int64_t KC = chunk_keys(Tk, (Hp + Dv) * int64_t(sizeof(float)));
   const int64_t nkc = (Tk + KC - 1) / KC;
   const int64_t want = (kItems + B - 1) / std::max<int64_t>(B, 1);
-  int64_t nspan = std::clamp<int64_t>(std::min(want, Tq / kMinSpanRows), 1, std::max<int64_t>(nqb, 1));
-  const int64_t span = std::max<int64_t>(1, (nqb + nspan - 1) / nspan);  // query blocks
-  nspan = std::max<int64_t>(1, (nqb + span - 1) / span);
-  const int64_t nsplit = std::clamp<int64_t>((want + nspan - 1) / nspan, 1, std::max<int64_t>(nkc, 1));
+  const int64_t nqb1 = std::max<int64_t>(nqb, 1);
+  const int64_t nspan0 = std::clamp<int64_t>(std::min(want, Tq / kMinSpanRows), 1, nqb1);
+  const int64_t nsplit = std::clamp<int64_t>((want + nspan0 - 1) / nspan0, 1, std::max<int64_t>(nkc, 1));
+  const int64_t nt = at::in_parallel_region() || B * Tq * Tk * (H + Dv) < (int64_t(1) << 16)
+                         ? 1  // runs inline anyway (see parallel_dynamic, grain_for)
+                         : at::get_num_threads();
+  const int64_t nspan1 = B * nspan0 * nsplit >= nt
+                             ? nspan0
+                             : std::min(nqb1, (nt + B * nsplit - 1) / std::max<int64_t>(B * nsplit, 1));
+  const int64_t span = (nqb1 + nspan1 - 1) / nspan1;  // query blocks per span
+  const int64_t nspan = (nqb1 + span - 1) / span;
   const int64_t KS = ((nkc + nsplit - 1) / nsplit) * KC;  // keys per split (whole chunks)
   const int64_t items = B * nspan * nsplit;
 

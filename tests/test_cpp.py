@@ -342,20 +342,26 @@ def test_key_chunks_spans_and_splits(shape, masks):
     check_against_reference(q, k, v, w, backend="cpp", **make_masks(masks, B, Tq, Tk))
 
 
-def test_split_forward_is_deterministic():
-    # Spans and splits depend on the shapes only: same bits for 1 and 2 threads.
-    q, k, v, w = make_inputs(1, 5, 700, 500, 9, requires_grad=False)
-    kw = make_masks("both", 1, 5, 700)
+@pytest.mark.parametrize("shape", [(1, 5, 700, 500, 9), (1, 40, 100, 48, 16)],
+                         ids=["key-splits", "thread-spans"])
+def test_forward_does_not_depend_on_thread_count(shape):
+    # Splits depend on the shapes only; query spans are cut finer when threads would idle
+    # (B=1, Tq=40: one span on one thread, several on more), which must not change a bit.
+    B, Tq, Tk, H, Dv = shape
+    q, k, v, w = make_inputs(B, Tq, Tk, H, Dv, requires_grad=False)
+    kw = make_masks("both", B, Tq, Tk)
 
     def run():
         return attnkern.additive_attention(q, k, v, w, backend="cpp", return_weights=True, **kw)
 
-    first = run()
     threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(max(threads, 4))
+        first = run()
         torch.set_num_threads(1)
         again = run()
     finally:
         torch.set_num_threads(threads)
+    check_against_reference(q, k, v, w, backend="cpp", grads=False, **kw)
     for a, b in zip(first, again):
         assert torch.equal(a, b)
