@@ -6,6 +6,7 @@ without reading this file.
 
 from __future__ import annotations
 
+import weakref
 from typing import NamedTuple
 
 import torch
@@ -176,7 +177,7 @@ def check_inputs(
                 f"(key_lengths shape {_shape(lengths)})"
             )
         if not _values_unavailable(lengths) and lengths.numel():
-            lo, hi = int(lengths.min()), int(lengths.max())
+            lo, hi = _lengths_range(lengths)
             if lo < 0 or hi > tk:
                 raise ValueError(
                     f"key_lengths must lie in [0, Tk={tk}] (key shape {_shape(k)}), "
@@ -187,6 +188,32 @@ def check_inputs(
         lengths = lengths.to(torch.int64).contiguous()
 
     return Checked(q3, k, v, w, mask, lengths, step)
+
+
+# Range of each key_lengths tensor seen, keyed by id and checked against a weak reference
+# (an id can be reused) and the version counter (bumped by any in-place write): reading the
+# range is a device sync on CUDA, and a decoder passes the same lengths at every step.
+_RANGES: dict[int, tuple[weakref.ref[Tensor], int, int, int]] = {}
+
+
+def _lengths_range(t: Tensor) -> tuple[int, int]:
+    try:
+        version = t._version
+    except RuntimeError:  # inference tensors have no version counter: no caching
+        return _read_range(t)
+    hit = _RANGES.get(id(t))
+    if hit is not None and hit[0]() is t and hit[1] == version:
+        return hit[2], hit[3]
+    lo, hi = _read_range(t)
+    if len(_RANGES) >= 256:
+        _RANGES.clear()
+    _RANGES[id(t)] = (weakref.ref(t), version, lo, hi)
+    return lo, hi
+
+
+def _read_range(t: Tensor) -> tuple[int, int]:
+    lo, hi = torch.stack(torch.aminmax(t)).tolist()  # one device-to-host copy
+    return int(lo), int(hi)
 
 
 def _values_unavailable(t: Tensor) -> bool:

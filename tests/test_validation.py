@@ -452,3 +452,23 @@ def test_mixed_dtypes_are_cast_under_autocast_only():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = attnkern.additive_attention(*a.values(), backend="reference")
     assert out.dtype == torch.bfloat16 and out.shape == (B, TQ, DV)
+
+
+def test_key_lengths_range_rechecked_after_in_place_write():
+    # The range of a lengths tensor is read once (a device sync on CUDA) and remembered
+    # while the tensor is unchanged; an in-place write must trigger a new check.
+    q, k, v, w = (torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 6),
+                  torch.randn(4))
+    lengths = torch.tensor([2, 5])
+    for _ in range(2):
+        attnkern.additive_attention(q, k, v, w, key_lengths=lengths, backend="reference")
+    lengths[0] = 6
+    with pytest.raises(ValueError, match=r"key_lengths must lie in \[0, Tk=5\].*\[5, 6\]"):
+        attnkern.additive_attention(q, k, v, w, key_lengths=lengths, backend="reference")
+    lengths[0] = -1
+    with pytest.raises(ValueError, match=r"\[-1, 5\]"):
+        attnkern.additive_attention(q, k, v, w, key_lengths=lengths[:], backend="reference")
+    with torch.inference_mode():
+        bad = torch.tensor([1, 7])
+        with pytest.raises(ValueError, match=r"\[1, 7\]"):
+            attnkern.additive_attention(q, k, v, w, key_lengths=bad, backend="reference")

@@ -1,0 +1,110 @@
+# ruff: noqa: B023  (closures over the loop variables are called within their iteration)
+"""Tile sweep for the Triton kernels on a GPU: which (BLOCK_M, BLOCK_N, BLOCK_H, warps,
+stages) is fastest per shape bucket, each candidate checked against the current table.
+
+    python bench/gpu_tune.py [--budget-s 400]
+
+Prints, per shape and kernel (forward; backward = dk/dv + dq), the current config's median
+time and the fastest candidates. The winners go into fwd_config / bwd_config in
+attnkern/triton_kernels.py by hand (then bench/kernel_report.py checks spills).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+import sys
+import time
+from typing import Any
+
+import torch
+import triton.testing
+
+from attnkern import triton_kernels as tk
+
+SHAPES = [  # name, B, Tq, Tk, H, Dv
+    ("TRAIN", 32, 64, 64, 256, 256),
+    ("LONG", 16, 256, 1024, 128, 128),
+    ("MEM", 16, 256, 256, 512, 256),
+]
+
+
+def candidates(kind: str, tq: int) -> list[tk.Config]:
+    out = []
+    for bm, bn, bh, warps in itertools.product((16, 32, 64, 128), (16, 32, 64), (1, 2, 4, 8),
+                                               (4, 8)):
+        if bm > max(16, tq):
+            continue
+        per_thread = bm * bn * bh / (32 * warps)
+        if not 8 <= per_thread <= 64:
+            continue
+        out.append(tk.Config(bm, bn, bh, warps, 2 if kind == "fwd" else 1))
+    random.Random(0).shuffle(out)  # a time-boxed sweep samples the whole space
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--budget-s", type=float, default=400)
+    a = p.parse_args(argv)
+    per_section = a.budget_s / (2 * len(SHAPES))
+    orig_fwd, orig_bwd = tk.fwd_config, tk.bwd_config
+    summary = []
+    for (name, B, Tq, Tk, H, Dv), kind in itertools.product(SHAPES, ("fwd", "bwd")):
+        g = torch.Generator(device="cuda").manual_seed(0)
+        q = torch.randn(B, Tq, H, device="cuda", generator=g)
+        k = torch.randn(B, Tk, H, device="cuda", generator=g)
+        v = torch.randn(B, Tk, Dv, device="cuda", generator=g)
+        w = torch.randn(H, device="cuda", generator=g)
+        lens = torch.randint(Tk // 2, Tk + 1, (B,), device="cuda", generator=g)
+        go = torch.randn(B, Tq, Dv, device="cuda", generator=g)
+        out, lse, _ = tk.fwd(q, k, v, w, None, lens, False, False)
+        delta = (go * out).sum(-1)
+
+        def run() -> Any:
+            if kind == "fwd":
+                return tk.fwd(q, k, v, w, None, lens, False, False)[:2]
+            return tk.bwd(go, None, q, k, v, w, lse, delta, None, lens, False)
+
+        ref = run()
+        t_end = time.time() + per_section
+        cur = (orig_fwd if kind == "fwd" else orig_bwd)(Tq, Tk, H, Dv)
+        results: list[tuple[float, tk.Config]] = []
+        cands = [cur] + [c for c in candidates(kind, Tq) if c != cur]
+        for cfg in cands:
+            if time.time() > t_end and cfg != cur:
+                break
+            if kind == "fwd":
+                tk.fwd_config = lambda *_a, _c=cfg, **_k: _c  # type: ignore[assignment]
+            else:
+                tk.bwd_config = lambda *_a, _c=cfg, **_k: _c  # type: ignore[assignment]
+            try:
+                got = run()
+                torch.cuda.synchronize()
+                ok = all(torch.allclose(x, y, rtol=1e-4,
+                                        atol=1e-4 * max(1.0, y.abs().max().item()))
+                         for x, y in zip(got, ref))
+                if not ok:
+                    print(f"  {name} {kind} {cfg}: MISMATCH", flush=True)
+                    continue
+                ms = triton.testing.do_bench(run, warmup=10, rep=40, return_mode="median")
+                results.append((ms, cfg))
+            except Exception as e:  # noqa: BLE001  (out of resources etc.)
+                print(f"  {name} {kind} {cfg}: {type(e).__name__} {str(e)[:80]}", flush=True)
+            finally:
+                tk.fwd_config, tk.bwd_config = orig_fwd, orig_bwd
+        cur_ms = next((ms for ms, c in results if c == cur), float("nan"))
+        results.sort(key=lambda r: r[0])
+        line = (f"{name} B{B}-Tq{Tq}-Tk{Tk}-H{H}-Dv{Dv} {kind}: current {tuple(cur)} "
+                f"{cur_ms:.4f} ms; best " + "; ".join(f"{tuple(c)} {ms:.4f}"
+                                                      for ms, c in results[:4])
+                + f" ({len(results)} tried)")
+        print(line, flush=True)
+        summary.append(line)
+    print("\n".join(["", "SUMMARY"] + summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
