@@ -95,6 +95,12 @@ def capture_launches() -> list[tuple[str, Any, tuple, dict]]:
         tk.fwd(qs, ks, vs, ws, None, lens, False, False)
         tk.bwd(torch.empty_like(qs[..., :Dv]), None, qs, ks, vs, ws, lse[:, :1], lse[:, :1],
                None, lens, False)
+        # the CPU goals' TRAIN shape (Tq = Tk = 64, Dv = 256): the wide-Dv tile buckets
+        tag[0] = "train-dv256"
+        qw, kw, vw, ww = _meta_inputs(32, 64, 64, 256, 256, torch.float32)
+        lw = torch.empty(32, 64, device="meta")
+        tk.fwd(qw, kw, vw, ww, None, None, False, False)
+        tk.bwd(torch.empty_like(vw), None, qw, kw, vw, ww, lw, lw, None, None, False)
         # opt-in tanh.approx.f32
         tag[0] = "train,fast_tanh"
         tk.fwd(q, k, v, w, None, None, True, False, fast_tanh=True)
