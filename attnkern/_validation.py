@@ -190,13 +190,19 @@ def check_inputs(
     return Checked(q3, k, v, w, mask, lengths, step)
 
 
-# Range of each key_lengths tensor seen, keyed by id and checked against a weak reference
-# (an id can be reused) and the version counter (bumped by any in-place write): reading the
-# range is a device sync on CUDA, and a decoder passes the same lengths at every step.
+# Range of each CUDA key_lengths tensor seen, keyed by id and checked against a weak
+# reference (an id can be reused) and the version counter (bumped by any in-place write):
+# reading the range is a device sync on CUDA, and a decoder passes the same lengths at every
+# step.
 _RANGES: dict[int, tuple[weakref.ref[Tensor], int, int, int]] = {}
 
 
 def _lengths_range(t: Tensor) -> tuple[int, int]:
+    # On CPU there is no sync to save: reading the range is cheaper than caching it.
+    return _cached_range(t) if t.is_cuda else _read_range(t)
+
+
+def _cached_range(t: Tensor) -> tuple[int, int]:
     try:
         version = t._version
     except RuntimeError:  # inference tensors have no version counter: no caching
@@ -212,8 +218,10 @@ def _lengths_range(t: Tensor) -> tuple[int, int]:
 
 
 def _read_range(t: Tensor) -> tuple[int, int]:
-    lo, hi = torch.stack(torch.aminmax(t)).tolist()  # one device-to-host copy
-    return int(lo), int(hi)
+    if t.is_cuda:
+        lo, hi = torch.stack(torch.aminmax(t)).tolist()  # one device-to-host copy, not two
+        return int(lo), int(hi)
+    return int(t.min()), int(t.max())
 
 
 def _values_unavailable(t: Tensor) -> bool:
