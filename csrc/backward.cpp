@@ -47,7 +47,6 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
   };
   zero(gq.get(), nsplit * B * Tq * Hp);
   zero(dwr.get(), items * Hp);
-  zero(dv, B * Tk * Dv);
 
   const int64_t item_work = Tq * ((Tk + nsplit - 1) / nsplit) * (2 * H + 2 * Dv);
   parallel_dynamic(items, grain_for(item_work), 1, [&](int64_t t0, int64_t t1) {
@@ -69,6 +68,9 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
       for (int64_t c0 = ks0; c0 < ks1; c0 += KC) {
         const int64_t c1 = std::min(c0 + KC, ks1);
         std::fill(gk.get(), gk.get() + (c1 - c0) * Hp, T(0));
+        // dv rows of the chunk are zeroed here, while they are about to be used (this item
+        // owns them), not in a separate pass over B*Tk*Dv.
+        std::fill(dv + (b * Tk + c0) * Dv, dv + (b * Tk + c1) * Dv, T(0));
         if (c0 < jbatch) kc.load(kpar, k + (b * Tk + c0) * H, c1 - c0, /*need_ek=*/true);
         for (int64_t i0 = 0; i0 < Tq && c0 < jbatch; i0 += kBQ) {
           const int64_t nr = std::min(kBQ, Tq - i0);
