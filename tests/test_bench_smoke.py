@@ -80,3 +80,33 @@ def test_run_py_smoke(tmp_path):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = (tmp_path / "results.md").read_text()
     assert "## Results (CPU)" in readme and "bench_time_vs_tk.png" in readme
+
+
+def test_gpu_bench_table_row_and_cpu_refusal():
+    # bench/gpu.py needs CUDA to run; its row formatting (ratios, throughput, a failed
+    # backend) is checked here so the script does not rot on CPU-only CI.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", os.path.join(ROOT, "bench",
+                                                                           "gpu.py"))
+    assert spec is not None and spec.loader is not None
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    row = {"shape": "T", "dims": [2, 4, 8, 16, 8], "dtype": "float32", "mode": "fwd",
+           "results": {"triton": {"ms": 0.5, "peak_bytes": 2**20},
+                       "eager": {"ms": 2.0, "peak_bytes": 8 * 2**20},
+                       "eager-mm": {"error": "OutOfMemoryError"},
+                       "compile": {"ms": 1.0, "peak_bytes": 4 * 2**20},
+                       "compile-mm": {"ms": 1.5, "peak_bytes": 2**20}}}
+    line = gpu.table_row(row)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:3] == ["T B2-Tq4-Tk8-H16-Dv8", "float32", "fwd"]
+    assert cells[3:8] == ["0.500 ms", "2.000 ms", "1.000 ms", "4.00x", "2.00x"]
+    assert cells[8] == f"{2 * 4 * 8 * 16 / 0.5e-3 / 1e9:.0f}"
+    assert cells[9:] == ["1.0 MiB", "8.0 MiB"]
+    row["results"]["triton"] = {"error": "RuntimeError: boom"}
+    assert "RuntimeError: boom" in gpu.table_row(row)
+    if not gpu.torch.cuda.is_available():
+        proc = subprocess.run([sys.executable, "bench/gpu.py", "--quick"], cwd=ROOT, env=_env(),
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and "needs CUDA" in proc.stderr
