@@ -90,14 +90,24 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
             gemm_nt(gob, Dv, vb, Dv, DP.get(), ldS, nr, nk, Dv);  // dP = dO V^T
             for (int64_t r = 0; r < nr; ++r) {
               const int64_t i = b * Tq + i0 + r;
+              const T lr = lse[i], dl = delta[i];
+              const T* gwr = gw ? gw + i * Tk + j0 : nullptr;
               T* s = S.get() + r * ldS;
               T* p = P.get() + r * ldS;
-              // a row with no usable key (lse = +inf) contributes nothing
-              const int64_t je = lse[i] == std::numeric_limits<T>::infinity()
-                                     ? 0 : std::min(nk, jend[r] - j0);
-              ds_sum += softmax_grad_row(s, p, DP.get() + r * ldS, gw ? gw + i * Tk + j0 : nullptr,
-                                         mk.pad ? mk.pad + b * Tk + j0 : nullptr, nk, je,
-                                         lse[i], delta[i]);
+              const int64_t je = std::min(nk, jend[r] - j0);
+              const bool live = lr != std::numeric_limits<T>::infinity();
+              for (int64_t j = 0; j < nk; ++j) {
+                T pj = 0, dsj = 0;
+                if (live && j < je && !mk.padded(b, j0 + j)) {
+                  pj = std::exp(s[j] - lr);
+                  T dp = DP[r * ldS + j];
+                  if (gwr) dp += gwr[j];
+                  dsj = pj * (dp - dl);
+                }
+                p[j] = pj;
+                s[j] = dsj;
+                ds_sum += dsj;
+              }
             }
             // dV += P^T dO
             gemm_acc(P.get(), 1, ldS, gob, Dv, dv + (b * Tk + j0) * Dv, Dv, nk, nr, Dv);

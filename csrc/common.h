@@ -21,7 +21,7 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
 #include <immintrin.h>
 #define ATTNKERN_AVX512 1
 #else
@@ -199,60 +199,6 @@ inline float exp_shift<float>(float* s, int64_t n, float m) {
     const __m512 e = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(x, mv)));
     _mm512_mask_storeu_ps(s + j, in, e);
     acc = _mm512_add_ps(acc, e);
-  }
-  return _mm512_reduce_add_ps(acc);
-}
-#endif
-
-
-
-
-// One row of a backward tile: for the keys a row may use (j < je and not padded),
-//   p[j] = exp(s[j] - lse),  ds[j] = p[j] (dp[j] + gw[j] - delta)   (gw may be null)
-// and p = ds = 0 for the others (a select: a hidden key's NaN never leaks). ds overwrites s;
-// returns sum_j ds[j]. pad: the row's key_padding_mask entries from key 0 of the tile, or null.
-template <typename T>
-inline T softmax_grad_row(T* s, T* p, const T* dp, const T* gw, const bool* pad, int64_t nk,
-                          int64_t je, T lse, T delta) {
-  T sum = 0;
-  for (int64_t j = 0; j < nk; ++j) {
-    T pj = 0, dsj = 0;
-    if (j < je && !(pad && pad[j])) {
-      pj = std::exp(s[j] - lse);
-      dsj = pj * (dp[j] + (gw ? gw[j] : T(0)) - delta);
-    }
-    p[j] = pj;
-    s[j] = dsj;
-    sum += dsj;
-  }
-  return sum;
-}
-
-#if ATTNKERN_AVX512
-template <>
-inline float softmax_grad_row<float>(float* s, float* p, const float* dp, const float* gw,
-                                     const bool* pad, int64_t nk, int64_t je, float lse,
-                                     float delta) {
-  const __m512 lv = _mm512_set1_ps(lse), dl = _mm512_set1_ps(delta);
-  __m512 acc = _mm512_setzero_ps();
-  auto mask = [](int64_t rem) {
-    return rem >= 16 ? (__mmask16)0xFFFF : rem <= 0 ? (__mmask16)0 : (__mmask16)((1u << rem) - 1u);
-  };
-  for (int64_t j = 0; j < nk; j += 16) {
-    const __mmask16 all = mask(nk - j);
-    __mmask16 use = mask(std::min(nk, je) - j);
-    if (pad) {
-      const __m128i pb = _mm_maskz_loadu_epi8(use, pad + j);
-      use &= (__mmask16)~_mm_test_epi8_mask(pb, pb);
-    }
-    const __m512 x = _mm512_maskz_loadu_ps(use, s + j);
-    const __m512 pv = _mm512_maskz_mov_ps(use, exp16(_mm512_sub_ps(x, lv)));
-    __m512 d = _mm512_maskz_loadu_ps(use, dp + j);
-    if (gw) d = _mm512_add_ps(d, _mm512_maskz_loadu_ps(use, gw + j));
-    const __m512 ds = _mm512_maskz_mul_ps(use, pv, _mm512_sub_ps(d, dl));
-    _mm512_mask_storeu_ps(p + j, all, pv);
-    _mm512_mask_storeu_ps(s + j, all, ds);
-    acc = _mm512_add_ps(acc, ds);
   }
   return _mm512_reduce_add_ps(acc);
 }
