@@ -74,12 +74,7 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
         if (c0 < jbatch) kc.load(kpar, k + (b * Tk + c0) * H, c1 - c0, /*need_ek=*/true);
         for (int64_t i0 = 0; i0 < Tq && c0 < jbatch; i0 += kBQ) {
           const int64_t nr = std::min(kBQ, Tq - i0);
-          int64_t jmax = 0;
-          for (int64_t r = 0; r < nr; ++r) {
-            jend[r] = mk.jend(b, i0 + r);
-            jmax = std::max(jmax, jend[r]);
-          }
-          const int64_t jlim = std::min(c1, jmax);
+          const int64_t jlim = std::min(c1, mk.jends(b, i0, nr, jend));
           if (c0 >= jlim) continue;
           rs.load(kpar, q + (b * Tq + i0) * H, nr);
           const T* gob = go + (b * Tq + i0) * Dv;

@@ -89,6 +89,15 @@ struct Masks {
     if (causal) e = std::min(e, i + Tk - Tq + 1);
     return std::max<int64_t>(e, 0);
   }
+  // jend of rows i0 .. i0 + n - 1 into out[0 .. n); returns their maximum.
+  int64_t jends(int64_t b, int64_t i0, int64_t n, int64_t* out) const {
+    int64_t mx = 0;
+    for (int64_t r = 0; r < n; ++r) {
+      out[r] = jend(b, i0 + r);
+      mx = std::max(mx, out[r]);
+    }
+    return mx;
+  }
   bool padded(int64_t b, int64_t j) const { return pad != nullptr && pad[b * Tk + j]; }
 };
 

@@ -88,12 +88,7 @@ void forward_impl(const T* q, const T* k, const T* v, const T* w, const Masks& m
         kc.load(kpar, k + (b * Tk + c0) * H, c1 - c0, /*need_ek=*/false);
         for (int64_t i0 = r0; i0 < r1; i0 += kBQ) {
           const int64_t nr = std::min(kBQ, r1 - i0);
-          int64_t jmax = 0;
-          for (int64_t r = 0; r < nr; ++r) {
-            jend[r] = mk.jend(b, i0 + r);
-            jmax = std::max(jmax, jend[r]);
-          }
-          const int64_t jlim = std::min(c1, jmax);
+          const int64_t jlim = std::min(c1, mk.jends(b, i0, nr, jend));
           if (c0 >= jlim) continue;
           rs.load(kpar, q + (b * Tq + i0) * H, nr);
           for (int64_t j0 = c0; j0 < jlim; j0 += kBK) {
