@@ -10,6 +10,7 @@ torch.profiler table of the CUDA kernels it runs.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -19,6 +20,9 @@ from torch.profiler import ProfilerActivity, profile
 
 import attnkern
 from attnkern import triton_kernels as tk
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_tune import gpu_ms  # noqa: E402  (bench/ is not a package)
 
 CASES = [  # name, B, Tq, Tk, H, Dv, mode
     ("TRAIN", 32, 64, 64, 256, 256, "fwd"),
@@ -75,16 +79,7 @@ def main() -> int:
         graph_ms = None
         if not grad:
             try:
-                s = torch.cuda.Stream()
-                s.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(s):
-                    call()
-                torch.cuda.current_stream().wait_stream(s)
-                g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g):
-                    call()
-                graph_ms = triton.testing.do_bench(g.replay, warmup=25, rep=100,
-                                                   return_mode="median")
+                graph_ms = gpu_ms(call, warmup=25, rep=100)
             except Exception as e:  # noqa: BLE001
                 print("graph capture failed:", type(e).__name__, str(e)[:200])
         print(f"\n=== {name} B{B}-Tq{Tq}-Tk{Tk}-H{H}-Dv{Dv} {mode}: wall {wall:.3f} ms/call, "

@@ -59,8 +59,9 @@ def candidates(kind: str, tq: int) -> list[tk.Config]:
     return out
 
 
-def gpu_ms(fn: Any) -> float:
-    """Median GPU time of fn replayed from a CUDA graph (no host launch cost in it)."""
+def gpu_ms(fn: Any, warmup: int = 10, rep: int = 50) -> float:
+    """Median GPU time of fn replayed from a CUDA graph (no host launch cost in it);
+    warmup and rep are do_bench's, in milliseconds."""
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
@@ -69,7 +70,8 @@ def gpu_ms(fn: Any) -> float:
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         fn()
-    return float(triton.testing.do_bench(g.replay, warmup=10, rep=50, return_mode="median"))
+    return float(triton.testing.do_bench(g.replay, warmup=warmup, rep=rep,
+                                         return_mode="median"))
 
 
 def main(argv: list[str] | None = None) -> int:
