@@ -1,12 +1,15 @@
 """attnkern: fused additive (Bahdanau) attention for PyTorch.
 
 ``additive_attention`` (functional), ``AdditiveAttention`` (nn.Module),
-``AdditiveAttentionFunction`` (low-level autograd Function) and ``reference`` (the plain
-PyTorch spec). See README.md and DESIGN.md for the contract.
+``AdditiveAttentionFunction`` (low-level differentiable entry point), ``prepare_keys`` /
+``PreparedKeys`` (per-sequence key work done once), ``LocationSensitiveAttention``
+(Tacotron 2's attention, checkpoint-compatible) and ``reference`` (the plain PyTorch
+spec). See README.md and DESIGN.md for the contract.
 """
 
 from . import reference
-from .functional import additive_attention
+from .functional import PreparedKeys, additive_attention, prepare_keys
+from .location import LocationSensitiveAttention
 from .module import AdditiveAttention
 from .ops import AdditiveAttentionFunction
 
@@ -15,7 +18,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AdditiveAttention",
     "AdditiveAttentionFunction",
+    "LocationSensitiveAttention",
+    "PreparedKeys",
     "additive_attention",
+    "prepare_keys",
     "reference",
     "__version__",
 ]

@@ -26,6 +26,7 @@ class Checked(NamedTuple):
     key_padding_mask: Tensor | None  # (B, Tk) bool
     key_lengths: Tensor | None  # (B,) int64, contiguous
     step: bool  # the query was 2-D
+    key_exp: Tensor | None = None  # exp(2 key) prepared once per sequence, or None
 
 
 def _shape(t: Tensor) -> str:
@@ -79,8 +80,14 @@ def check_inputs(
     key_lengths: object = None,
     causal: object = False,
     return_weights: object = False,
+    key_exp: Tensor | None = None,
 ) -> Checked:
     """Validate the arguments of ``additive_attention`` and normalise them.
+
+    Every check of the public path is here, once. ``weight`` may be ``(H,)`` or ``(1, H)``
+    (an ``nn.Linear(H, 1).weight``; used as a view, so gradients reach it). ``key_exp``
+    comes from :func:`attnkern.prepare_keys`; it is dropped (the kernel then computes it)
+    whenever it does not describe the key actually used, e.g. after an autocast cast.
 
     Under ``torch.autocast`` the float inputs are cast to the autocast dtype (autocast
     produces mixed dtypes, e.g. bfloat16 projections with a float32 score vector); outside
@@ -90,18 +97,77 @@ def check_inputs(
     k = _require_tensor("key", key)
     v = _require_tensor("value", value)
     w = _require_tensor("weight", weight)
-    _require_bool("causal", causal)
-    _require_bool("return_weights", return_weights)
+    if causal is not True and causal is not False:
+        _require_bool("causal", causal)
+    if return_weights is not True and return_weights is not False:
+        _require_bool("return_weights", return_weights)
 
-    if q.dim() not in (2, 3):
+    qdim = q.dim()
+    if qdim != 2 and qdim != 3:
         raise ValueError(f"query must be (B, Tq, H) or (B, H), got shape {_shape(q)}")
     if k.dim() != 3:
         raise ValueError(f"key must be (B, Tk, H), got shape {_shape(k)}")
     if v.dim() != 3:
         raise ValueError(f"value must be (B, Tk, Dv), got shape {_shape(v)}")
-    if w.dim() != 1:
-        raise ValueError(f"weight must be (H,), got shape {_shape(w)}")
+    if w.dim() == 2 and w.shape[0] == 1:
+        w = w[0]  # nn.Linear(H, 1).weight, as the clients store v
+    elif w.dim() != 1:
+        raise ValueError(f"weight must be (H,) or (1, H), got shape {_shape(w)}")
 
+    dtype, device = q.dtype, q.device
+    if not (k.dtype == dtype and v.dtype == dtype and w.dtype == dtype
+            and dtype in FLOAT_DTYPES):
+        q, k, v, w = _check_dtypes(q, k, v, w)
+        if k is not key:
+            key_exp = None  # autocast cast the key: exp(2 key) no longer matches it
+        dtype = q.dtype
+    if not (k.device == device and v.device == device and w.device == device):
+        for name, t in (("key", k), ("value", v), ("weight", w)):
+            if t.device != device:
+                raise ValueError(
+                    f"all inputs must be on one device: query is on {device}, {name} is on "
+                    f"{t.device} (shapes: query {_shape(q)}, {name} {_shape(t)})"
+                )
+
+    step = qdim == 2
+    q3 = q.unsqueeze(1) if step else q
+    batch, _, hidden = q3.shape
+    kb, tk, kh = k.shape
+    vb, vt, _ = v.shape
+    if kb != batch or vb != batch:
+        raise ValueError(f"batch sizes differ: {_shapes(q, k, v, w)}")
+    if vt != tk:
+        raise ValueError(
+            f"key and value must have the same number of keys Tk: {_shapes(q, k, v, w)}")
+    if kh != hidden or w.shape[0] != hidden:
+        raise ValueError(
+            f"query, key and weight must share the hidden size H: {_shapes(q, k, v, w)}")
+    if key_exp is not None and not (key_exp.shape == k.shape and key_exp.device == device
+                                    and key_exp.dtype == _ACC[dtype]):
+        key_exp = None  # not this key's exp(2 key): let the kernel compute it
+
+    mask = None
+    if key_padding_mask is not None:
+        mask = _check_mask(key_padding_mask, batch, tk, device, q, k, v, w)
+
+    lengths = None
+    if key_lengths is not None:
+        lengths = _check_lengths(key_lengths, batch, tk, device, q, k, v, w)
+
+    return Checked(q3, k, v, w, mask, lengths, step, key_exp)
+
+
+_ACC = {torch.float16: torch.float32, torch.bfloat16: torch.float32,
+        torch.float32: torch.float32, torch.float64: torch.float64}
+
+
+def _shapes(q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> str:
+    return f"query {_shape(q)}, key {_shape(k)}, value {_shape(v)}, weight {_shape(w)}"
+
+
+def _check_dtypes(q: Tensor, k: Tensor, v: Tensor,
+                  w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The uncommon case: not one float dtype. Autocast casts; anything else is an error."""
     named = (("query", q), ("key", k), ("value", v), ("weight", w))
     for name, t in named:
         if t.dtype not in FLOAT_DTYPES:
@@ -109,85 +175,67 @@ def check_inputs(
                 f"{name} must be a floating tensor (float16, bfloat16, float32 or float64), "
                 f"got {t.dtype} of shape {_shape(t)}"
             )
-    for name, t in named[1:]:
-        if t.device != q.device:
-            raise ValueError(
-                f"all inputs must be on one device: query is on {q.device}, {name} is on "
-                f"{t.device} (shapes: query {_shape(q)}, {name} {_shape(t)})"
-            )
+    cast = _autocast_dtype(q.device.type)
+    if cast is None:
+        seen = ", ".join(f"{n}={t.dtype}" for n, t in named)
+        raise TypeError(
+            f"query, key, value and weight must share one dtype, got {seen} "
+            "(outside torch.autocast; cast them with .to(dtype))"
+        )
+    q, k, v, w = (t.to(cast) for _, t in named)
+    return q, k, v, w
 
-    dtypes = {t.dtype for _, t in named}
-    if len(dtypes) > 1:
-        cast = _autocast_dtype(q.device.type)
-        if cast is None:
-            seen = ", ".join(f"{n}={t.dtype}" for n, t in named)
-            raise TypeError(
-                f"query, key, value and weight must share one dtype, got {seen} "
-                "(outside torch.autocast; cast them with .to(dtype))"
-            )
-        q, k, v, w = (t.to(cast) for _, t in named)
 
-    step = q.dim() == 2
-    q3 = q.unsqueeze(1) if step else q
-    batch, _, hidden = q3.shape
-    shapes = f"query {_shape(q)}, key {_shape(k)}, value {_shape(v)}, weight {_shape(w)}"
-    if k.shape[0] != batch or v.shape[0] != batch:
-        raise ValueError(f"batch sizes differ: {shapes}")
-    if v.shape[1] != k.shape[1]:
-        raise ValueError(f"key and value must have the same number of keys Tk: {shapes}")
-    if k.shape[2] != hidden or w.shape[0] != hidden:
-        raise ValueError(f"query, key and weight must share the hidden size H: {shapes}")
-    tk = k.shape[1]
+def _check_mask(key_padding_mask: object, batch: int, tk: int, device: torch.device,
+                *qkvw: Tensor) -> Tensor:
+    mask = _require_tensor("key_padding_mask", key_padding_mask)
+    if mask.dtype != torch.bool:
+        raise TypeError(
+            f"key_padding_mask must be a bool tensor (True = padding), got {mask.dtype} "
+            f"of shape {_shape(mask)}"
+        )
+    if mask.shape != (batch, tk):
+        raise ValueError(
+            f"key_padding_mask must be (B, Tk) = ({batch}, {tk}), got shape {_shape(mask)} "
+            f"({_shapes(*qkvw)})"
+        )
+    if mask.device != device:
+        raise ValueError(
+            f"key_padding_mask is on {mask.device}, the inputs are on {device} "
+            f"(key_padding_mask shape {_shape(mask)})"
+        )
+    return mask
 
-    mask = None
-    if key_padding_mask is not None:
-        mask = _require_tensor("key_padding_mask", key_padding_mask)
-        if mask.dtype != torch.bool:
-            raise TypeError(
-                f"key_padding_mask must be a bool tensor (True = padding), got {mask.dtype} "
-                f"of shape {_shape(mask)}"
-            )
-        if mask.shape != (batch, tk):
-            raise ValueError(
-                f"key_padding_mask must be (B, Tk) = ({batch}, {tk}), got shape {_shape(mask)} "
-                f"({shapes})"
-            )
-        if mask.device != q.device:
-            raise ValueError(
-                f"key_padding_mask is on {mask.device}, the inputs are on {q.device} "
-                f"(key_padding_mask shape {_shape(mask)})"
-            )
 
-    lengths = None
-    if key_lengths is not None:
-        lengths = _require_tensor("key_lengths", key_lengths)
-        if (lengths.dtype.is_floating_point or lengths.dtype.is_complex
-                or lengths.dtype == torch.bool):
-            raise TypeError(
-                f"key_lengths must be an integer tensor, got {lengths.dtype} "
-                f"of shape {_shape(lengths)}"
-            )
-        if lengths.shape != (batch,):
+def _check_lengths(key_lengths: object, batch: int, tk: int, device: torch.device,
+                   *qkvw: Tensor) -> Tensor:
+    lengths = _require_tensor("key_lengths", key_lengths)
+    if (lengths.dtype.is_floating_point or lengths.dtype.is_complex
+            or lengths.dtype == torch.bool):
+        raise TypeError(
+            f"key_lengths must be an integer tensor, got {lengths.dtype} "
+            f"of shape {_shape(lengths)}"
+        )
+    if lengths.shape != (batch,):
+        raise ValueError(
+            f"key_lengths must be (B,) = ({batch},), got shape {_shape(lengths)} "
+            f"({_shapes(*qkvw)})"
+        )
+    if lengths.device != device:
+        raise ValueError(
+            f"key_lengths is on {lengths.device}, the inputs are on {device} "
+            f"(key_lengths shape {_shape(lengths)})"
+        )
+    if lengths.numel() and not _values_unavailable(lengths):
+        lo, hi = _lengths_range(lengths)
+        if lo < 0 or hi > tk:
             raise ValueError(
-                f"key_lengths must be (B,) = ({batch},), got shape {_shape(lengths)} ({shapes})"
+                f"key_lengths must lie in [0, Tk={tk}] (key shape {_shape(qkvw[1])}), "
+                f"got values in [{lo}, {hi}]"
             )
-        if lengths.device != q.device:
-            raise ValueError(
-                f"key_lengths is on {lengths.device}, the inputs are on {q.device} "
-                f"(key_lengths shape {_shape(lengths)})"
-            )
-        if not _values_unavailable(lengths) and lengths.numel():
-            lo, hi = _lengths_range(lengths)
-            if lo < 0 or hi > tk:
-                raise ValueError(
-                    f"key_lengths must lie in [0, Tk={tk}] (key shape {_shape(k)}), "
-                    f"got values in [{lo}, {hi}]"
-                )
-        # (B,) is tiny: hand every kernel a dense int64 vector (a strided or expanded one,
-        # e.g. torch.tensor(n).expand(B), would otherwise be indexed as if contiguous).
-        lengths = lengths.to(torch.int64).contiguous()
-
-    return Checked(q3, k, v, w, mask, lengths, step)
+    # (B,) is tiny: hand every kernel a dense int64 vector (a strided or expanded one,
+    # e.g. torch.tensor(n).expand(B), would otherwise be indexed as if contiguous).
+    return lengths.to(torch.int64).contiguous()
 
 
 # Range of each CUDA key_lengths tensor seen, keyed by id and checked against a weak

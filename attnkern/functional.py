@@ -4,16 +4,53 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from . import ops, reference
-from ._validation import Checked, check_backend, check_inputs
+from ._validation import check_backend, check_inputs
 
-__all__ = ["additive_attention", "resolve_backend"]
+__all__ = ["PreparedKeys", "additive_attention", "prepare_keys", "resolve_backend"]
 
 _warned: set[str] = set()
+
+
+class PreparedKeys(NamedTuple):
+    """Keys prepared once per sequence, accepted by :func:`additive_attention` as ``key``.
+
+    ``key`` is the (projected) key tensor ``(B, Tk, H)`` itself: gradients flow to it (and
+    through it to whatever produced it, e.g. the key projection's weight). ``key_exp`` is
+    ``exp(2 * key)`` ``(B, Tk, H)``, contiguous, in the accumulation dtype (float32; float64
+    for float64 keys), computed without grad, so that each decoder step skips the key-side
+    exp work; None where the backend does not use it (CUDA: the Triton kernels compute it in
+    registers). Nothing is cached behind the user's back: a new sequence, a new object.
+    """
+
+    key: Tensor
+    key_exp: Tensor | None
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.key.shape
+
+
+def prepare_keys(key: Tensor) -> PreparedKeys:
+    """Do the per-sequence key-side work once: ``(B, Tk, H)`` key -> :class:`PreparedKeys`.
+
+    Pass the result as ``key`` to every step's :func:`additive_attention` (or as
+    ``projected_keys`` to :class:`attnkern.AdditiveAttention`). Results are identical to
+    passing ``key`` itself; gradients still flow to ``key``.
+    """
+    if not isinstance(key, Tensor) or key.dim() != 3 or not key.is_floating_point():
+        shape = tuple(key.shape) if isinstance(key, Tensor) else type(key).__name__
+        raise ValueError(f"prepare_keys: key must be a floating (B, Tk, H) tensor, got {shape}")
+    key_exp = None
+    if key.device.type == "cpu":
+        with torch.no_grad():
+            key_exp = torch.exp(key.detach().to(reference.compute_dtype(key.dtype)) * 2)
+    return PreparedKeys(key, key_exp)
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -22,23 +59,27 @@ def _warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype,
+                    needs_grad: bool = False) -> str:
     """Pick the implementation for ``backend`` on ``device``.
 
-    Returns ``"op"`` (the registered custom ops: C++ on CPU, Triton on CUDA),
-    ``"interpret"`` (Triton launchers on CPU tensors under ``TRITON_INTERPRET=1``) or
-    ``"reference"``.
+    Returns ``"op"`` (the registered custom ops: C++ on CPU, Triton on CUDA, differentiable
+    through the C++ autograd of ``csrc/autograd.cpp``) or ``"reference"``. Without the C++
+    extension the ops have no autograd: a call that needs gradients then takes the
+    reference ("auto", with a warning) or raises (an explicit backend).
     """
-    backend = check_backend(backend)
     if backend == "auto":
-        env = os.environ.get("ATTNKERN_BACKEND", "").strip()
+        env = os.environ.get("ATTNKERN_BACKEND")
         if env:
+            env = env.strip()
             if env not in ("auto", "triton", "cpp", "reference"):
                 raise ValueError(
                     "ATTNKERN_BACKEND must be one of 'auto', 'triton', 'cpp', 'reference', "
                     f"got {env!r}"
                 )
             backend = env
+    else:
+        backend = check_backend(backend)
     if backend == "reference":
         return "reference"
     if backend == "cpp":
@@ -55,16 +96,22 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> s
             raise RuntimeError("backend='triton' needs Triton: `pip install triton`")
         if dtype == torch.float64:
             raise TypeError("backend='triton' supports float32, float16 and bfloat16, got float64")
-        if device.type == "cuda":
-            return "op"
         if device.type == "cpu":
+            # The Triton interpreter on CPU tensors: the test harness registers the
+            # launchers as the CPU kernels of the ops (tests/conftest.py).
             if not ops.triton_interpret_enabled():
                 raise ValueError(
                     "backend='triton' on CPU tensors runs the Triton interpreter: set "
                     "TRITON_INTERPRET=1 in the environment before importing attnkern"
                 )
-            return "interpret"
-        raise ValueError(f"backend='triton' needs CUDA (or CPU) tensors, got {device}")
+        elif device.type != "cuda":
+            raise ValueError(f"backend='triton' needs CUDA (or CPU) tensors, got {device}")
+        if needs_grad and not ops.HAS_CPP:
+            raise RuntimeError(
+                "gradients through backend='triton' need the C++ extension attnkern._C "
+                f"(its autograd), which failed to import ({ops.CPP_IMPORT_ERROR})"
+            )
+        return "op"
     # auto
     if device.type == "cpu":
         if ops.HAS_CPP:
@@ -73,20 +120,19 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> s
                    "Build it with `pip install --no-build-isolation -e .`")
         return "reference"
     if device.type == "cuda" and ops.HAS_TRITON and dtype != torch.float64:
-        return "op"
+        if ops.HAS_CPP or not needs_grad:
+            return "op"
+        _warn_once("autograd", "attnkern._C is not built, so the Triton op has no autograd; "
+                   "using the PyTorch reference where gradients are needed")
+        return "reference"
     if device.type == "cuda" and dtype != torch.float64:
         _warn_once("triton", "Triton is not installed; using the PyTorch reference on CUDA")
     return "reference"
 
 
-def _needs_grad(args: Checked) -> bool:
-    return torch.is_grad_enabled() and any(
-        t.requires_grad for t in (args.query, args.key, args.value, args.weight))
-
-
 def additive_attention(
     query: Tensor,
-    key: Tensor,
+    key: Tensor | PreparedKeys,
     value: Tensor,
     weight: Tensor,
     *,
@@ -104,9 +150,11 @@ def additive_attention(
 
     Args:
         query: ``(B, Tq, H)``, or ``(B, H)`` for one decoder step (already projected).
-        key: ``(B, Tk, H)`` (already projected).
+        key: ``(B, Tk, H)`` (already projected), or the :class:`PreparedKeys` of
+            :func:`prepare_keys` (per-sequence work done once, for step-wise decoding).
         value: ``(B, Tk, Dv)``.
-        weight: ``(H,)``, the score vector ``v``.
+        weight: ``(H,)``, the score vector ``v``; ``(1, H)`` (an ``nn.Linear(H, 1).weight``)
+            too.
         key_padding_mask: ``(B, Tk)`` bool, True marks padding (as nn.MultiheadAttention).
         key_lengths: ``(B,)`` integer tensor; keys ``j >= key_lengths[b]`` are ignored.
         causal: query ``i`` sees keys ``j <= i + (Tk - Tq)``.
@@ -123,27 +171,27 @@ def additive_attention(
     Raises:
         TypeError, ValueError: malformed inputs, naming the argument and what was seen.
     """
+    key_exp = None
+    if type(key) is PreparedKeys:
+        key, key_exp = key
     args = check_inputs(query, key, value, weight, key_padding_mask, key_lengths,
-                        causal, return_weights)
-    impl = resolve_backend(backend, args.query.device, args.query.dtype)
+                        causal, return_weights, key_exp)
+    needs_grad = torch.is_grad_enabled() and (
+        args.query.requires_grad or args.key.requires_grad or args.value.requires_grad
+        or args.weight.requires_grad)
+    impl = resolve_backend(backend, args.query.device, args.query.dtype, needs_grad)
     if impl == "reference":
-        result = reference.additive_attention(
+        out, weights = reference.additive_attention(
             args.query, args.key, args.value, args.weight,
             key_padding_mask=args.key_padding_mask, key_lengths=args.key_lengths,
             causal=causal, return_weights=True,
         )
-        out, weights = result
-    elif impl == "op" and not _needs_grad(args):
-        # Inference (e.g. a decoder step): the op alone; the autograd Function costs ~40 us
-        # a call, comparable to a small decode kernel.
-        out, _, weights = torch.ops.attnkern.fwd.default(
-            args.query, args.key, args.value, args.weight, args.key_padding_mask,
-            args.key_lengths, causal, return_weights,
-        )
     else:
-        out, _, weights = ops.AdditiveAttentionFunction.apply(
+        # The op is differentiable (C++ autograd); under no_grad it goes straight to the
+        # kernel.
+        out, _, weights = ops.fwd(
             args.query, args.key, args.value, args.weight, args.key_padding_mask,
-            args.key_lengths, causal, return_weights, impl == "interpret",
+            args.key_lengths, causal, return_weights, args.key_exp,
         )
     if args.step:
         out = out.squeeze(1)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ._validation import check_backend
-from .functional import additive_attention
+from .functional import PreparedKeys, additive_attention, prepare_keys
 
 __all__ = ["AdditiveAttention"]
+
+
+def _state(source: nn.Module | Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    return source.state_dict() if isinstance(source, nn.Module) else source
 
 
 class AdditiveAttention(nn.Module):
@@ -82,10 +88,65 @@ class AdditiveAttention(nn.Module):
             return self.v
         return self.g * self.v / self.v.norm()
 
-    def project_keys(self, keys: Tensor) -> Tensor:
-        """``(B, Tk, key_dim) -> (B, Tk, hidden_dim)``: do this once per sequence."""
+    def project_keys(self, keys: Tensor) -> PreparedKeys:
+        """Project and prepare the keys once per sequence: ``(B, Tk, key_dim)`` ->
+        :class:`attnkern.PreparedKeys` (``.key`` is the ``(B, Tk, hidden_dim)`` projection,
+        through which gradients reach ``keys`` and ``key_proj``). Pass it as
+        ``projected_keys=`` to every decoder step."""
         self._check_input("keys", keys, (3,), self.key_dim, "(B, Tk, key_dim={})")
-        return self.key_proj(keys)
+        return prepare_keys(self.key_proj(keys))
+
+    @classmethod
+    def from_bahdanau_tutorial(cls, source: nn.Module | Mapping[str, Tensor],
+                               **kwargs: Any) -> AdditiveAttention:
+        """Load the PyTorch seq2seq tutorial's ``BahdanauAttention`` (``Wa``, ``Ua``, ``Va``).
+
+        ``Va(tanh(Wa(q) + Ua(k)))``: both biases land in the query projection (they add
+        inside the tanh), ``v = Va.weight[0]``, and ``Va.bias`` is dropped (softmax cancels a
+        constant score). Use it as ``layer(query, keys, need_weights=True)`` (values default
+        to the keys, as in the tutorial's ``bmm(weights, keys)``). ``source`` is the module
+        or its state_dict; ``kwargs`` go to the constructor (``backend=``, ``device=``...).
+        """
+        sd = _state(source)
+        wa, ua = sd["Wa.weight"], sd["Ua.weight"]
+        layer = cls(wa.shape[1], ua.shape[1], wa.shape[0], bias=True,
+                    **{"device": wa.device, "dtype": wa.dtype, **kwargs})
+        with torch.no_grad():
+            layer.query_proj.weight.copy_(wa)
+            layer.query_proj.bias.copy_(sd["Wa.bias"] + sd["Ua.bias"])
+            layer.key_proj.weight.copy_(ua)
+            layer.v.copy_(sd["Va.weight"].reshape(-1))
+        return layer
+
+    @classmethod
+    def from_opennmt_mlp(cls, source: nn.Module | Mapping[str, Tensor],
+                         **kwargs: Any) -> AdditiveAttention:
+        """Load OpenNMT-py's ``GlobalAttention(dim, attn_type="mlp")`` score parameters.
+
+        ``linear_query`` (with bias) -> ``query_proj``, ``linear_context`` -> ``key_proj``,
+        ``v.weight[0]`` -> ``v``. The layer returns OpenNMT's context ``c`` and alignment;
+        its output layer ``linear_out(cat([c, source]))`` stays the caller's (as does
+        ``coverage``, which this does not support). ``source`` is the module or its
+        state_dict; ``kwargs`` go to the constructor.
+        """
+        sd = _state(source)
+        wq, wc = sd["linear_query.weight"], sd["linear_context.weight"]
+        layer = cls(wq.shape[1], wc.shape[1], wq.shape[0], bias=True,
+                    **{"device": wq.device, "dtype": wq.dtype, **kwargs})
+        with torch.no_grad():
+            layer.query_proj.weight.copy_(wq)
+            layer.query_proj.bias.copy_(sd["linear_query.bias"])
+            layer.key_proj.weight.copy_(wc)
+            layer.v.copy_(sd["v.weight"].reshape(-1))
+        return layer
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              *args: Any) -> None:
+        # Accept v stored as an nn.Linear(H, 1).weight, (1, H), as the clients keep it.
+        v = state_dict.get(prefix + "v")
+        if isinstance(v, Tensor) and v.dim() == 2 and v.shape[0] == 1:
+            state_dict[prefix + "v"] = v.reshape(-1)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def _check_input(self, name: str, x: object, ranks: tuple[int, ...], dim: int,
                      form: str) -> None:
@@ -116,20 +177,23 @@ class AdditiveAttention(nn.Module):
         key_padding_mask: Tensor | None = None,
         key_lengths: Tensor | None = None,
         causal: bool = False,
-        projected_keys: Tensor | None = None,
+        projected_keys: PreparedKeys | Tensor | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Return ``(context, weights)``; weights is None unless ``need_weights``.
 
-        ``projected_keys`` (from :meth:`project_keys`) skips the key projection, which is
-        what a step-wise decoder wants; ``keys`` may then be None if ``values`` is given.
+        ``projected_keys`` (what :meth:`project_keys` returns, or a plain ``(B, Tk,
+        hidden_dim)`` tensor) skips the key projection and, prepared, the per-sequence
+        key-side work: what a step-wise decoder wants; ``keys`` may then be None if
+        ``values`` is given.
         """
         self._check_input("query", query, (2, 3), self.query_dim,
                           "(B, Tq, query_dim={0}) or (B, query_dim={0})")
         if projected_keys is None:
             if keys is None:
                 raise ValueError("keys is required unless projected_keys is given")
-            projected_keys = self.project_keys(keys)
+            self._check_input("keys", keys, (3,), self.key_dim, "(B, Tk, key_dim={})")
+            projected_keys = self.key_proj(keys)  # used once: nothing to prepare
         if values is None:
             if keys is None:
                 raise ValueError("values (or keys, its default) is required")

@@ -1,20 +1,24 @@
-"""Op registration and autograd: the one place where backends meet PyTorch.
+"""Op registration: the one place where backends meet PyTorch.
 
-Two custom ops in the ``attnkern`` namespace, schema defined once here (from the annotated
-Python signatures below):
+Two custom ops in the ``attnkern`` namespace, schema defined once here (inferred from the
+annotated Python signatures of :func:`_fwd_triton` and :func:`_bwd_triton`):
 
 ``attnkern::fwd(query, key, value, weight, key_padding_mask?, key_lengths?, causal,
-return_weights) -> (out, lse, weights)``
+return_weights, key_exp?) -> (out, lse, weights)``
 
     query (B, Tq, H), key (B, Tk, H), value (B, Tk, Dv), weight (H,): one float dtype.
     key_padding_mask (B, Tk) bool, True = ignored; key_lengths (B,) int64 in [0, Tk].
+    key_exp: ``exp(2 * key)`` as a contiguous (B, Tk, H) tensor in the accumulation dtype,
+    prepared once per sequence (:func:`attnkern.prepare_keys`); it only saves the kernel the
+    key-side exp work, never changes the result, and takes no gradient (key does).
     out (B, Tq, Dv) input dtype; lse (B, Tq) log-sum-exp of the usable scores of each row,
     float32 (float64 for float64 inputs), ``+inf`` for a row with no usable key (so that
     ``exp(score - lse)`` is 0 there); weights (B, Tq, Tk) input dtype if return_weights,
     else an empty ``(0,)`` tensor.
 
 ``attnkern::bwd(grad_out, grad_weights?, query, key, value, weight, lse, delta,
-key_padding_mask?, key_lengths?, causal) -> (grad_query, grad_key, grad_value, grad_weight)``
+key_padding_mask?, key_lengths?, causal, key_exp?) -> (grad_query, grad_key, grad_value,
+grad_weight)``
 
     grad_out (B, Tq, Dv); grad_weights (B, Tq, Tk) or None; lse as saved by fwd;
     delta (B, Tq) in lse's dtype = rowsum(out * grad_out) + rowsum(weights * grad_weights).
@@ -22,10 +26,12 @@ key_padding_mask?, key_lengths?, causal) -> (grad_query, grad_key, grad_value, g
     ds = p * (dp - delta), grad_query_i = sum_j ds_ij * w * (1 - t_ij^2) etc.
     Outputs are contiguous, in the input dtype.
 
-Kernels: CPU from the C++ extension (``csrc/``, ``TORCH_LIBRARY_IMPL(attnkern, CPU)``),
-CUDA from Triton (decomposed under ``torch.compile`` like ``triton_op``, so Inductor sees
-the kernels). Autograd is
-registered on ``fwd`` and shared, one implementation, with :class:`AdditiveAttentionFunction`.
+Kernels: CPU from the C++ extension (``csrc/ops.cpp``, ``TORCH_LIBRARY_IMPL(attnkern,
+CPU)``), CUDA from Triton (decomposed under ``torch.compile`` like ``triton_op``, so Inductor
+sees the kernels). Autograd: one C++ ``torch::autograd::Function`` registered for ``fwd`` on
+every device (``csrc/autograd.cpp``, ``TORCH_LIBRARY_IMPL(attnkern, Autograd)``), so a
+decoder step runs no Python autograd code. Without the extension the ops run forward only
+(the public functional then takes the reference path whenever a gradient is needed).
 """
 
 from __future__ import annotations
@@ -56,7 +62,9 @@ def _fwd_triton(
     key_lengths: Tensor | None,
     causal: bool,
     return_weights: bool,
+    key_exp: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
+    # The Triton kernels compute exp(2k) in registers: key_exp is not needed there.
     triton_kernels = importlib.import_module("attnkern.triton_kernels")
     return triton_kernels.fwd(
         query, key, value, weight, key_padding_mask, key_lengths, causal, return_weights
@@ -75,6 +83,7 @@ def _bwd_triton(
     key_padding_mask: Tensor | None,
     key_lengths: Tensor | None,
     causal: bool,
+    key_exp: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     triton_kernels = importlib.import_module("attnkern.triton_kernels")
     return triton_kernels.bwd(
@@ -113,19 +122,24 @@ def _eager_cuda(body: Any) -> Any:
     return run
 
 
-# Schema defined once, from these annotated signatures. CUDA kernels: the Triton launchers
-# (registered here); CPU kernels: C++ (TORCH_LIBRARY_IMPL in csrc/).
-fwd = torch.library.custom_op("attnkern::fwd", _fwd_triton, mutates_args=(),
-                              device_types="cuda")
-bwd = torch.library.custom_op("attnkern::bwd", _bwd_triton, mutates_args=(),
-                              device_types="cuda")
-fwd.register_kernel("cuda")(_eager_cuda(_fwd_triton))
-bwd.register_kernel("cuda")(_eager_cuda(_bwd_triton))
+# Schema defined once, inferred from the annotated signatures above. A plain library
+# definition (not torch.library.custom_op, which would install its own Python autograd
+# kernel): autograd is the C++ one in csrc/autograd.cpp.
+_lib = torch.library.Library("attnkern", "DEF")  # noqa: TOR901 (kept alive: module global)
+for _name, _fn in (("fwd", _fwd_triton), ("bwd", _bwd_triton)):
+    _lib.define(_name + torch.library.infer_schema(_fn, mutates_args=()))
+fwd = torch.ops.attnkern.fwd.default
+bwd = torch.ops.attnkern.bwd.default
+
+_lib.impl("fwd", _eager_cuda(_fwd_triton), "CUDA")
+_lib.impl("bwd", _eager_cuda(_bwd_triton), "CUDA")
 if HAS_TRITON:
     from torch._subclasses.functional_tensor import FunctionalTensorMode
 
-    fwd.register_torch_dispatch(FunctionalTensorMode, _decompose_on_cuda(_fwd_triton))
-    bwd.register_torch_dispatch(FunctionalTensorMode, _decompose_on_cuda(_bwd_triton))
+    torch.library.register_torch_dispatch("attnkern::fwd", FunctionalTensorMode,
+                                          _decompose_on_cuda(_fwd_triton), lib=_lib)
+    torch.library.register_torch_dispatch("attnkern::bwd", FunctionalTensorMode,
+                                          _decompose_on_cuda(_bwd_triton), lib=_lib)
 
     # As triton_op does: name the kernels behind each op, so AOTAutograd's compile cache key
     # changes when their source does (its AST scan cannot see through our launchers). Only
@@ -137,8 +151,9 @@ if HAS_TRITON:
             torch._library.triton.triton_ops_to_kernels[_name] = _kernels
 
 
-@fwd.register_fake
-def _fwd_fake(query, key, value, weight, key_padding_mask, key_lengths, causal, return_weights):
+@torch.library.register_fake("attnkern::fwd", lib=_lib)
+def _fwd_fake(query, key, value, weight, key_padding_mask, key_lengths, causal, return_weights,
+              key_exp=None):
     batch, tq, _ = query.shape
     out = query.new_empty(batch, tq, value.shape[2])
     lse = query.new_empty(batch, tq, dtype=compute_dtype(query.dtype))
@@ -146,17 +161,15 @@ def _fwd_fake(query, key, value, weight, key_padding_mask, key_lengths, causal, 
     return out, lse, weights
 
 
-@bwd.register_fake
+@torch.library.register_fake("attnkern::bwd", lib=_lib)
 def _bwd_fake(grad_out, grad_weights, query, key, value, weight, lse, delta,
-              key_padding_mask, key_lengths, causal):
+              key_padding_mask, key_lengths, causal, key_exp=None):
     return (
         query.new_empty(query.shape),
         key.new_empty(key.shape),
         value.new_empty(value.shape),
         weight.new_empty(weight.shape),
     )
-
-
 # --------------------------------------------------------------------------- C++ extension
 
 def _load_extension() -> tuple[bool, str]:
@@ -176,63 +189,28 @@ if not HAS_CPP:
             f"{CPP_IMPORT_ERROR}. Build it with `pip install --no-build-isolation -e .`"
         )
 
-    fwd.register_kernel("cpu")(_no_cpu_kernel)
-    bwd.register_kernel("cpu")(_no_cpu_kernel)
-
-
-# ------------------------------------------------------------------------------- autograd
-
-def _setup_context(
-    ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor, Tensor]
-) -> None:
-    query, key, value, weight, key_padding_mask, key_lengths, causal, return_weights = inputs[:8]
-    out, lse, weights = output
-    ctx.causal = causal
-    ctx.return_weights = return_weights
-    ctx.interpret = len(inputs) > 8 and bool(inputs[8])
-    ctx.num_inputs = len(inputs)
-    ctx.save_for_backward(query, key, value, weight, key_padding_mask, key_lengths,
-                          out, lse, weights if return_weights else None)
-    ctx.mark_non_differentiable(lse)
-    if not return_weights:
-        ctx.mark_non_differentiable(weights)
-
-
-def _backward(ctx: Any, grad_out: Tensor | None, grad_lse: Tensor | None,
-              grad_weights: Tensor | None) -> tuple[Tensor | None, ...]:
-    """The one backward: delta pre-pass here, then the registered bwd op recomputes."""
-    query, key, value, weight, mask, lengths, out, lse, weights = ctx.saved_tensors
-    if grad_out is None:
-        grad_out = torch.zeros_like(out)
-    acc = lse.dtype
-    delta = (out.to(acc) * grad_out.to(acc)).sum(-1)
-    if not ctx.return_weights:
-        grad_weights = None
-    elif grad_weights is not None:
-        delta = delta + (weights.to(acc) * grad_weights.to(acc)).sum(-1)
-    kernel = _bwd_triton if ctx.interpret else bwd
-    dq, dk, dv, dw = kernel(grad_out, grad_weights, query, key, value, weight, lse, delta,
-                            mask, lengths, ctx.causal)
-    return (dq, dk, dv, dw) + (None,) * (ctx.num_inputs - 4)
-
-
-fwd.register_autograd(_backward, setup_context=_setup_context)
+    _lib.impl("fwd", _no_cpu_kernel, "CPU")
+    _lib.impl("bwd", _no_cpu_kernel, "CPU")
 
 
 class AdditiveAttentionFunction(torch.autograd.Function):
-    """Low-level autograd entry point (flash-attention's ``FlashAttnFunc`` pattern).
+    """Low-level differentiable entry point (flash-attention's ``FlashAttnFunc`` pattern).
 
-    ``AdditiveAttentionFunction.apply(query, key, value, weight, key_padding_mask,
-    key_lengths, causal, return_weights)`` with already validated inputs (query 3-D,
-    ``key_lengths`` int64) returns ``(out, lse, weights)`` as ``attnkern::fwd`` does.
-    ``forward`` calls the registered ``fwd`` op, ``backward`` the registered ``bwd`` op,
-    through the same code as the op's own autograd registration. A ninth argument
-    ``interpret=True`` runs the Triton launchers directly on CPU tensors (under
-    ``TRITON_INTERPRET=1``); that is how the Triton kernels are tested without a GPU.
+    ``AdditiveAttentionFunction.apply(query, key, value, weight, key_padding_mask=None,
+    key_lengths=None, causal=False, return_weights=False, key_exp=None)`` with already
+    validated inputs (query 3-D, ``key_lengths`` int64) returns ``(out, lse, weights)`` as
+    ``attnkern::fwd`` does. ``apply`` calls the registered op, whose autograd (the C++
+    Function in ``csrc/autograd.cpp``: delta pre-pass, then ``attnkern::bwd``) is the one
+    backward of the package; this class adds no second one.
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(*args: Any, **kwargs: Any) -> Any:  # pragma: no cover - apply is the entry
+        raise RuntimeError("call AdditiveAttentionFunction.apply(...)")
+
+    @classmethod
+    def apply(  # type: ignore[override]
+        cls,
         query: Tensor,
         key: Tensor,
         value: Tensor,
@@ -241,15 +219,12 @@ class AdditiveAttentionFunction(torch.autograd.Function):
         key_lengths: Tensor | None = None,
         causal: bool = False,
         return_weights: bool = False,
-        interpret: bool = False,
+        key_exp: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        kernel = _fwd_triton if interpret else fwd
-        return kernel(query, key, value, weight, key_padding_mask, key_lengths, causal,
-                      return_weights)
-
-    setup_context = staticmethod(_setup_context)  # type: ignore[assignment]
-    backward = staticmethod(_backward)  # type: ignore[assignment]
+        return fwd(query, key, value, weight, key_padding_mask, key_lengths, causal,
+                   return_weights, key_exp)
 
 
 def triton_interpret_enabled() -> bool:
+    """True when TRITON_INTERPRET is set: the Triton kernels then run on CPU tensors."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

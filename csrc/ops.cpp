@@ -105,7 +105,9 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cpu(const Tensor& query, const Tensor& ke
                                            const Tensor& value, const Tensor& weight,
                                            const std::optional<Tensor>& key_padding_mask,
                                            const std::optional<Tensor>& key_lengths,
-                                           bool causal, bool return_weights) {
+                                           bool causal, bool return_weights,
+                                           const std::optional<Tensor>& /*key_exp*/) {
+  // key_exp (exp(2 key), prepared once per sequence) only saves work; not used here yet.
   const char* op = "attnkern::fwd";
   const Dims d = check_inputs(op, query, key, value, weight, key_padding_mask, key_lengths);
   const auto dtype = query.scalar_type();
@@ -134,7 +136,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
     const Tensor& grad_out, const std::optional<Tensor>& grad_weights, const Tensor& query,
     const Tensor& key, const Tensor& value, const Tensor& weight, const Tensor& lse,
     const Tensor& delta, const std::optional<Tensor>& key_padding_mask,
-    const std::optional<Tensor>& key_lengths, bool causal) {
+    const std::optional<Tensor>& key_lengths, bool causal,
+    const std::optional<Tensor>& /*key_exp*/) {
   const char* op = "attnkern::bwd";
   const Dims d = check_inputs(op, query, key, value, weight, key_padding_mask, key_lengths);
   check_bt(op, "grad_out", grad_out, d, d.Dv, true);

@@ -3,6 +3,12 @@
 Uninitialised memory is filled with NaN (torch.empty and at::empty, Python and C++ alike),
 so a kernel that reads or returns memory it never wrote fails loudly (fla's trick, done with
 PyTorch's own switch).
+
+Under ``TRITON_INTERPRET=1`` (the separate pytest run of tests/test_triton*.py) the Triton
+launchers are registered as the CPU kernels of attnkern::fwd/bwd in a test-only
+torch.library fragment, so ``backend="triton"`` on CPU tensors runs the Triton kernels in
+the interpreter through the very same op, autograd and validation as on CUDA. (In that
+process every CPU op call runs Triton: run only the Triton test files there.)
 """
 
 import os
@@ -15,6 +21,15 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 torch.use_deterministic_algorithms(True, warn_only=True)
 torch.utils.deterministic.fill_uninitialized_memory = True  # type: ignore[attr-defined]
+
+if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    from attnkern import ops
+
+    if ops.HAS_TRITON:
+        # Overrides the C++ CPU kernels for this process (PyTorch warns once per op).
+        _TRITON_ON_CPU = torch.library.Library("attnkern", "IMPL")
+        _TRITON_ON_CPU.impl("fwd", ops._fwd_triton, "CPU")
+        _TRITON_ON_CPU.impl("bwd", ops._bwd_triton, "CPU")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -58,8 +58,10 @@ CASES = [
     ("key-2d", _with(key=lambda a: a["key"][0]), ValueError, ["key", "(5, 4)"]),
     ("key-4d", _with(key=lambda a: a["key"][None]), ValueError, ["key", "(1, 2, 5, 4)"]),
     ("value-2d", _with(value=lambda a: a["value"][0]), ValueError, ["value", "(5, 6)"]),
-    ("weight-2d", _with(weight=lambda a: a["weight"][None]), ValueError,
-     ["weight", "(1, 4)"]),
+    ("weight-2d", _with(weight=lambda a: a["weight"][None].expand(2, -1)), ValueError,
+     ["weight", "(1, H)", "(2, 4)"]),
+    ("weight-column", _with(weight=lambda a: a["weight"][:, None]), ValueError,
+     ["weight", "(4, 1)"]),
     ("weight-0d", _with(weight=torch.tensor(1.0)), ValueError, ["weight", "()"]),
     # mismatched B / Tk / H
     ("batch-key", _with(key=lambda a: a["key"][:1], value=lambda a: a["value"][:1]),
@@ -201,7 +203,7 @@ def test_validation_runs_before_any_kernel(build, exc, backend, monkeypatch):
         raise AssertionError("a kernel ran before validation")
 
     monkeypatch.setattr(attnkern.reference, "additive_attention", boom)
-    monkeypatch.setattr(ops.AdditiveAttentionFunction, "apply", boom)
+    monkeypatch.setattr(ops, "fwd", boom)
     kw = build()
     q, k, v, w = kw.pop("query"), kw.pop("key"), kw.pop("value"), kw.pop("weight")
     with pytest.raises(exc):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -118,7 +119,8 @@ class Seq2Seq(nn.Module):
 
     def _memory(self, src: Tensor, src_lengths: Tensor) -> tuple[dict, Tensor]:
         states, summary, state = self.encode(src, src_lengths)
-        memory = {"states": states, "summary": summary, "lengths": src_lengths}
+        memory: dict[str, Any] = {"states": states, "summary": summary,
+                                  "lengths": src_lengths}
         if self.attention is not None:
             memory["keys"] = self.attention.project_keys(states)  # once per batch
         return memory, state

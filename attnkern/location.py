@@ -1,0 +1,156 @@
+"""``LocationSensitiveAttention``: a checkpoint-compatible drop-in for NVIDIA/tacotron2's
+``model.Attention`` (Chorowski et al. 2015, as used by Tacotron 2).
+
+Same constructor arguments, ``forward`` signature and return, ``memory_layer``, and
+``state_dict`` keys and shapes (``query_layer.linear_layer.weight``,
+``memory_layer.linear_layer.weight``, ``v.linear_layer.weight``,
+``location_layer.location_conv.conv.weight``,
+``location_layer.location_dense.linear_layer.weight``), so a tacotron2 checkpoint loads
+with a strict ``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._validation import check_backend
+from .functional import additive_attention
+
+__all__ = ["LocationSensitiveAttention"]
+
+
+class _LinearNorm(nn.Module):
+    """tacotron2's ``LinearNorm``: an ``nn.Linear`` (as ``.linear_layer``), Xavier init."""
+
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True,
+                 w_init_gain: Literal["linear", "tanh"] = "linear") -> None:
+        super().__init__()
+        self.linear_layer = nn.Linear(in_dim, out_dim, bias=bias)
+        nn.init.xavier_uniform_(self.linear_layer.weight,
+                                gain=nn.init.calculate_gain(w_init_gain))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear_layer(x)
+
+
+class _ConvNorm(nn.Module):
+    """tacotron2's ``ConvNorm``: an ``nn.Conv1d`` (as ``.conv``), Xavier init."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int,
+                 bias: bool, w_init_gain: Literal["linear", "tanh"] = "linear") -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size=kernel_size,
+                              padding=padding, bias=bias)
+        nn.init.xavier_uniform_(self.conv.weight, gain=nn.init.calculate_gain(w_init_gain))
+
+    def forward(self, signal: Tensor) -> Tensor:
+        return self.conv(signal)
+
+
+class _LocationLayer(nn.Module):
+    """The location features ``dense(conv(attention_weights_cat))``: ``(B, 2, T) -> (B, T,
+    attention_dim)``, both without bias (tacotron2's ``LocationLayer``)."""
+
+    def __init__(self, attention_n_filters: int, attention_kernel_size: int,
+                 attention_dim: int) -> None:
+        super().__init__()
+        self.location_conv = _ConvNorm(2, attention_n_filters, attention_kernel_size,
+                                       padding=(attention_kernel_size - 1) // 2, bias=False)
+        self.location_dense = _LinearNorm(attention_n_filters, attention_dim, bias=False,
+                                          w_init_gain="tanh")
+
+    def forward(self, attention_weights_cat: Tensor) -> Tensor:
+        processed = self.location_conv(attention_weights_cat).transpose(1, 2)
+        return self.location_dense(processed)
+
+
+class LocationSensitiveAttention(nn.Module):
+    """Location-sensitive additive attention, tacotron2's ``Attention`` on the fused op.
+
+    ``e[b, j] = v . tanh(W_q h_b + W_m m_bj + U f_bj)`` with location features
+    ``f = conv(attention_weights_cat)``, softmax over the unmasked encoder steps, context
+    ``sum_j alpha_bj memory_bj``. The middle (tanh, score, softmax, context, and their
+    backward) is one call of :func:`attnkern.additive_attention`: the query is
+    ``W_q h`` and the keys ``processed_memory + U f`` (the location term changes every step,
+    so there is no per-sequence preparation to reuse).
+
+    Args:
+        attention_rnn_dim: size of the attention RNN state (the query).
+        embedding_dim: size of the encoder outputs (``memory``).
+        attention_dim: size of the attention MLP.
+        attention_location_n_filters: channels of the location convolution.
+        attention_location_kernel_size: its (odd) kernel size.
+        backend: passed to :func:`attnkern.additive_attention` (keyword only; an addition
+            to tacotron2's arguments).
+
+    Shapes (``forward``):
+        attention_hidden_state ``(B, attention_rnn_dim)``; memory ``(B, T, embedding_dim)``;
+        processed_memory ``(B, T, attention_dim)`` = ``self.memory_layer(memory)``, once per
+        utterance; attention_weights_cat ``(B, 2, T)`` (previous and cumulative weights);
+        mask ``(B, T)`` bool, True = padding, or None. Returns ``(attention_context (B,
+        embedding_dim), attention_weights (B, T))``. A row whose steps are all masked gives
+        zeros (tacotron2 gives NaN there).
+    """
+
+    def __init__(
+        self,
+        attention_rnn_dim: int,
+        embedding_dim: int,
+        attention_dim: int,
+        attention_location_n_filters: int,
+        attention_location_kernel_size: int,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.query_layer = _LinearNorm(attention_rnn_dim, attention_dim, bias=False,
+                                       w_init_gain="tanh")
+        self.memory_layer = _LinearNorm(embedding_dim, attention_dim, bias=False,
+                                        w_init_gain="tanh")
+        self.v = _LinearNorm(attention_dim, 1, bias=False)
+        self.location_layer = _LocationLayer(attention_location_n_filters,
+                                             attention_location_kernel_size, attention_dim)
+        self.score_mask_value = -float("inf")  # tacotron2's attribute, kept for its users
+        self.backend = check_backend(backend)
+
+    def location_keys(self, processed_memory: Tensor, attention_weights_cat: Tensor) -> Tensor:
+        """``processed_memory + location_dense(location_conv(attention_weights_cat))``.
+
+        One GEMM: the (bias-free) convolution followed by the dense layer is a single
+        linear map of each ``(2, kernel)`` window, ``U = dense.W @ conv.W``, applied to the
+        unfolded windows and added to ``processed_memory`` by ``addmm``.
+        """
+        conv = self.location_layer.location_conv.conv
+        dense = self.location_layer.location_dense.linear_layer.weight  # (A, F)
+        n_filters, channels, kernel = conv.weight.shape
+        pad = int(conv.padding[0])
+        batch, _, steps = attention_weights_cat.shape
+        attention_dim = dense.shape[0]
+        # (B, 2, T) -> windows (B, T, 2 * kernel), ordered as conv.weight's (channel, tap).
+        windows = F.pad(attention_weights_cat, (pad, pad)).unfold(2, kernel, 1)
+        windows = windows.permute(0, 2, 1, 3).reshape(batch * steps, channels * kernel)
+        combined = dense @ conv.weight.reshape(n_filters, channels * kernel)  # (A, 2K)
+        keys = torch.addmm(processed_memory.reshape(batch * steps, attention_dim), windows,
+                           combined.t())
+        return keys.view(batch, steps, attention_dim)
+
+    def forward(
+        self,
+        attention_hidden_state: Tensor,
+        memory: Tensor,
+        processed_memory: Tensor,
+        attention_weights_cat: Tensor,
+        mask: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        """Return ``(attention_context, attention_weights)`` as tacotron2's ``Attention``."""
+        query = self.query_layer(attention_hidden_state)
+        keys = self.location_keys(processed_memory, attention_weights_cat)
+        context, weights = additive_attention(
+            query, keys, memory, self.v.linear_layer.weight, key_padding_mask=mask,
+            return_weights=True, backend=self.backend,
+        )
+        return context, weights

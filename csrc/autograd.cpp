@@ -1,0 +1,110 @@
+// The one autograd route of attnkern::fwd, registered for every device
+// (TORCH_LIBRARY_IMPL(attnkern, Autograd)): a decoder step then runs no Python autograd code,
+// on CPU (C++ kernels) and CUDA (Triton kernels) alike. Forward redispatches attnkern::fwd
+// below autograd; backward computes the delta pre-pass and calls attnkern::bwd through the
+// dispatcher, so every backend (and fake/meta tensors under torch.compile) takes this path.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+namespace attnkern {
+namespace {
+
+using at::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using OptTensor = std::optional<Tensor>;
+
+using FwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
+                                                  const Tensor&, const OptTensor&,
+                                                  const OptTensor&, bool, bool,
+                                                  const OptTensor&);
+using BwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor>(
+    const Tensor&, const OptTensor&, const Tensor&, const Tensor&, const Tensor&,
+    const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, bool,
+    const OptTensor&);
+
+// Looked up once (the schema is defined by attnkern/ops.py before the first call).
+const c10::TypedOperatorHandle<FwdSig>& fwd_op() {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("attnkern::fwd", "").typed<FwdSig>();
+  return op;
+}
+
+const c10::TypedOperatorHandle<BwdSig>& bwd_op() {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("attnkern::bwd", "").typed<BwdSig>();
+  return op;
+}
+
+OptTensor optional_of(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
+
+class FwdFunction : public torch::autograd::Function<FwdFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& query, const Tensor& key,
+                               const Tensor& value, const Tensor& weight,
+                               const OptTensor& key_padding_mask, const OptTensor& key_lengths,
+                               bool causal, bool return_weights, const OptTensor& key_exp) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [out, lse, weights] = fwd_op().call(query, key, value, weight, key_padding_mask,
+                                             key_lengths, causal, return_weights, key_exp);
+    ctx->saved_data["causal"] = causal;
+    ctx->saved_data["return_weights"] = return_weights;
+    ctx->save_for_backward({query, key, value, weight, key_padding_mask.value_or(Tensor()),
+                            key_lengths.value_or(Tensor()), key_exp.value_or(Tensor()), out,
+                            lse, return_weights ? weights : Tensor()});
+    ctx->mark_non_differentiable({lse});
+    if (!return_weights) ctx->mark_non_differentiable({weights});
+    return {out, lse, weights};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &query = saved[0], &key = saved[1], &value = saved[2], &weight = saved[3];
+    const Tensor &out = saved[7], &lse = saved[8], &weights = saved[9];
+    const bool causal = ctx->saved_data["causal"].toBool();
+    const bool return_weights = ctx->saved_data["return_weights"].toBool();
+    const auto acc = lse.scalar_type();
+    Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros_like(out);
+    // delta = rowsum(out * grad_out) + rowsum(weights * grad_weights), in lse's dtype.
+    Tensor delta = (out.to(acc) * grad_out.to(acc)).sum(-1);
+    OptTensor grad_weights;
+    if (return_weights && grads[2].defined()) {
+      grad_weights = grads[2];
+      delta = delta + (weights.to(acc) * grads[2].to(acc)).sum(-1);
+    }
+    auto [dq, dk, dv, dw] =
+        bwd_op().call(grad_out, grad_weights, query, key, value, weight, lse, delta,
+                      optional_of(saved[4]), optional_of(saved[5]), causal,
+                      optional_of(saved[6]));
+    // One gradient per forward input: none for the masks, flags and key_exp (a function
+    // of key computed without grad; key's gradient comes through key itself).
+    return {dq, dk, dv, dw, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+std::tuple<Tensor, Tensor, Tensor> fwd_autograd(const Tensor& query, const Tensor& key,
+                                                const Tensor& value, const Tensor& weight,
+                                                const OptTensor& key_padding_mask,
+                                                const OptTensor& key_lengths, bool causal,
+                                                bool return_weights, const OptTensor& key_exp) {
+  // Inference (no_grad, or nothing requires grad): straight to the kernel, no graph node.
+  if (!at::GradMode::is_enabled() || !(query.requires_grad() || key.requires_grad() ||
+                                       value.requires_grad() || weight.requires_grad())) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return fwd_op().call(query, key, value, weight, key_padding_mask, key_lengths, causal,
+                         return_weights, key_exp);
+  }
+  auto res = FwdFunction::apply(query, key, value, weight, key_padding_mask, key_lengths,
+                                causal, return_weights, key_exp);
+  return {res[0], res[1], res[2]};
+}
+
+}  // namespace
+}  // namespace attnkern
+
+TORCH_LIBRARY_IMPL(attnkern, Autograd, m) { m.impl("fwd", &attnkern::fwd_autograd); }
