@@ -57,8 +57,12 @@ class FwdFunction : public torch::autograd::Function<FwdFunction> {
     ctx->save_for_backward({query, key, value, weight, key_padding_mask.value_or(Tensor()),
                             key_lengths.value_or(Tensor()), key_exp.value_or(Tensor()), out,
                             lse, return_weights ? weights : Tensor()});
-    ctx->mark_non_differentiable({lse});
-    if (!return_weights) ctx->mark_non_differentiable({weights});
+    // One call: each mark_non_differentiable replaces the previous set.
+    if (return_weights) {
+      ctx->mark_non_differentiable({lse});
+    } else {
+      ctx->mark_non_differentiable({lse, weights});
+    }
     return {out, lse, weights};
   }
 

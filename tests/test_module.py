@@ -117,3 +117,27 @@ def test_bad_module_arguments():
         layer(torch.randn(2, 4), torch.randn(2, 5, 4))
     with pytest.raises(TypeError, match="query"):
         layer([1.0, 2.0], torch.randn(2, 5, 3))
+
+
+def test_project_keys_returns_prepared_keys_and_gradients_reach_key_proj():
+    layer = make_layer("cpp" if ops.HAS_CPP else "reference")
+    keys = torch.randn(2, 9, 5, requires_grad=True)
+    pk = layer.project_keys(keys)
+    assert isinstance(pk, attnkern.PreparedKeys) and pk.shape == (2, 9, 8)
+    torch.testing.assert_close(pk.key, layer.key_proj(keys))
+    ctx, _ = layer(torch.randn(2, 6), None, keys, projected_keys=pk)
+    ctx.sum().backward()
+    assert layer.key_proj.weight.grad.abs().sum() > 0 and keys.grad.abs().sum() > 0
+    # a plain projected tensor is accepted too
+    ctx2, _ = layer(torch.randn(2, 6), None, keys, projected_keys=pk.key)
+    assert ctx2.shape == (2, 5)
+
+
+def test_load_state_dict_accepts_v_as_linear_weight():
+    a = make_layer("reference")
+    sd = dict(a.state_dict())
+    sd["v"] = sd["v"][None]  # (1, H), as nn.Linear(H, 1).weight
+    b = attnkern.AdditiveAttention(6, 5, 8)
+    b.load_state_dict(sd, strict=True)
+    assert b.v.shape == (8,)
+    torch.testing.assert_close(b.v, a.v)
