@@ -23,9 +23,11 @@ signature forces, e.g. OpenNMT projecting the memory bank at every step, stays);
 recipe, keys projected and prepared once per sequence; for Tacotron 2
 :class:`attnkern.LocationSensitiveAttention`, loaded from the original's state_dict).
 
-Timing: each variant's whole loop (including the once-per-sequence key projection, and the
-backward of a loss over every step's context and weights), interleaved across variants in
-one process, median of ``--repeats``; float32, ``backend="cpp"``.
+Per-step queries are slices of one leaf tensor (unbound once per loop, as a decoder's
+stacked states would be). Timing: each variant's whole loop (including the once-per-sequence
+key projection, and the backward of a loss over every step's context and weights),
+interleaved across variants in one process, median of ``--repeats``; float32,
+``backend="cpp"``.
 """
 
 from __future__ import annotations
@@ -263,8 +265,8 @@ def tutorial_client(B: int = 32, T: int = 30, H: int = 128, seed: int = 0) -> Cl
     def run_module(mod: nn.Module) -> Callable[[dict[str, Tensor], int], list[Tensor]]:
         def loop(x: dict[str, Tensor], steps: int) -> list[Tensor]:
             outs = []
-            for t in range(steps):
-                outs += mod(x["queries"][t], x["keys"])
+            for query in x["queries"].unbind(0)[:steps]:
+                outs += mod(query, x["keys"])
             return outs
         return loop
 
@@ -272,8 +274,8 @@ def tutorial_client(B: int = 32, T: int = 30, H: int = 128, seed: int = 0) -> Cl
         keys = x["keys"]
         pk = layer.project_keys(keys)  # once per sequence
         outs: list[Tensor] = []
-        for t in range(steps):
-            outs += layer(x["queries"][t], None, keys, projected_keys=pk, need_weights=True)
+        for query in x["queries"].unbind(0)[:steps]:
+            outs += layer(query, None, keys, projected_keys=pk, need_weights=True)
         return outs
 
     return Client("pytorch/tutorials seq2seq BahdanauAttention", f"B{B} T{T} H{H}", inputs,
@@ -306,10 +308,9 @@ def tacotron2_client(B: int = 8, T: int = 120, attention_dim: int = 128,
             weights = memory.new_zeros(B, T)
             cum = memory.new_zeros(B, T)
             outs: list[Tensor] = []
-            for t in range(steps):  # the decoder's alignment feedback
+            for hidden in x["hidden"].unbind(0)[:steps]:  # the decoder's alignment feedback
                 cat = torch.cat((weights.unsqueeze(1), cum.unsqueeze(1)), dim=1)
-                context, weights = mod(x["hidden"][t], memory, processed_memory, cat,
-                                       x["mask"])
+                context, weights = mod(hidden, memory, processed_memory, cat, x["mask"])
                 cum = cum + weights
                 outs += (context, weights)
             return outs
@@ -339,8 +340,8 @@ def opennmt_client(B: int = 16, S: int = 50, d: int = 256, seed: int = 0) -> Cli
     def run_module(mod: nn.Module) -> Callable[[dict[str, Tensor], int], list[Tensor]]:
         def loop(x: dict[str, Tensor], steps: int) -> list[Tensor]:
             outs: list[Tensor] = []
-            for t in range(steps):
-                outs += mod(x["sources"][t], x["memory_bank"], x["src_len"])
+            for source in x["sources"].unbind(0)[:steps]:
+                outs += mod(source, x["memory_bank"], x["src_len"])
             return outs
         return loop
 
@@ -348,8 +349,7 @@ def opennmt_client(B: int = 16, S: int = 50, d: int = 256, seed: int = 0) -> Cli
         bank = x["memory_bank"]
         pk = layer.project_keys(bank)  # once per sequence
         outs: list[Tensor] = []
-        for t in range(steps):
-            source = x["sources"][t]
+        for source in x["sources"].unbind(0)[:steps]:
             c, align = layer(source, None, bank, projected_keys=pk, key_lengths=x["src_len"],
                              need_weights=True)
             outs += (linear_out(torch.cat([c, source], -1)), align)
@@ -363,12 +363,6 @@ def opennmt_client(B: int = 16, S: int = 50, d: int = 256, seed: int = 0) -> Cli
 
 CLIENTS = {"tutorial": tutorial_client, "tacotron2": tacotron2_client,
            "opennmt": opennmt_client}
-
-
-def loss_of(outs: list[Tensor], seed: int = 5) -> Tensor:
-    """A loss touching every step's outputs and weights (fixed random cotangents)."""
-    g = torch.Generator().manual_seed(seed)
-    return sum((o * torch.randn(o.shape, generator=g)).sum() for o in outs)  # type: ignore
 
 
 # ------------------------------------------------------------------------- the timer

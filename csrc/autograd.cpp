@@ -50,6 +50,9 @@ class FwdFunction : public torch::autograd::Function<FwdFunction> {
                                const OptTensor& key_padding_mask, const OptTensor& key_lengths,
                                bool causal, bool return_weights, const OptTensor& key_exp) {
     at::AutoDispatchBelowADInplaceOrView guard;
+    // No zero tensors for the gradients nobody sends (lse, unused weights): backward
+    // handles undefined gradients itself.
+    ctx->set_materialize_grads(false);
     auto [out, lse, weights] = fwd_op().call(query, key, value, weight, key_padding_mask,
                                              key_lengths, causal, return_weights, key_exp);
     ctx->saved_data["causal"] = causal;

@@ -74,6 +74,34 @@ def test_compiled_graph_keeps_the_custom_op():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_compile_fullgraph_stepwise_decoder_with_prepared_keys(backend):
+    torch.manual_seed(0)
+    layer = attnkern.AdditiveAttention(7, 12, 16, backend=backend)
+    cell = nn.GRUCell(12, 7)
+
+    def decode(h, keys, lengths):
+        pk = layer.project_keys(keys)  # PreparedKeys, once per sequence
+        ctxs = []
+        for _ in range(3):
+            ctx, _ = layer(h, None, keys, projected_keys=pk, key_lengths=lengths)
+            h = cell(ctx, h)
+            ctxs.append(ctx)
+        return torch.stack(ctxs, 1)
+
+    h = torch.randn(3, 7)
+    keys = torch.randn(3, 6, 12, requires_grad=True)
+    lengths = torch.tensor([6, 3, 1])
+    params = [keys, *layer.parameters(), *cell.parameters()]
+    eager = decode(h, keys, lengths)
+    ge = torch.autograd.grad(eager.square().sum(), params)
+    out = torch.compile(decode, fullgraph=True)(h, keys, lengths)
+    gc = torch.autograd.grad(out.square().sum(), params)
+    torch.testing.assert_close(out, eager, atol=1e-5, rtol=1e-5)
+    for a, b in zip(gc, ge):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_export_inference_model(backend):
     torch.manual_seed(0)
     model = TinyAttnModel(backend).eval()
