@@ -140,3 +140,15 @@ def test_recipes_accept_a_state_dict():
     ref_h, ref_align = onmt(q, bank, lengths)
     _close(align, ref_align, "align")
     _close(onmt.linear_out(torch.cat([c, q], -1)), ref_h, "attn_h")
+
+
+def test_bench_decoders_smoke(capsys):
+    threads = torch.get_num_threads()
+    try:
+        assert decoders.main(["--smoke", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    table = capsys.readouterr().out
+    for name in ("tutorial", "tacotron2", "OpenNMT"):
+        assert name in table
+    assert table.count("| original |") == 3
