@@ -49,7 +49,8 @@ def prepare_keys(key: Tensor) -> PreparedKeys:
     key_exp = None
     if key.device.type == "cpu":
         with torch.no_grad():
-            key_exp = torch.exp(key.detach().to(reference.compute_dtype(key.dtype)) * 2)
+            acc = reference.compute_dtype(key.dtype)
+            key_exp = torch.exp(key.detach().to(acc) * 2).contiguous()
     return PreparedKeys(key, key_exp)
 
 

@@ -1,5 +1,7 @@
 """Public API: backend selection, ATTNKERN_BACKEND, return forms, the autograd Function."""
 
+import os
+
 import pytest
 import torch
 from helpers import make_inputs
@@ -189,3 +191,39 @@ def test_missing_extension_gradients_take_the_reference_on_cuda(monkeypatch):
     with pytest.raises(RuntimeError, match="gradients through backend='triton'"):
         functional.resolve_backend("triton", cuda, torch.float32, True)
     assert functional.resolve_backend("triton", cuda, torch.float32, False) == "op"
+
+
+def test_package_imports_and_works_without_the_extension():
+    """A real missing attnkern._C (import blocked in a fresh interpreter): forward and
+    gradients on CPU through the reference, an explicit cpp backend raises."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys, warnings
+        sys.modules["attnkern._C"] = None  # makes `import attnkern._C` raise ImportError
+        import torch, attnkern
+        from attnkern import ops
+        assert not ops.HAS_CPP
+        q, k, v, w = (torch.randn(*s, requires_grad=True)
+                      for s in ((2, 4), (2, 5, 4), (2, 5, 3), (4,)))
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            out = attnkern.additive_attention(q, attnkern.prepare_keys(k), v, w)
+        ref = attnkern.reference.additive_attention(q, k, v, w)
+        torch.testing.assert_close(out, ref)
+        out.sum().backward()
+        assert k.grad is not None and w.grad is not None
+        try:
+            attnkern.additive_attention(q, k, v, w, backend="cpp")
+        except RuntimeError as e:
+            assert "attnkern._C" in str(e)
+        else:
+            raise AssertionError("backend='cpp' without the extension must raise")
+        print("ok")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "ATTNKERN_BACKEND"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
