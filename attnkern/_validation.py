@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 BACKENDS = ("auto", "triton", "cpp", "reference")
+_STRIDED = torch.strided
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -93,26 +94,34 @@ def check_inputs(
     produces mixed dtypes, e.g. bfloat16 projections with a float32 score vector); outside
     it, mixed dtypes are an error.
     """
-    q = _require_tensor("query", query)
-    k = _require_tensor("key", key)
-    v = _require_tensor("value", value)
-    w = _require_tensor("weight", weight)
+    q, k, v, w = query, key, value, weight
+    # Common case first, cheaply (a decoder calls this every step): four dense tensors.
+    if not (isinstance(q, Tensor) and isinstance(k, Tensor) and isinstance(v, Tensor)
+            and isinstance(w, Tensor) and q.layout is _STRIDED and k.layout is _STRIDED
+            and v.layout is _STRIDED and w.layout is _STRIDED):
+        q = _require_tensor("query", query)
+        k = _require_tensor("key", key)
+        v = _require_tensor("value", value)
+        w = _require_tensor("weight", weight)
     if causal is not True and causal is not False:
         _require_bool("causal", causal)
     if return_weights is not True and return_weights is not False:
         _require_bool("return_weights", return_weights)
 
-    qdim = q.dim()
+    qshape, kshape, vshape, wshape = q.shape, k.shape, v.shape, w.shape
+    qdim = len(qshape)
     if qdim != 2 and qdim != 3:
         raise ValueError(f"query must be (B, Tq, H) or (B, H), got shape {_shape(q)}")
-    if k.dim() != 3:
+    if len(kshape) != 3:
         raise ValueError(f"key must be (B, Tk, H), got shape {_shape(k)}")
-    if v.dim() != 3:
+    if len(vshape) != 3:
         raise ValueError(f"value must be (B, Tk, Dv), got shape {_shape(v)}")
-    if w.dim() == 2 and w.shape[0] == 1:
-        w = w[0]  # nn.Linear(H, 1).weight, as the clients store v
-    elif w.dim() != 1:
-        raise ValueError(f"weight must be (H,) or (1, H), got shape {_shape(w)}")
+    if len(wshape) != 1:
+        if len(wshape) == 2 and wshape[0] == 1:
+            w = w[0]  # nn.Linear(H, 1).weight, as the clients store v
+            wshape = w.shape
+        else:
+            raise ValueError(f"weight must be (H,) or (1, H), got shape {_shape(w)}")
 
     dtype, device = q.dtype, q.device
     if not (k.dtype == dtype and v.dtype == dtype and w.dtype == dtype
@@ -130,18 +139,18 @@ def check_inputs(
                 )
 
     step = qdim == 2
-    q3 = q.unsqueeze(1) if step else q
-    batch, _, hidden = q3.shape
-    kb, tk, kh = k.shape
-    vb, vt, _ = v.shape
+    batch, hidden = qshape[0], qshape[-1]
+    kb, tk, kh = kshape
+    vb, vt, _ = vshape
     if kb != batch or vb != batch:
         raise ValueError(f"batch sizes differ: {_shapes(q, k, v, w)}")
     if vt != tk:
         raise ValueError(
             f"key and value must have the same number of keys Tk: {_shapes(q, k, v, w)}")
-    if kh != hidden or w.shape[0] != hidden:
+    if kh != hidden or wshape[0] != hidden:
         raise ValueError(
             f"query, key and weight must share the hidden size H: {_shapes(q, k, v, w)}")
+    q3 = q.unsqueeze(1) if step else q
     if key_exp is not None and not (key_exp.shape == k.shape and key_exp.device == device
                                     and key_exp.dtype == _ACC[dtype]):
         key_exp = None  # not this key's exp(2 key): let the kernel compute it
