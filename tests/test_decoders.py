@@ -152,3 +152,16 @@ def test_bench_decoders_smoke(capsys):
     for name in ("tutorial", "tacotron2", "OpenNMT"):
         assert name in table
     assert table.count("| original |") == 3
+
+
+def test_location_sensitive_attention_gradcheck_float64_no_mask():
+    torch.manual_seed(3)
+    lsa = attnkern.LocationSensitiveAttention(5, 4, 6, 3, 3, backend="cpp").double()
+    h = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    memory = torch.randn(2, 7, 4, dtype=torch.float64, requires_grad=True)
+    cat = torch.rand(2, 2, 7, dtype=torch.float64, requires_grad=True)
+
+    def fn(h, memory, cat):
+        return lsa(h, memory, lsa.memory_layer(memory), cat, None)
+
+    assert torch.autograd.gradcheck(fn, (h, memory, cat))
