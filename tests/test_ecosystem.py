@@ -114,6 +114,30 @@ def test_export_inference_model(backend):
         assert "attnkern.fwd" in ep.graph_module.code
 
 
+@needs_cpp
+def test_export_keeps_prepared_keys_in_the_graph():
+    class Decoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = attnkern.AdditiveAttention(7, 12, 16, backend="cpp")
+
+        def forward(self, q, keys, lengths):
+            pk = self.attn.project_keys(keys)  # once, reused by both steps
+            c1, _ = self.attn(q, None, keys, projected_keys=pk, key_lengths=lengths)
+            c2, _ = self.attn(2 * q, None, keys, projected_keys=pk, key_lengths=lengths)
+            return c1 + c2
+
+    torch.manual_seed(0)
+    model = Decoder().eval()
+    args = (torch.randn(3, 7), torch.randn(3, 6, 12), torch.tensor([6, 3, 1]))
+    with torch.no_grad():
+        ep = torch.export.export(model, args)
+        torch.testing.assert_close(ep.module()(*args), model(*args))
+    code = ep.graph_module.code
+    assert code.count("torch.ops.attnkern.fwd.default") == 2
+    assert code.count("torch.ops.aten.exp.default") == 1  # key_exp computed once
+
+
 def test_ops_under_fake_tensors():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
