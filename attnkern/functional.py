@@ -8,7 +8,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from . import ops, reference
+from . import _onnx, ops, reference
 from ._validation import Checked, check_backend, check_inputs
 
 __all__ = ["additive_attention", "resolve_backend"]
@@ -126,7 +126,13 @@ def additive_attention(
     args = check_inputs(query, key, value, weight, key_padding_mask, key_lengths,
                         causal, return_weights)
     impl = resolve_backend(backend, args.query.device, args.query.dtype)
-    if impl == "reference":
+    if _onnx.exporting_to_onnx():
+        # The custom ops have no ONNX form: trace standard ops (the reference's math).
+        out, weights = _onnx.attention_standard_ops(
+            args.query, args.key, args.value, args.weight, args.key_padding_mask,
+            args.key_lengths, causal,
+        )
+    elif impl == "reference":
         result = reference.additive_attention(
             args.query, args.key, args.value, args.weight,
             key_padding_mask=args.key_padding_mask, key_lengths=args.key_lengths,
