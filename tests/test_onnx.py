@@ -245,36 +245,51 @@ class SmallDecoder(nn.Module):
         return torch.stack(logits, 1), torch.stack(alignments, 1)
 
 
-def _module_case(name: str, B: int, Tq: int, Tk: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
+def _lengths(g: torch.Generator, B: int, Tk: int) -> Tensor:
     lengths = torch.randint(1, Tk + 1, (B,), generator=g)
-    lengths[0] = 0
-    lengths[-1] = Tk
-    if name == "step":
-        return (torch.randn(B, 7, generator=g), torch.randn(B, Tk, 12, generator=g), lengths)
-    if name == "causal":
-        mask = torch.rand(B, Tk, generator=g) < 0.3
-        mask[-1] = True
-        memory = torch.randn(B, Tk, 12, generator=g).masked_fill(mask[..., None], math.nan)
-        return torch.randn(B, Tq, 7, generator=g), memory, mask
+    lengths[0], lengths[-1] = 0, Tk  # a row with no usable key, and a full one
+    return lengths
+
+
+def _step_inputs(B: int, Tq: int, Tk: int, g: torch.Generator) -> tuple:
+    return torch.randn(B, 7, generator=g), torch.randn(B, Tk, 12, generator=g), \
+        _lengths(g, B, Tk)
+
+
+def _causal_inputs(B: int, Tq: int, Tk: int, g: torch.Generator) -> tuple:
+    mask = torch.rand(B, Tk, generator=g) < 0.3
+    mask[-1] = True
+    memory = torch.randn(B, Tk, 12, generator=g).masked_fill(mask[..., None], math.nan)
+    return torch.randn(B, Tq, 7, generator=g), memory, mask
+
+
+def _decoder_inputs(B: int, Tq: int, Tk: int, g: torch.Generator) -> tuple:
+    lengths = _lengths(g, B, Tk)
     padding = torch.arange(Tk)[None, :] >= lengths[:, None]
     memory = torch.randn(B, Tk, 12, generator=g).masked_fill(padding[..., None], math.nan)
     return memory, lengths, torch.randn(B, 10, generator=g)
 
 
+# name: (model factory, inputs(B, Tq, Tk, generator), dynamic_shapes of those inputs).
+# A new module case is one entry here.
 MODULES = {
-    "step": (StepWithLengths, ({0: BATCH}, {0: BATCH, 1: KEYS}, {0: BATCH})),
-    "causal": (MaskedCausal, ({0: BATCH, 1: QUERIES}, {0: BATCH, 1: KEYS},
-                              {0: BATCH, 1: KEYS})),
-    "decoder": (SmallDecoder, ({0: BATCH, 1: KEYS}, {0: BATCH}, {0: BATCH})),
+    "step": (StepWithLengths, _step_inputs, ({0: BATCH}, {0: BATCH, 1: KEYS}, {0: BATCH})),
+    "causal": (MaskedCausal, _causal_inputs,
+               ({0: BATCH, 1: QUERIES}, {0: BATCH, 1: KEYS}, {0: BATCH, 1: KEYS})),
+    "decoder": (SmallDecoder, _decoder_inputs,
+                ({0: BATCH, 1: KEYS}, {0: BATCH}, {0: BATCH})),
 }
+
+
+def _module_case(name: str, B: int, Tq: int, Tk: int, seed: int = 0) -> tuple:
+    return MODULES[name][1](B, Tq, Tk, torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("name", list(MODULES))
 def test_module_dynamo(tmp_path, name):
-    cls, dynamic = MODULES[name]
+    factory, _, dynamic = MODULES[name]
     torch.manual_seed(0)
-    model = cls().eval()
+    model = factory().eval()
     session = export_to_ort(model, _module_case(name, 3, 4, 6), tmp_path / "m.onnx",
                             dynamic_shapes=dynamic)
     for shape in ((3, 4, 6), (5, 2, 9), (2, 5, 5)):
@@ -301,7 +316,7 @@ def test_module_float16(tmp_path):
         return q.half(), memory.half(), lengths
 
     session = export_to_ort(model, case(3, 1, 6), tmp_path / "m16.onnx",
-                            dynamic_shapes=MODULES["step"][1])
+                            dynamic_shapes=MODULES["step"][2])
     for shape in ((3, 1, 6), (5, 1, 9)):
         assert_ort_matches(session, model, case(*shape))
 
@@ -360,7 +375,7 @@ def test_exported_module_with_translation_table(tmp_path):
     model = StepWithLengths().eval()
     with torch.no_grad():
         ep = torch.export.export(model, _module_case("step", 3, 1, 6),
-                                 dynamic_shapes=MODULES["step"][1])
+                                 dynamic_shapes=MODULES["step"][2])
     session = export_to_ort(ep, (), tmp_path / "ep.onnx",
                             custom_translation_table=attnkern.onnx_translation_table())
     for shape in ((3, 1, 6), (5, 1, 9)):
