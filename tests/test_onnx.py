@@ -347,8 +347,8 @@ class RawOp(nn.Module):
         return tuple(outs)
 
 
-def _raw_inputs(*shape, seed=0):
-    q, _, k, v, w, mask, lengths = _attention_inputs(*shape, seed=seed)
+def _raw_inputs(*shape, seed=0, dtype=torch.float32):
+    q, _, k, v, w, mask, lengths = _attention_inputs(*shape, seed=seed, dtype=dtype)
     return q, k, v, w, mask, lengths
 
 
@@ -357,15 +357,19 @@ RAW_DYNAMIC = ({0: BATCH, 1: QUERIES}, {0: BATCH, 1: KEYS}, {0: BATCH, 1: KEYS},
 
 
 @needs_cpp
-def test_exported_program_with_translation_table(tmp_path):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_exported_program_with_translation_table(tmp_path, dtype):
     model = RawOp()
+    if dtype == torch.float16:  # the dtype handling, not every mask kind again
+        model.cases = [("all", True), ("none", False)]
     with torch.no_grad():
-        ep = torch.export.export(model, _raw_inputs(3, 4, 6), dynamic_shapes=RAW_DYNAMIC)
+        ep = torch.export.export(model, _raw_inputs(3, 4, 6, dtype=dtype),
+                                 dynamic_shapes=RAW_DYNAMIC)
     assert "attnkern.fwd" in ep.graph_module.code
     session = export_to_ort(ep, (), tmp_path / "ep.onnx",
                             custom_translation_table=attnkern.onnx_translation_table())
     for shape in ((3, 4, 6), (5, 2, 9), (2, 7, 7)):
-        assert_ort_matches(session, model, _raw_inputs(*shape, seed=sum(shape)),
+        assert_ort_matches(session, model, _raw_inputs(*shape, seed=sum(shape), dtype=dtype),
                            model.names())
 
 
