@@ -125,9 +125,14 @@ def additive_attention(
     """
     args = check_inputs(query, key, value, weight, key_padding_mask, key_lengths,
                         causal, return_weights)
-    impl = resolve_backend(backend, args.query.device, args.query.dtype)
     if _onnx.exporting_to_onnx():
-        # The custom ops have no ONNX form: trace standard ops (the reference's math).
+        # torch.onnx.export is tracing: the custom ops have no ONNX form, so every backend
+        # exports as standard ops (the reference's math), whether or not it could run here.
+        check_backend(backend)
+        impl = "onnx"
+    else:
+        impl = resolve_backend(backend, args.query.device, args.query.dtype)
+    if impl == "onnx":
         out, weights = _onnx.attention_standard_ops(
             args.query, args.key, args.value, args.weight, args.key_padding_mask,
             args.key_lengths, causal,

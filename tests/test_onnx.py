@@ -307,6 +307,21 @@ def test_module_torchscript_exporter(tmp_path):
         assert_ort_matches(session, model, _module_case("step", *shape, seed=sum(shape)))
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_export_needs_no_runnable_backend(tmp_path):
+    """A layer built for CUDA (backend='triton') exports on a CPU-only machine: the file
+    holds standard ops whichever backend the layer names."""
+    torch.manual_seed(0)
+    model = StepWithLengths().eval()
+    model.attn.backend = "triton"
+    args = _module_case("step", 3, 1, 6)
+    with pytest.raises((ValueError, RuntimeError)):  # not runnable here (no interpreter)
+        model(*args)
+    session = export_to_ort(model, args, tmp_path / "m.onnx", dynamo=False)
+    model.attn.backend = "auto"
+    assert_ort_matches(session, model, args)
+
+
 def test_module_float16(tmp_path):
     torch.manual_seed(0)
     model = StepWithLengths().eval().half()
