@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 from torch.export import Dim
+from torch.utils._pytree import tree_map
 
 import attnkern
 from attnkern import ops
@@ -41,9 +42,12 @@ def test_aoti_package_round_trip(tmp_path):
     torch.manual_seed(0)
     model = DecoderStep().eval()
     batch, keys = Dim("batch"), Dim("keys")
-    dynamic = ({0: batch}, {0: batch, 1: keys}, {0: batch, 1: keys}, {0: batch})
+    args = _step_inputs(model, 3, 6)
+    # project_keys may return a tensor or a structure of (B, Tk, ...) tensors.
+    per_key = tree_map(lambda _: {0: batch, 1: keys}, args[2])
+    dynamic = ({0: batch}, {0: batch, 1: keys}, per_key, {0: batch})
     with torch.no_grad():
-        ep = torch.export.export(model, _step_inputs(model, 3, 6), dynamic_shapes=dynamic)
+        ep = torch.export.export(model, args, dynamic_shapes=dynamic)
     assert "attnkern.fwd" in ep.graph_module.code  # the fused op, not a decomposition
     # -O0 for the generated wrapper: this test checks the round trip, not its speed.
     path = torch._inductor.aoti_compile_and_package(

@@ -270,6 +270,26 @@ def _decoder_inputs(B: int, Tq: int, Tk: int, g: torch.Generator) -> tuple:
     return memory, lengths, torch.randn(B, 10, generator=g)
 
 
+class LocationStep(nn.Module):
+    """A Tacotron 2 decoder step's attention (processed memory computed in the graph)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = attnkern.LocationSensitiveAttention(16, 12, 16, 4, 5)
+
+    def forward(self, hidden, memory, weights_cat, mask):
+        processed = self.attention.memory_layer(memory)
+        return self.attention(hidden, memory, processed, weights_cat, mask)
+
+
+def _location_inputs(B: int, Tq: int, Tk: int, g: torch.Generator) -> tuple:
+    lengths = _lengths(g, B, Tk)
+    mask = torch.arange(Tk)[None, :] >= lengths[:, None]
+    memory = torch.randn(B, Tk, 12, generator=g).masked_fill(mask[..., None], math.nan)
+    weights_cat = torch.rand(B, 2, Tk, generator=g).masked_fill(mask[:, None], 0.0)
+    return torch.randn(B, 16, generator=g), memory, weights_cat, mask
+
+
 # name: (model factory, inputs(B, Tq, Tk, generator), dynamic_shapes of those inputs).
 # A new module case is one entry here.
 MODULES = {
@@ -279,6 +299,11 @@ MODULES = {
     "decoder": (SmallDecoder, _decoder_inputs,
                 ({0: BATCH, 1: KEYS}, {0: BATCH}, {0: BATCH})),
 }
+# LocationSensitiveAttention arrives with the decoder work: tested wherever it exists.
+if hasattr(attnkern, "LocationSensitiveAttention"):
+    MODULES["location"] = (LocationStep, _location_inputs,
+                           ({0: BATCH}, {0: BATCH, 1: KEYS}, {0: BATCH, 2: KEYS},
+                            {0: BATCH, 1: KEYS}))
 
 
 def _module_case(name: str, B: int, Tq: int, Tk: int, seed: int = 0) -> tuple:
