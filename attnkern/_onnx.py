@@ -13,8 +13,11 @@ inference-size shapes ONNX deployments run, a decoder step above all). Two route
   attnkern.onnx_translation_table())`` translates the op with :func:`_fwd_onnx`.
 
 Both follow the reference's semantics: masks combine, a row with no usable key gives zero
-context and zero weights (no NaN or inf anywhere in the graph), a masked key's value is
-never read, and float16/bfloat16 inputs are computed in float32.
+context and zero weights (masked scores are filled with the most negative finite value, not
+-inf, so an empty row's softmax is finite before the mask zeroes it), NaN in a padded key or
+value (key_padding_mask, key_lengths) never reaches the output, and float16/bfloat16 inputs
+are computed in float32. (A key hidden by ``causal`` alone is a real key: its value enters
+the context matmul times a zero weight, as in any matmul-based attention.)
 """
 
 from __future__ import annotations
