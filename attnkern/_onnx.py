@@ -14,10 +14,10 @@ inference-size shapes ONNX deployments run, a decoder step above all). Two route
 
 Both follow the reference's semantics: masks combine, a row with no usable key gives zero
 context and zero weights (masked scores are filled with the most negative finite value, not
--inf, so an empty row's softmax is finite before the mask zeroes it), NaN in a padded key or
-value (key_padding_mask, key_lengths) never reaches the output, and float16/bfloat16 inputs
-are computed in float32. (A key hidden by ``causal`` alone is a real key: its value enters
-the context matmul times a zero weight, as in any matmul-based attention.)
+-inf, so an empty row's softmax is finite before the mask zeroes it), NaN in a masked key or
+value never reaches the output, and float16/bfloat16 inputs are computed in float32. The
+context is one matmul, or with ``causal`` (keys hidden from some queries only) a masked sum
+over a ``(B, Tq, Tk, Dv)`` product, so that no hidden value is ever read.
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ def attention_standard_ops(
     Same values as :func:`attnkern.reference.additive_attention`; it differs in form only:
     a softmax over scores whose masked entries are the dtype's most negative finite value
     (exp of which is exactly 0, and a row of them softmaxes to finite values that the mask
-    then zeroes), and the context as one matmul over values whose padded rows are zeroed.
+    then zeroes), and the context as one matmul over values whose padded rows are zeroed
+    (with ``causal``, a masked sum).
     """
     in_dtype = query.dtype
     acc = compute_dtype(in_dtype)
@@ -111,9 +112,14 @@ def attention_standard_ops(
         lowest = torch.finfo(acc).min
         alpha = torch.softmax(torch.where(valid, scores, lowest), dim=-1)
         alpha = torch.where(valid, alpha, 0.0)
-    if key_ok is not None:
-        v = torch.where(key_ok[:, :, None], v, 0.0)  # padding values are never read
-    out = torch.matmul(alpha, v)
+    if valid is not None and causal:
+        # Keys hidden from some queries only: mask per query (as the reference) so that
+        # their values are never read, at (B, Tq, Tk, Dv) memory like the tanh tensor's.
+        out = torch.where(valid[..., None], alpha[..., None] * v[:, None], 0.0).sum(2)
+    else:
+        if key_ok is not None:
+            v = torch.where(key_ok[:, :, None], v, 0.0)  # padding values are never read
+        out = torch.matmul(alpha, v)
     return out.to(in_dtype), alpha.to(in_dtype)
 
 
@@ -186,10 +192,17 @@ def _fwd_onnx(
         empty_row = op.Equal(op.Squeeze(row_max, axes), const(lowest, acc))
         lse = op.Where(empty_row, const(float("inf"), acc), lse)
 
-    if key_ok is not None:
-        v = op.Where(op.Unsqueeze(key_ok, const([2], ir.DataType.INT64)), v,
-                     const(0.0, acc))
-    out = op.CastLike(op.MatMul(alpha, v), query)
+    last = const([-1], ir.DataType.INT64)
+    if causal:  # per-query mask, as in attention_standard_ops
+        products = op.Mul(op.Unsqueeze(alpha, last),
+                          op.Unsqueeze(v, const([1], ir.DataType.INT64)))
+        context = op.ReduceSum(op.Where(op.Unsqueeze(valid, last), products, const(0.0, acc)),
+                               const([2], ir.DataType.INT64), keepdims=0)
+    else:
+        if key_ok is not None:
+            v = op.Where(op.Unsqueeze(key_ok, last), v, const(0.0, acc))
+        context = op.MatMul(alpha, v)
+    out = op.CastLike(context, query)
     if return_weights:
         weights = op.CastLike(alpha, query)
     else:

@@ -187,13 +187,63 @@ def test_standard_ops_math_equals_reference():
     k, v = k.nan_to_num(), v.nan_to_num()
     for kind in MASK_KINDS:
         kw = _kind_kwargs(kind, mask, lengths)
+        if kind == "causal":  # a value hidden from all queries but the last is inf
+            v = v.clone()
+            v[:, -1] = math.inf
         out, wts = attnkern._onnx.attention_standard_ops(
             q, k, v, w, kw.get("key_padding_mask"), kw.get("key_lengths"),
             kw.get("causal", False))
         ref_out, ref_wts = attnkern.reference.additive_attention(q, k, v, w,
                                                                   return_weights=True, **kw)
-        torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=1e-12, msg=kind)
+        torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=1e-12, equal_nan=True,
+                                   msg=kind)
         torch.testing.assert_close(wts, ref_wts, atol=1e-12, rtol=1e-12, msg=kind)
+
+
+def _causal_with_inf(B: int, Tq: int, Tk: int, seed: int = 0):
+    """3-D inputs, no padding, inf in the value of key Tk-1, which causal hides from every
+    query but the last: only the last query's context may be non-finite."""
+    q, _, k, v, w, _, _ = _attention_inputs(B, Tq, Tk, seed=seed)
+    v = v.nan_to_num()
+    v[:, -1] = math.inf
+    return q, k.nan_to_num(), v, w
+
+
+class Causal(nn.Module):
+    def __init__(self, fused_op: bool = False) -> None:
+        super().__init__()
+        self.fused_op = fused_op
+
+    def forward(self, q, k, v, w):
+        if self.fused_op:
+            return torch.ops.attnkern.fwd.default(q, k, v, w, None, None, True, True)[::2]
+        return attnkern.additive_attention(q, k, v, w, causal=True, return_weights=True)
+
+
+@needs_cpp
+def test_causally_hidden_values_are_never_read(tmp_path):
+    args = _causal_with_inf(3, 4, 6)
+    out, _ = attnkern.reference.additive_attention(*args, causal=True, return_weights=True)
+    assert out[:, :-1].isfinite().all() and not out[:, -1].isfinite().all()
+    dynamic = ({0: BATCH, 1: QUERIES}, {0: BATCH, 1: KEYS}, {0: BATCH, 1: KEYS}, None)
+    routes = {"model": Causal()}
+    with torch.no_grad():
+        routes["translation"] = torch.export.export(Causal(fused_op=True), args,
+                                                    dynamic_shapes=dynamic)
+    for route, model in routes.items():
+        kw = {"custom_translation_table": attnkern.onnx_translation_table()} \
+            if route == "translation" else {"dynamic_shapes": dynamic}
+        session = export_to_ort(model, () if route == "translation" else args,
+                                tmp_path / f"{route}.onnx", **kw)
+        for shape in ((3, 4, 6), (2, 3, 8)):
+            args = _causal_with_inf(*shape, seed=sum(shape))
+            feeds = {i.name: a.numpy() for i, a in zip(session.get_inputs(), args)}
+            got = [torch.from_numpy(x) for x in session.run(None, feeds)]
+            want = attnkern.reference.additive_attention(*args, causal=True,
+                                                         return_weights=True)
+            for g, r in zip(got, want, strict=True):
+                torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5, equal_nan=True,
+                                           msg=lambda m, n=route: f"{n}: {m}")
 
 
 def test_eager_calls_are_not_export_calls():
