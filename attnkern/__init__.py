@@ -8,6 +8,7 @@ spec). See README.md and DESIGN.md for the contract.
 """
 
 from . import reference
+from ._onnx import onnx_translation_table
 from .functional import PreparedKeys, additive_attention, prepare_keys
 from .location import LocationSensitiveAttention
 from .module import AdditiveAttention
@@ -21,6 +22,7 @@ __all__ = [
     "LocationSensitiveAttention",
     "PreparedKeys",
     "additive_attention",
+    "onnx_translation_table",
     "prepare_keys",
     "reference",
     "__version__",

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import ops, reference
+from . import _onnx, ops, reference
 from ._validation import check_backend, check_inputs
 
 __all__ = ["PreparedKeys", "additive_attention", "prepare_keys", "resolve_backend"]
@@ -34,6 +34,11 @@ class PreparedKeys(NamedTuple):
     @property
     def shape(self) -> torch.Size:
         return self.key.shape
+
+
+# A named pytree node, so torch.export.save / AOTInductor packages can serialise programs
+# whose inputs hold PreparedKeys (what AdditiveAttention.project_keys returns).
+torch.utils._pytree._register_namedtuple(PreparedKeys, serialized_type_name="attnkern.PreparedKeys")
 
 
 def prepare_keys(key: Tensor) -> PreparedKeys:
@@ -177,11 +182,22 @@ def additive_attention(
         key, key_exp = key
     args = check_inputs(query, key, value, weight, key_padding_mask, key_lengths,
                         causal, return_weights, key_exp)
-    needs_grad = torch.is_grad_enabled() and (
-        args.query.requires_grad or args.key.requires_grad or args.value.requires_grad
-        or args.weight.requires_grad)
-    impl = resolve_backend(backend, args.query.device, args.query.dtype, needs_grad)
-    if impl == "reference":
+    if _onnx.exporting_to_onnx():
+        # torch.onnx.export is tracing: the custom ops have no ONNX form, so every backend
+        # exports as standard ops (the reference's math), whether or not it could run here.
+        check_backend(backend)
+        impl = "onnx"
+    else:
+        needs_grad = torch.is_grad_enabled() and (
+            args.query.requires_grad or args.key.requires_grad or args.value.requires_grad
+            or args.weight.requires_grad)
+        impl = resolve_backend(backend, args.query.device, args.query.dtype, needs_grad)
+    if impl == "onnx":
+        out, weights = _onnx.attention_standard_ops(
+            args.query, args.key, args.value, args.weight, args.key_padding_mask,
+            args.key_lengths, causal,
+        )
+    elif impl == "reference":
         out, weights = reference.additive_attention(
             args.query, args.key, args.value, args.weight,
             key_padding_mask=args.key_padding_mask, key_lengths=args.key_lengths,
