@@ -44,6 +44,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from torch._subclasses.fake_tensor import is_fake
 from triton.language.extra.cuda import libdevice
 
 __all__ = ["fwd", "bwd", "fwd_config", "bwd_config", "num_splits"]
@@ -91,10 +92,15 @@ def _tanh(x, FAST: tl.constexpr):
 
 
 @triton.jit
-def _mma(a, b, IS_FP32: tl.constexpr):
-    """a @ b on tensor cores with fp32 accumulation (a, b in the input dtype)."""
+def _mma(a, b, IS_FP32: tl.constexpr, IEEE: tl.constexpr = False):
+    """a @ b with fp32 accumulation (a, b in the input dtype). fp32 inputs: 3xTF32 on tensor
+    cores (fp32-level accuracy), or ``IEEE`` fp32 FMAs where 3xTF32's split operands would
+    spill (the backward's first pass)."""
     if IS_FP32:
-        return tl.dot(a, b, input_precision="ieee")  # tf32 would miss fp32 tolerances
+        if IEEE:
+            return tl.dot(a, b, input_precision="ieee")
+        else:
+            return tl.dot(a, b, input_precision="tf32x3")
     elif _COMPILED:
         return tl.dot(a, b)
     else:  # the interpreter multiplies bf16 as raw uint16 bits; fp32 products are exact
@@ -116,11 +122,25 @@ def _chunk(q_base, k_base, W, offs_m, offs_n, offs_h, m_ok, n_ok, h_ok,
 
 @triton.jit
 def _exp2x(x):
-    """exp(2 x), accurate (libdevice expf: <= 2 ulp); 2 x is exact."""
-    if _COMPILED:
-        return libdevice.exp(x * 2.0)
-    else:  # the interpreter has no libdevice; numpy's exp
-        return tl.exp(x * 2.0)
+    """exp(2 x) on the FMA pipe (no MUFU op: those are left to the reciprocals), for
+    |x| <= 43 (the factorised path's guard): n = round(2x / ln2) by the 1.5 * 2^23 trick,
+    r = 2x - n ln2 (Cody-Waite, two FMAs), exp(r) by its degree-7 Taylor polynomial
+    (|r| <= ln2 / 2: truncation 5e-9 relative), 2^n added to the exponent bits. About 1 ulp;
+    the same arithmetic runs in the interpreter."""
+    y = x * 2.0
+    t = tl.fma(y, 1.4426950408889634, 12582912.0)
+    nf = t - 12582912.0
+    r = tl.fma(nf, -0.693145751953125, y)
+    r = tl.fma(nf, -1.428606765330187e-06, r)
+    p = tl.fma(r, 1.0 / 5040.0, 1.0 / 720.0)
+    p = tl.fma(p, r, 1.0 / 120.0)
+    p = tl.fma(p, r, 1.0 / 24.0)
+    p = tl.fma(p, r, 1.0 / 6.0)
+    p = tl.fma(p, r, 0.5)
+    p = tl.fma(p, r, 1.0)
+    p = tl.fma(p, r, 1.0)
+    n = t.to(tl.int32, bitcast=True) - 0x4B400000
+    return (p.to(tl.int32, bitcast=True) + (n << 23)).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -188,7 +208,9 @@ def _scores(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh, skt, skh
     if BLOCK_M == 1 or FAST:
         return _scores_rational(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh,
                                 skt, skh, swh, BLOCK_M, BLOCK_N, BLOCK_H, FAST)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    # Accumulate over h elementwise (acc += r * w is one FMA), sum the BLOCK_H lanes once
+    # per tile.
+    acc = tl.zeros([BLOCK_H, BLOCK_M, BLOCK_N], dtype=tl.float32)
     bad_q = tl.zeros([BLOCK_H, BLOCK_M], dtype=tl.int32)
     bad_k = tl.zeros([BLOCK_H, BLOCK_N], dtype=tl.int32)
     for h0 in range(0, H, BLOCK_H):
@@ -198,12 +220,12 @@ def _scores(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh, skt, skh
         bad_q = bad_q | _tanh_unsafe(q)
         bad_k = bad_k | _tanh_unsafe(k)
         r = _rcp(_exp2x(q)[:, :, None] * _exp2x(k)[:, None, :] + 1.0)
-        acc += tl.sum(r * (w * -2.0)[:, None, None], axis=0)
+        acc += r * (w * -2.0)[:, None, None]
     if tl.max(tl.max(bad_q, axis=1), axis=0) + tl.max(tl.max(bad_k, axis=1), axis=0) > 0:
         s = _scores_rational(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh,
                              skt, skh, swh, BLOCK_M, BLOCK_N, BLOCK_H, FAST)
     else:
-        s = acc + wsum
+        s = tl.sum(acc, axis=0) + wsum
     return s
 
 
@@ -420,7 +442,7 @@ def _probs(q_base, k_base, W, wsum, MASK, GW, LSE, DELTA, DO, V, b, offs_m, offs
     v = tl.load(V + b * svb + offs_n[:, None] * svt + offs_d[None, :] * svd,
                 mask=n_ok[:, None] & d_ok[None, :], other=0.0)
     if BLOCK_M >= 16:
-        dp = _mma(do, tl.trans(v), IS_FP32)
+        dp = _mma(do, tl.trans(v), IS_FP32, True)
     else:
         dp = tl.sum(do.to(tl.float32)[:, None, :] * v.to(tl.float32)[None, :, :], axis=2)
     if HAS_GW:
@@ -449,7 +471,7 @@ def _bwd_ds_kernel(
     ds = p (dO.v + gW - delta) into DS (B, Tq, Tk) fp32, and dv = p^T dO (owned here).
 
     Writes DS for every (i, j) of each visited tile (0 where j is unusable by i);
-    ``_bwd_dqdk_kernel`` reads exactly the tiles this kernel visits (same BLOCK_M, BLOCK_N).
+    ``_bwd_dqdk_kernel`` reads only those (i, j), whatever its own tiles.
     """
     pid_n = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -478,13 +500,64 @@ def _bwd_ds_kernel(
                            HAS_MASK, HAS_GW, CAUSAL, IS_FP32,
                            BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_D, FAST_TANH)
         if BLOCK_M >= 16:
-            dv += _mma(tl.trans(p.to(do.dtype)), do, IS_FP32)
+            dv += _mma(tl.trans(p.to(do.dtype)), do, IS_FP32, True)
         else:
             dv += tl.sum(p[:, :, None] * do.to(tl.float32)[:, None, :], axis=0)
         tl.store(DS + (b * Tq + offs_m)[:, None] * Tk + offs_n[None, :], ds,
                  mask=m_ok[:, None] & (offs_n < Tk)[None, :])
     tl.store(DV + (b * Tk + offs_n)[:, None] * Dv + offs_d[None, :], dv.to(DV.dtype.element_ty),
              mask=(offs_n < Tk)[:, None] & d_ok[None, :])
+
+
+@triton.jit
+def _dqdk_sweep(q, K, DS, DK, w, dw, ds_sum, b, start_m, offs_m, m_ok, offs_h, h_ok,
+                Tq, Tk, H, skb, skt, skh, LENS, HAS_LENS: tl.constexpr, CAUSAL: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+                RATIONAL: tl.constexpr, FAST_TANH: tl.constexpr):
+    """One query block of ``_bwd_dqdk_kernel`` against all the keys it sees: returns its
+    dq (BLOCK_M, BLOCK_H) before the w factor, and the updated dw and ds_sum; dk is
+    accumulated in DK."""
+    if not RATIONAL:
+        eq = _exp2x(q)
+    hi = _key_end(LENS, b, Tq, Tk, start_m + BLOCK_M, HAS_LENS, CAUSAL)
+    dq = tl.zeros([BLOCK_M, BLOCK_H], dtype=tl.float32)
+    for start_n in range(0, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < hi
+        # Exactly the (i, j) pass 1 wrote: its tiles may differ from this kernel's.
+        use = m_ok[:, None] & n_ok[None, :]
+        if CAUSAL:
+            use = use & (offs_n[None, :] <= offs_m[:, None] + (Tk - Tq))
+        ds = tl.load(DS + (b * Tq + offs_m)[:, None] * Tk + offs_n[None, :], mask=use,
+                     other=0.0)
+        k = tl.load(K + b * skb + offs_n[:, None] * skt + offs_h[None, :] * skh,
+                    mask=n_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
+        if RATIONAL:
+            t = _tanh(q[:, None, :] + k[None, :, :], FAST_TANH)  # (BLOCK_M, BLOCK_N, BLOCK_H)
+            u = ds[:, :, None] * t
+            g = ds[:, :, None] - u * t  # ds (1 - t^2)
+            dq += tl.sum(g, axis=1)
+            dk_t = tl.sum(g, axis=0)
+            dw += tl.sum(tl.sum(u, axis=1), axis=0)
+        else:
+            r = _rcp(eq[:, None, :] * _exp2x(k)[None, :, :] + 1.0)
+            u = ds[:, :, None] * r
+            g = u - u * r  # ds r (1 - r) = ds (1 - t^2) / 4
+            dq += tl.sum(g, axis=1) * 4.0
+            dk_t = tl.sum(g, axis=0) * 4.0
+            dw += tl.sum(tl.sum(u, axis=1), axis=0) * -2.0
+            ds_sum += ds
+        # This program owns these dk entries: the first query block to reach key block
+        # start_n stores, later ones read-modify-write (same thread, same address).
+        first = 0
+        if CAUSAL:
+            first = (tl.maximum(start_n - (Tk - Tq), 0) // BLOCK_M) * BLOCK_M
+        ptr = DK + (b * Tk + offs_n)[:, None] * H + offs_h[None, :]
+        io = (offs_n < Tk)[:, None] & h_ok[None, :]
+        rmw = (tl.zeros([BLOCK_N], dtype=tl.int32) + start_m) != first
+        old = tl.load(ptr, mask=io & rmw[:, None], other=0.0)
+        tl.store(ptr, old + dk_t * w[None, :], mask=io)
+    return dq, dw, ds_sum
 
 
 @triton.jit
@@ -514,54 +587,33 @@ def _bwd_dqdk_kernel(
     hi_b = _key_end(LENS, b, Tq, Tk, Tq, HAS_LENS, False)
     dw = tl.zeros([BLOCK_H], dtype=tl.float32)
     ds_sum = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)  # sum of ds on factorised tiles
+    # The fallback is decided per query block, with this program's keys checked once here:
+    # the factorised and the rational sweeps are separate loops (neither carries the other).
+    k_bad = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.int32)
+    for start_n in range(0, hi_b, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = tl.load(K + b * skb + offs_n[:, None] * skt + offs_h[None, :] * skh,
+                    mask=(offs_n < hi_b)[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
+        k_bad = k_bad | _tanh_unsafe(k)
+    any_k_bad = tl.max(tl.max(k_bad, axis=1), axis=0)
     for start_m in range(0, Tq, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         m_ok = offs_m < Tq
         q = tl.load(Q + b * sqb + offs_m[:, None] * sqt + offs_h[None, :] * sqh,
                     mask=m_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
-        eq = _exp2x(q)
-        q_bad = tl.max(tl.max(_tanh_unsafe(q), axis=1), axis=0)
-        hi = _key_end(LENS, b, Tq, Tk, start_m + BLOCK_M, HAS_LENS, CAUSAL)
-        dq = tl.zeros([BLOCK_M, BLOCK_H], dtype=tl.float32)
-        for start_n in range(0, hi, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            n_ok = offs_n < hi
-            ds = tl.load(DS + (b * Tq + offs_m)[:, None] * Tk + offs_n[None, :],
-                         mask=m_ok[:, None] & n_ok[None, :], other=0.0)
-            k = tl.load(K + b * skb + offs_n[:, None] * skt + offs_h[None, :] * skh,
-                        mask=n_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
-            bad = q_bad + tl.max(tl.max(_tanh_unsafe(k), axis=1), axis=0)
-            if FAST_TANH:  # opt-in tanh.approx: the one-MUFU tanh everywhere
-                bad = bad + 1
-            if bad > 0:
-                t = _tanh(q[:, None, :] + k[None, :, :], FAST_TANH)  # (BLOCK_M, BLOCK_N, BLOCK_H)
-                u = ds[:, :, None] * t
-                g = ds[:, :, None] - u * t  # ds (1 - t^2)
-                dq_t = tl.sum(g, axis=1)
-                dk_t = tl.sum(g, axis=0)
-                dw_t = tl.sum(tl.sum(u, axis=1), axis=0)
-                ds_t = tl.zeros_like(ds)
-            else:
-                r = _rcp(eq[:, None, :] * _exp2x(k)[None, :, :] + 1.0)
-                u = ds[:, :, None] * r
-                g = u - u * r  # ds r (1 - r) = ds (1 - t^2) / 4
-                dq_t = tl.sum(g, axis=1) * 4.0
-                dk_t = tl.sum(g, axis=0) * 4.0
-                dw_t = tl.sum(tl.sum(u, axis=1), axis=0) * -2.0
-                ds_t = ds
-            dq += dq_t
-            dw += dw_t
-            ds_sum += ds_t
-            # This program owns these dk entries: the first query block to reach key block
-            # start_n stores, later ones read-modify-write (same thread, same address).
-            first = 0
-            if CAUSAL:
-                first = (tl.maximum(start_n - (Tk - Tq), 0) // BLOCK_M) * BLOCK_M
-            ptr = DK + (b * Tk + offs_n)[:, None] * H + offs_h[None, :]
-            io = (offs_n < Tk)[:, None] & h_ok[None, :]
-            rmw = (tl.zeros([BLOCK_N], dtype=tl.int32) + start_m) != first
-            old = tl.load(ptr, mask=io & rmw[:, None], other=0.0)
-            tl.store(ptr, old + dk_t * w[None, :], mask=io)
+        bad = any_k_bad + tl.max(tl.max(_tanh_unsafe(q), axis=1), axis=0)
+        if FAST_TANH:  # opt-in tanh.approx: the one-MUFU tanh everywhere
+            bad = bad + 1
+        if bad > 0:
+            dq, dw, ds_sum = _dqdk_sweep(q, K, DS, DK, w, dw, ds_sum, b, start_m, offs_m, m_ok,
+                                         offs_h, h_ok, Tq, Tk, H, skb, skt, skh, LENS,
+                                         HAS_LENS, CAUSAL, BLOCK_M, BLOCK_N, BLOCK_H, True,
+                                         FAST_TANH)
+        else:
+            dq, dw, ds_sum = _dqdk_sweep(q, K, DS, DK, w, dw, ds_sum, b, start_m, offs_m, m_ok,
+                                         offs_h, h_ok, Tq, Tk, H, skb, skt, skh, LENS,
+                                         HAS_LENS, CAUSAL, BLOCK_M, BLOCK_N, BLOCK_H, False,
+                                         FAST_TANH)
         tl.store(DQ + (b * Tq + offs_m)[:, None] * H + offs_h[None, :],
                  (dq * w[None, :]).to(DQ.dtype.element_ty), mask=m_ok[:, None] & h_ok[None, :])
     # Keys past key_lengths[b] were never visited: their dk is 0.
@@ -626,29 +678,25 @@ def fwd_config(tq: int, tk: int, h: int, dv: int, interpret: bool = False) -> Co
     if tq <= 8:  # decode: (1, 64, 64) tile, 4 warps at H = Dv = 128
         return (_small_m_config(tq, dv, 4, 64, 32, 64) if dv <= 128
                 else _small_m_config(tq, dv, 8, 32, 32, 64))
-    # Timings below: H100, GPU time from CUDA-graph replays (bench/gpu_tune.py, 2026-11-24).
-    if tq >= 64 and dv <= 128:
-        return Config(64, 32, 4, 8, 2)  # 149 regs on sm_90; LONG shape 0.49 ms, best tried
-    if dv > 128 and tq < 128:
-        return Config(16, 64, 4, 8, 2)  # TRAIN shape: 0.052 ms (was 0.093 with 32x32)
-    if tq >= 32 or dv > 128:
-        return Config(32, 32, 4, 8, 2)  # 97 regs; MEM shape 0.55 ms, best tried
-    return Config(16, 32, 4, 4, 2)
+    # BLOCK_H = 8: 32-64 elements per thread per H chunk, enough to amortise the chunk's
+    # loads and exp(2q), exp(2k) (kernel_report.py --per-element); the Dv > 128
+    # accumulator needs the smaller tile to stay in registers.
+    if dv > 128:
+        return Config(32, 32, 8, 8, 2)
+    if tq >= 64:
+        return Config(64, 32, 8, 8, 2)
+    return Config(32, 32, 8, 8, 2)
 
 
 def bwd_config(tq: int, tk: int, h: int, dv: int, interpret: bool = False) -> Config:
-    """Backward tile (shared by the dq and the dk/dv kernels)."""
+    """Tile of the backward's first pass (``_bwd_ds_kernel``; see dqdk_config for the
+    second). Not yet timed on a GPU: chosen from the SASS (no spills at the bench shapes)."""
     if interpret:
         return _interpret_config(tq, tk, h)
     if tq <= 8:
         return _small_m_config(tq, dv, 8, 32, 16, 16, 64)._replace(num_stages=1)
-    # H100 GPU times (dk/dv + dq, CUDA-graph replays, bench/gpu_tune.py): TRAIN 0.76 ms and
-    # MEM 5.57 ms with 32x32 (were 0.92 / 7.32 with 16x32); LONG 4.87 ms with 32x64 (was 5.48).
-    if dv > 128:
-        return Config(32, 32, 4, 8, 1)
-    if dv > 64:
-        return Config(32, 64, 4, 8, 1)  # (32, 32, 8, 8) ran 4.72 ms but spills 8 B in dq
-    return Config(32, 32, 2, 8, 1)
+    # 32 x 32 x 8: no spills with the fp32 FMA-pipe dots (3xTF32 ones spill here).
+    return Config(32, 32, 8, 8, 1)
 
 
 def num_splits(batch: int, m_blocks: int, tk: int, block_n: int, sm_count: int) -> int:
@@ -675,12 +723,14 @@ def _fast_tanh(t: Tensor, fast_tanh: bool | None) -> bool:
     return bool(fast_tanh)
 
 
-def dqdk_config(cfg: Config, h: int, interpret: bool = False) -> Config:
-    """Tile of the backward's second pass: the first pass's BLOCK_M x BLOCK_N (it reads the
-    ds tiles that pass wrote) times an H chunk of its own (one program per chunk)."""
+def dqdk_config(cfg: Config, h: int, interpret: bool = False) -> Config:  # noqa: ARG001
+    """Tile of the backward's second pass: (BLOCK_M, BLOCK_N) of ds times an H chunk of its
+    own (one program per chunk and batch row)."""
     if interpret:
         return cfg
-    return Config(cfg.block_m, cfg.block_n, 16, 4, 1)
+    # One warp per program, a thread per h column: the sums over i (dk) and j (dq) and the
+    # dweight sum stay in-thread (no shuffles); 16 query rows share each exp(2k).
+    return Config(16, 4, 32, 1, 1)
 
 
 def _launch(kernel: Any, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
@@ -716,9 +766,10 @@ _BWD_PLANS: dict[tuple, _BwdPlan] = {}
 _COUNTERS: dict[Any, Tensor] = {}
 
 
-def _counters(dev: torch.device, n: int) -> Tensor:
-    if torch._library.triton.is_wrap_triton_enabled():
-        # Traced (torch.compile): a graph-owned buffer, not module state.
+def _counters(like: Tensor, n: int) -> Tensor:
+    dev = like.device
+    if torch.compiler.is_compiling() or is_fake(like):
+        # Traced (torch.compile, make_fx): a graph-owned buffer, not module state.
         return torch.zeros(n, dtype=torch.int32, device=dev)
     buf = _COUNTERS.get(dev)
     if buf is None or buf.numel() < n:
@@ -827,7 +878,7 @@ def fwd(
     if plan.splits > 1:
         p_out = torch.empty(plan.splits, batch, tq, dv, dtype=torch.float32, device=dev)
         p_lse = torch.empty(plan.splits, batch, tq, dtype=torch.float32, device=dev)
-        cnt = _counters(dev, batch * plan.grid[0])
+        cnt = _counters(query, batch * plan.grid[0])
     _launch(
         _fwd_kernel, plan.grid,
         query, key, value, weight, mask, lens, out, lse, scores, p_out, p_lse, cnt,
