@@ -13,13 +13,15 @@ Kernels (all fp32 accumulation, any input strides, H and Dv of any size via mask
   score pass.
 - Step mode (small Tq, e.g. a 2-D query): ``BLOCK_M`` shrinks to ``next_pow2(Tq)`` (1 for a
   decoder step, no wasted query rows) and the keys are split over ``num_splits`` programs
-  (flash-decoding); each split writes a normalised partial context and its lse, and
-  ``_combine_kernel`` merges them (a ``num_splits``-way logsumexp per row).
-- Backward: ``_bwd_dkdv_kernel`` (program per key block: dk, dv and a per-block partial of
-  dweight) and ``_bwd_dq_kernel`` (program per query block: dq). Both recompute the scores and
-  ``p = exp(s - lse)`` from the saved lse. No atomics: every output element is owned by one
-  program, and dweight's ``(B, key blocks, H)`` partials are summed by a second pass, so two
-  runs are bitwise identical.
+  (flash-decoding); each split writes a normalised partial context and its lse, and the last
+  split of a (query block, batch row) to finish (an int32 arrival counter, self-resetting)
+  merges them in split order, in the same launch: one launch per decoder step.
+- Backward, two passes, no float atomics, bitwise deterministic:
+  ``_bwd_ds_kernel`` (program per key block) recomputes the scores once,
+  ``p = exp(s - lse)``, stores ``ds = p (dO.v + gW - delta)`` as a ``B*Tq*Tk`` fp32 buffer
+  and writes dv; ``_bwd_dqdk_kernel`` (program per (H chunk, batch row), one warp, a thread
+  per h column) sweeps ds once for dq, dk and a per-row dweight partial, every output owned
+  by one program; the partials are summed in a fixed order.
 - NaN/Inf confinement: a masked key's value never reaches a row that cannot see it (the
   forward loads V with the padding and length validity as mask; the backward selects
   ``ds = 0``, not ``p * (...)``, where a key is unusable, since ``dO . v`` may be NaN).
@@ -27,12 +29,23 @@ Kernels (all fp32 accumulation, any input strides, H and Dv of any size via mask
   non-finite V entries are zeroed for ``P @ V`` and a row that may attend to such a key
   gets NaN in its whole output row (the reference: NaN/Inf in the affected columns only).
 
-tanh: the default is a [13/6] minimax rational approximation (Eigen/XLA's float tanh) on
-the input clamped to +-7.9053: about 15 FMA-pipe instructions and ONE MUFU op (the reciprocal
-of the division); max abs error 3.4e-7 (<= 6 ulp) over all floats, see docs/triton.md.
+tanh, factorised: ``tanh(q + k) = 1 - 2 r``, ``r = 1 / (exp(2q) exp(2k) + 1)``, with exp(2q)
+and exp(2k) computed once per loaded H chunk (on the FMA pipe, ``_exp2x``), so an (i, j, h)
+element costs one FMA (the denominator), one MUFU.RCP and one FMA (the weighted sum); in the
+backward ``1 - t^2 = 4 r (1 - r)``. Max abs error <= 4e-7 over [-30, 30]^2 (tested; see
+docs/triton.md for the MUFU.RCP bound). Where a tile holds |q| or |k| > 43 (exp(2x) would
+leave the normal fp32 range) or a NaN/Inf, that tile (forward, backward pass 1) or query
+block (backward pass 2) uses the rational tanh instead: a [13/6] minimax rational
+approximation (Eigen/XLA's float tanh) on the input clamped to +-7.9053, about 15 FMA-pipe
+instructions and one MUFU op, max abs error 3.4e-7, NaN in -> NaN out. Decoder steps
+(``BLOCK_M == 1``: nothing to share) use the rational tanh throughout.
 Opt-in fast path: ``ATTNKERN_FAST_TANH=1`` (or ``fwd(..., fast_tanh=True)``) uses the PTX
-``tanh.approx.f32`` (one MUFU.TANH, abs error ~5e-4); GPU only -- inline PTX cannot run in
-the interpreter, where the flag is ignored.
+``tanh.approx.f32`` (one MUFU.TANH, abs error ~5e-4) everywhere; GPU only -- inline PTX
+cannot run in the interpreter, where the flag is ignored.
+
+Host side: launch parameters (tiles, grids, constexprs) are computed once per (device,
+dtype, sizes, flags) and cached; a call allocates only its outputs (and, for split-K, the
+partials); absent optional pointers are passed as ``None``.
 """
 
 from __future__ import annotations
@@ -47,7 +60,7 @@ from torch import Tensor
 from torch._subclasses.fake_tensor import is_fake
 from triton.language.extra.cuda import libdevice
 
-__all__ = ["fwd", "bwd", "fwd_config", "bwd_config", "num_splits"]
+__all__ = ["fwd", "bwd", "fwd_config", "bwd_config", "dqdk_config", "num_splits"]
 
 LOG2E = 1.4426950408889634
 # Kernels are interpreted (numpy) iff TRITON_INTERPRET is set when this module is imported,
@@ -723,7 +736,7 @@ def _fast_tanh(t: Tensor, fast_tanh: bool | None) -> bool:
     return bool(fast_tanh)
 
 
-def dqdk_config(cfg: Config, h: int, interpret: bool = False) -> Config:  # noqa: ARG001
+def dqdk_config(cfg: Config, h: int, interpret: bool = False) -> Config:
     """Tile of the backward's second pass: (BLOCK_M, BLOCK_N) of ds times an H chunk of its
     own (one program per chunk and batch row)."""
     if interpret:
@@ -768,7 +781,7 @@ _COUNTERS: dict[Any, Tensor] = {}
 
 def _counters(like: Tensor, n: int) -> Tensor:
     dev = like.device
-    if torch.compiler.is_compiling() or is_fake(like):
+    if type(like) is not Tensor and (torch.compiler.is_compiling() or is_fake(like)):
         # Traced (torch.compile, make_fx): a graph-owned buffer, not module state.
         return torch.zeros(n, dtype=torch.int32, device=dev)
     buf = _COUNTERS.get(dev)
@@ -778,15 +791,17 @@ def _counters(like: Tensor, n: int) -> Tensor:
     return buf
 
 
-def _plan_key(*parts: Any) -> tuple | None:
+def _plan_key(sizes: tuple, *flags: Any) -> tuple | None:
     # Symbolic sizes (torch.compile with dynamic shapes) are not cached.
-    return parts if all(isinstance(x, (int, bool, str, torch.dtype, torch.device, type(None)))
-                        for x in parts) else None
+    for x in sizes:
+        if type(x) is not int:
+            return None
+    return sizes + flags
 
 
 def _fwd_plan(batch: int, tq: int, tk: int, h: int, dv: int, dtype: torch.dtype,
               dev: torch.device, has_mask: bool, has_lens: bool, causal: bool,
-              return_weights: bool, fast: bool, force: Any) -> _FwdPlan:
+              return_weights: bool, fast: bool) -> _FwdPlan:
     interp = dev.type == "cpu"
     cfg = fwd_config(tq, tk, h, dv, interp)
     block_d = max(16, _np2(dv)) if cfg.block_m >= 16 else _np2(dv)
@@ -860,13 +875,13 @@ def fwd(
 
     has_mask, has_lens = key_padding_mask is not None, key_lengths is not None
     fast = _fast_tanh(query, fast_tanh)
-    key_ = _plan_key(dev, dtype, batch, tq, tk, h, dv, has_mask, has_lens, bool(causal),
+    key_ = _plan_key((batch, tq, tk, h, dv), dev, dtype, has_mask, has_lens, bool(causal),
                      bool(return_weights), fast, FORCE_NUM_SPLITS,
                      os.environ.get("ATTNKERN_NUM_SPLITS"))
     plan = _FWD_PLANS.get(key_) if key_ is not None else None
     if plan is None:
         plan = _fwd_plan(batch, tq, tk, h, dv, dtype, dev, has_mask, has_lens, bool(causal),
-                         bool(return_weights), fast, FORCE_NUM_SPLITS)
+                         bool(return_weights), fast)
         if key_ is not None:
             _FWD_PLANS[key_] = plan
     mask, lens, smb, smt = _mask_args(key_padding_mask, key_lengths)
@@ -924,7 +939,7 @@ def bwd(
     has_mask, has_lens = key_padding_mask is not None, key_lengths is not None
     has_gw = grad_weights is not None
     fast = _fast_tanh(query, fast_tanh)
-    key_ = _plan_key(dev, dtype, batch, tq, tk, h, dv, has_mask, has_lens, has_gw,
+    key_ = _plan_key((batch, tq, tk, h, dv), dev, dtype, has_mask, has_lens, has_gw,
                      bool(causal), fast)
     plan = _BWD_PLANS.get(key_) if key_ is not None else None
     if plan is None:
