@@ -781,7 +781,7 @@ _COUNTERS: dict[Any, Tensor] = {}
 
 def _counters(like: Tensor, n: int) -> Tensor:
     dev = like.device
-    if type(like) is not Tensor and (torch.compiler.is_compiling() or is_fake(like)):
+    if _tracing(like):
         # Traced (torch.compile, make_fx): a graph-owned buffer, not module state.
         return torch.zeros(n, dtype=torch.int32, device=dev)
     buf = _COUNTERS.get(dev)
@@ -789,6 +789,21 @@ def _counters(like: Tensor, n: int) -> Tensor:
         buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=dev)
         _COUNTERS[dev] = buf
     return buf
+
+
+def _tracing(t: Tensor) -> bool:
+    """Under torch.compile / make_fx (fake or functional tensors), not eager."""
+    return type(t) is not Tensor and (torch.compiler.is_compiling() or is_fake(t))
+
+
+def _traced_ptrs(like: Tensor, *ptrs: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Absent pointers as ``None`` in eager mode (no allocation); when traced, each gets
+    its own placeholder tensor, never an alias of a real buffer, as the graph capture of
+    ``wrap_triton`` has always been given."""
+    if not _tracing(like):
+        return ptrs
+    return tuple(torch.empty(1, dtype=torch.float32, device=like.device) if p is None else p
+                 for p in ptrs)
 
 
 def _plan_key(sizes: tuple, *flags: Any) -> tuple | None:
@@ -894,6 +909,8 @@ def fwd(
         p_out = torch.empty(plan.splits, batch, tq, dv, dtype=torch.float32, device=dev)
         p_lse = torch.empty(plan.splits, batch, tq, dtype=torch.float32, device=dev)
         cnt = _counters(query, batch * plan.grid[0])
+    mask, lens, scores, p_out, p_lse, cnt = _traced_ptrs(query, mask, lens, scores, p_out,
+                                                          p_lse, cnt)
     _launch(
         _fwd_kernel, plan.grid,
         query, key, value, weight, mask, lens, out, lse, scores, p_out, p_lse, cnt,
@@ -971,8 +988,9 @@ def bwd(
     d_q = torch.empty(batch, tq, h, dtype=dtype, device=dev)
     dk32 = torch.empty(batch, tk, h, dtype=f32, device=dev)
     dwp = torch.empty(batch, h, dtype=f32, device=dev)
+    mask, lens, gw = _traced_ptrs(query, mask, lens, grad_weights)
     _launch(_bwd_ds_kernel, plan.grid_ds,
-            query, key, value, weight, mask, lens, grad_weights, grad_out, lse, delta, ds, d_v,
+            query, key, value, weight, mask, lens, gw, grad_out, lse, delta, ds, d_v,
             tq, tk, h, dv, *query.stride(), *key.stride(), *value.stride(), weight.stride(0),
             smb, smt, *sg, *grad_out.stride(), **plan.meta_ds)
     _launch(_bwd_dqdk_kernel, plan.grid_dqdk,
