@@ -108,3 +108,42 @@ def test_per_element_cli_prints_json(kr):
                         "--dtype", "bfloat16"]) == 0
     out = json.loads(buf.getvalue())
     assert [(r["pass"], r["arch"]) for r in out] == [("forward", "sm_90"), ("backward", "sm_90")]
+
+
+# ------------------------------------------- bench/gpu_check.sh and its summary (no GPU)
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def test_gpu_check_dry_run_lists_the_steps(tmp_path):
+    import subprocess
+
+    script = os.path.join(ROOT, "bench", "gpu_check.sh")
+    subprocess.run(["bash", "-n", script], check=True)
+    out = subprocess.run(["bash", script, "--dry-run", str(tmp_path)], check=True,
+                         capture_output=True, text=True).stdout
+    assert "tests/test_triton.py" in out and "bench/gpu.py --quick" in out
+    assert "--shapes TRAIN,LONG,MEM,DECODE" in out and "gpu_summary.py" in out
+
+
+def test_gpu_summary_checks_the_speed_goals():
+    spec = importlib.util.spec_from_file_location(
+        "gpu_summary", os.path.join(ROOT, "bench", "gpu_summary.py"))
+    assert spec is not None and spec.loader is not None
+    gs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gs)
+
+    def row(shape, t, eager, comp):
+        return {"shape": shape, "dtype": "float32", "mode": "fwd", "results": {
+            "triton": {"ms": t, "peak_bytes": 2**20},
+            "eager": {"ms": eager, "peak_bytes": 2**30},
+            "compile": {"ms": comp, "peak_bytes": 2**29}}}
+
+    lines = gs.summarise({"rows": [row("LONG", 1.0, 8.0, 2.5), row("MEM", 1.0, 8.0, 1.5),
+                                   row("DECODE", 1.0, 1.9, 0.1)]})
+    body = [ln for ln in lines if ln.startswith("| LONG") or ln.startswith("| MEM")
+            or ln.startswith("| DECODE")]
+    assert "met (>= 2x compile)" in body[0] and "2.50x" in body[0]
+    assert "MISSED (>= 2x compile)" in body[1]
+    assert "MISSED (>= 2x eager)" in body[2]  # decode is judged against eager
+    assert "1.0 / 1024.0" in body[0]
