@@ -29,9 +29,9 @@ call intercepted, and each intercepted launch is compiled ahead of time with
 ``triton.compile(ASTSource(...), target=GPUTarget("cuda", cc, 32))``. ptxas and cuobjdump
 come from the Triton wheel (triton/backends/nvidia/bin).
 
-``loop_mufu_per_elem``: MUFU instructions in the innermost loop of the SASS divided by the
-(i, j, h) elements one thread handles per iteration of it (the H-chunk loop of the score
-tile, ``BLOCK_M*BLOCK_N*BLOCK_H / (32*num_warps)``); blank for kernels without that loop.
+``loop_mufu_per_elem``: MUFU instructions in the kernel's element loop (see --per-element
+below) divided by the (i, j, h) elements one thread handles per iteration of it
+(``BLOCK_M*BLOCK_N*BLOCK_H / (32*num_warps)``); blank for kernels without one.
 """
 
 from __future__ import annotations
@@ -271,19 +271,21 @@ def compile_all(archs: tuple[int, ...] = ARCHS, keep_sass: bool = False) -> list
             info = dict(compile_one(kernel, args, meta, cc))
             loop = info.pop("loop")
             sass = info.pop("sass")
-            info.pop("loops", None)
+            all_loops = info.pop("loops")
             row: dict[str, Any] = {"kernel": name, "arch": f"sm_{cc}"}
             row.update(info)
             row.pop("static_shared")
-            # Per-thread (i,j,h) elements per iteration of the H-chunk loop, if it has one.
-            loop_mufu = sum(op.startswith("MUFU") for _, op, _ in loop)
-            if bh is not None and loop_mufu:
+            # MUFU per (i, j, h) element in the element loop that runs (the shortest).
+            row["loop_elems"] = row["loop_mufu_per_elem"] = None
+            if bh is not None:
                 elems = bm * bn * bh // (32 * options.get("num_warps", 4))
-                row["loop_elems"] = elems
-                row["loop_mufu_per_elem"] = round(loop_mufu / elems, 3)
-            else:
-                row["loop_elems"] = None
-                row["loop_mufu_per_elem"] = None
+                cands = element_loops(all_loops, elems)
+                if cands:
+                    fast = min(cands, key=lambda lp: lp["instructions"])
+                    row["loop_elems"] = elems
+                    row["loop_mufu_per_elem"] = round(fast["mufu"] / elems, 3)
+                    loop = [i for i in parse_sass(sass) if fast["start"] <= i[0] <= fast["end"]
+                            and i[1] != "NOP"]
             if keep_sass:
                 row["sass"] = sass
                 row["loop_ops"] = [op for _, op, _ in loop]
@@ -346,6 +348,12 @@ def capture_pass(shape: str, dtype: torch.dtype, pass_: str) -> tuple[list, list
     return records, ops
 
 
+def element_loops(all_loops: list[dict[str, Any]], elems: float) -> list[dict[str, Any]]:
+    """The (i, j, h) element loops: innermost, at least half a MUFU op per element of one
+    thread's iteration (``elems`` = BLOCK_M*BLOCK_N*BLOCK_H / threads)."""
+    return [lp for lp in all_loops if lp["innermost"] and lp["mufu"] >= elems / 2]
+
+
 def _kernel_figures(kernel: Any, grid: Any, args: tuple, meta: dict, cc: int) -> dict:
     info = compile_one(kernel, args, meta, cc)
     warps = meta.get("num_warps", 4)
@@ -359,7 +367,7 @@ def _kernel_figures(kernel: Any, grid: Any, args: tuple, meta: dict, cc: int) ->
     if bh is None:
         return row
     elems = bm * bn * bh / (32 * warps)
-    cands = [lp for lp in info["loops"] if lp["innermost"] and lp["mufu"] >= elems / 2]
+    cands = element_loops(info["loops"], elems)
     if not cands:
         return row
     fast = min(cands, key=lambda lp: lp["instructions"])

@@ -61,6 +61,14 @@ def test_no_spills(rows):
     assert not spills, f"register spills (local memory bytes): {spills}"
 
 
+def test_one_mufu_per_element_in_every_element_loop(rows):
+    loops = [r for r in rows if r["kernel"].startswith(("fwd", "bwd"))]
+    assert loops
+    for r in loops:
+        assert r["loop_mufu_per_elem"] is not None, r
+        assert r["loop_mufu_per_elem"] <= 1.0, r
+
+
 # ----------------------------------------------------------- --per-element static goals
 
 # Issue 13's static goals at sm_90: SASS instructions and MUFU ops per (i, j, h) element in
