@@ -561,7 +561,7 @@ def _dqdk_sweep(q, K, DS, DK, w, dw, ds_sum, b, start_m, offs_m, m_ok, offs_h, h
             dw += tl.sum(tl.sum(u, axis=1), axis=0) * -2.0
             ds_sum += ds
         # This program owns these dk entries: the first query block to reach key block
-        # start_n stores, later ones read-modify-write (same thread, same address).
+        # start_n stores, later ones read-modify-write.
         first = 0
         if CAUSAL:
             first = (tl.maximum(start_n - (Tk - Tq), 0) // BLOCK_M) * BLOCK_M
@@ -570,6 +570,9 @@ def _dqdk_sweep(q, K, DS, DK, w, dw, ds_sum, b, start_m, offs_m, m_ok, offs_h, h
         rmw = (tl.zeros([BLOCK_N], dtype=tl.int32) + start_m) != first
         old = tl.load(ptr, mask=io & rmw[:, None], other=0.0)
         tl.store(ptr, old + dk_t * w[None, :], mask=io)
+        # Should the load and store layouts differ, the next reader of these dk entries
+        # may be another thread: order it after this store.
+        tl.debug_barrier()
     return dq, dw, ds_sum
 
 
