@@ -13,13 +13,15 @@ Kernels (all fp32 accumulation, any input strides, H and Dv of any size via mask
   score pass.
 - Step mode (small Tq, e.g. a 2-D query): ``BLOCK_M`` shrinks to ``next_pow2(Tq)`` (1 for a
   decoder step, no wasted query rows) and the keys are split over ``num_splits`` programs
-  (flash-decoding); each split writes a normalised partial context and its lse, and
-  ``_combine_kernel`` merges them (a ``num_splits``-way logsumexp per row).
-- Backward: ``_bwd_dkdv_kernel`` (program per key block: dk, dv and a per-block partial of
-  dweight) and ``_bwd_dq_kernel`` (program per query block: dq). Both recompute the scores and
-  ``p = exp(s - lse)`` from the saved lse. No atomics: every output element is owned by one
-  program, and dweight's ``(B, key blocks, H)`` partials are summed by a second pass, so two
-  runs are bitwise identical.
+  (flash-decoding); each split writes a normalised partial context and its lse, and the last
+  split of a (query block, batch row) to finish (an int32 arrival counter, self-resetting)
+  merges them in split order, in the same launch: one launch per decoder step.
+- Backward, two passes, no float atomics, bitwise deterministic:
+  ``_bwd_ds_kernel`` (program per key block) recomputes the scores once,
+  ``p = exp(s - lse)``, stores ``ds = p (dO.v + gW - delta)`` as a ``B*Tq*Tk`` fp32 buffer
+  and writes dv; ``_bwd_dqdk_kernel`` (program per (H chunk, batch row), one warp, a thread
+  per h column) sweeps ds once for dq, dk and a per-row dweight partial, every output owned
+  by one program; the partials are summed in a fixed order.
 - NaN/Inf confinement: a masked key's value never reaches a row that cannot see it (the
   forward loads V with the padding and length validity as mask; the backward selects
   ``ds = 0``, not ``p * (...)``, where a key is unusable, since ``dO . v`` may be NaN).
@@ -27,12 +29,23 @@ Kernels (all fp32 accumulation, any input strides, H and Dv of any size via mask
   non-finite V entries are zeroed for ``P @ V`` and a row that may attend to such a key
   gets NaN in its whole output row (the reference: NaN/Inf in the affected columns only).
 
-tanh: the default is a [13/6] minimax rational approximation (Eigen/XLA's float tanh) on
-the input clamped to +-7.9053: about 15 FMA-pipe instructions and ONE MUFU op (the reciprocal
-of the division); max abs error 3.4e-7 (<= 6 ulp) over all floats, see docs/triton.md.
+tanh, factorised: ``tanh(q + k) = 1 - 2 r``, ``r = 1 / (exp(2q) exp(2k) + 1)``, with exp(2q)
+and exp(2k) computed once per loaded H chunk (on the FMA pipe, ``_exp2x``), so an (i, j, h)
+element costs one FMA (the denominator), one MUFU.RCP and one FMA (the weighted sum); in the
+backward ``1 - t^2 = 4 r (1 - r)``. Max abs error <= 4e-7 over [-30, 30]^2 (tested; see
+docs/triton.md for the MUFU.RCP bound). Where a tile holds |q| or |k| > 43 (exp(2x) would
+leave the normal fp32 range) or a NaN/Inf, that tile (forward, backward pass 1) or query
+block (backward pass 2) uses the rational tanh instead: a [13/6] minimax rational
+approximation (Eigen/XLA's float tanh) on the input clamped to +-7.9053, about 15 FMA-pipe
+instructions and one MUFU op, max abs error 3.4e-7, NaN in -> NaN out. Decoder steps
+(``BLOCK_M == 1``: nothing to share) use the rational tanh throughout.
 Opt-in fast path: ``ATTNKERN_FAST_TANH=1`` (or ``fwd(..., fast_tanh=True)``) uses the PTX
-``tanh.approx.f32`` (one MUFU.TANH, abs error ~5e-4); GPU only -- inline PTX cannot run in
-the interpreter, where the flag is ignored.
+``tanh.approx.f32`` (one MUFU.TANH, abs error ~5e-4) everywhere; GPU only -- inline PTX
+cannot run in the interpreter, where the flag is ignored.
+
+Host side: launch parameters (tiles, grids, constexprs) are computed once per (device,
+dtype, sizes, flags) and cached; a call allocates only its outputs (and, for split-K, the
+partials); absent optional pointers are passed as ``None``.
 """
 
 from __future__ import annotations
@@ -44,9 +57,10 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from torch._subclasses.fake_tensor import is_fake
 from triton.language.extra.cuda import libdevice
 
-__all__ = ["fwd", "bwd", "fwd_config", "bwd_config", "num_splits"]
+__all__ = ["fwd", "bwd", "fwd_config", "bwd_config", "dqdk_config", "num_splits"]
 
 LOG2E = 1.4426950408889634
 # Kernels are interpreted (numpy) iff TRITON_INTERPRET is set when this module is imported,
@@ -91,10 +105,15 @@ def _tanh(x, FAST: tl.constexpr):
 
 
 @triton.jit
-def _mma(a, b, IS_FP32: tl.constexpr):
-    """a @ b on tensor cores with fp32 accumulation (a, b in the input dtype)."""
+def _mma(a, b, IS_FP32: tl.constexpr, IEEE: tl.constexpr = False):
+    """a @ b with fp32 accumulation (a, b in the input dtype). fp32 inputs: 3xTF32 on tensor
+    cores (fp32-level accuracy), or ``IEEE`` fp32 FMAs where 3xTF32's split operands would
+    spill (the backward's first pass)."""
     if IS_FP32:
-        return tl.dot(a, b, input_precision="ieee")  # tf32 would miss fp32 tolerances
+        if IEEE:
+            return tl.dot(a, b, input_precision="ieee")
+        else:
+            return tl.dot(a, b, input_precision="tf32x3")
     elif _COMPILED:
         return tl.dot(a, b)
     else:  # the interpreter multiplies bf16 as raw uint16 bits; fp32 products are exact
@@ -115,14 +134,57 @@ def _chunk(q_base, k_base, W, offs_m, offs_n, offs_h, m_ok, n_ok, h_ok,
 
 
 @triton.jit
-def _scores(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh, skt, skh, swh,
-            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
-            FAST: tl.constexpr):
-    """s[i, j] = sum_h w[h] tanh(q[i,h] + k[j,h]) for one (BLOCK_M, BLOCK_N) tile, fp32."""
+def _exp2x(x):
+    """exp(2 x) on the FMA pipe (no MUFU op: those are left to the reciprocals), for
+    |x| <= 43 (the factorised path's guard): n = round(2x / ln2) by the 1.5 * 2^23 trick,
+    r = 2x - n ln2 (Cody-Waite, two FMAs), exp(r) by its degree-7 Taylor polynomial
+    (|r| <= ln2 / 2: truncation 5e-9 relative), 2^n added to the exponent bits. About 1 ulp;
+    the same arithmetic runs in the interpreter."""
+    y = x * 2.0
+    t = tl.fma(y, 1.4426950408889634, 12582912.0)
+    nf = t - 12582912.0
+    r = tl.fma(nf, -0.693145751953125, y)
+    r = tl.fma(nf, -1.428606765330187e-06, r)
+    p = tl.fma(r, 1.0 / 5040.0, 1.0 / 720.0)
+    p = tl.fma(p, r, 1.0 / 120.0)
+    p = tl.fma(p, r, 1.0 / 24.0)
+    p = tl.fma(p, r, 1.0 / 6.0)
+    p = tl.fma(p, r, 0.5)
+    p = tl.fma(p, r, 1.0)
+    p = tl.fma(p, r, 1.0)
+    n = t.to(tl.int32, bitcast=True) - 0x4B400000
+    return (p.to(tl.int32, bitcast=True) + (n << 23)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _rcp(x):
+    """1 / x: one MUFU.RCP (rcp.approx.ftz.f32, max relative error 2^-23 on normal x, which
+    is all the factorised tanh feeds it: x = exp(2q) exp(2k) + 1 >= 1)."""
+    if _COMPILED:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    else:  # the interpreter's division is exact: the rcp error bound is argued in the docs
+        return 1.0 / x
+
+
+@triton.jit
+def _tanh_unsafe(x):
+    """1 where the factorised tanh may not be used on a q or k entry: |x| > TANH_SAFE
+    (exp(2x) would overflow or flush to zero), or x is NaN or +-Inf."""
+    return tl.where(tl.abs(x) <= 43.0, 0, 1)
+
+
+@triton.jit
+def _scores_rational(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh, skt, skh,
+                     swh, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_H: tl.constexpr, FAST: tl.constexpr):
+    """s[i, j] = sum_h w[h] tanh(q[i,h] + k[j,h]) with the rational tanh: the fallback for
+    tiles the factorised form cannot take, and the decoder-step path."""
     s = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if BLOCK_M == 1:
         # Decoder step: each key element is used once, so load K as (BLOCK_N, BLOCK_H) with
-        # h contiguous (vector loads) against the one query row.
+        # h contiguous (vector loads) against the one query row. (exp(2k) per element would
+        # cost a second MUFU op: the rational tanh is cheaper when nothing is shared.)
         for h0 in range(0, H, BLOCK_H):
             offs_h = h0 + tl.arange(0, BLOCK_H)
             h_ok = offs_h < H
@@ -142,6 +204,52 @@ def _scores(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh, skt, skh
         t = _tanh(q[:, :, None] + k[:, None, :], FAST)
         s += tl.sum(t * w[:, None, None], axis=0)
     return s
+
+
+@triton.jit
+def _scores(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh, skt, skh, swh, wsum,
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+            FAST: tl.constexpr):
+    """s[i, j] = sum_h w[h] tanh(q[i,h] + k[j,h]) for one (BLOCK_M, BLOCK_N) tile, fp32.
+
+    Factorised: tanh(q + k) = 1 - 2 r with r = 1 / (exp(2q) exp(2k) + 1), so
+    s = sum_h w - 2 sum_h w r (``wsum`` = sum_h w): exp(2q) and exp(2k) once per loaded
+    chunk (O((BLOCK_M + BLOCK_N) BLOCK_H)), then per element one FMA (the denominator), one
+    MUFU.RCP and one FMA (the weighted sum). A tile holding any |q| or |k| > 43 (or a
+    NaN/Inf) is recomputed with the rational tanh, which handles every input.
+    """
+    if BLOCK_M == 1 or FAST:
+        return _scores_rational(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh,
+                                skt, skh, swh, BLOCK_M, BLOCK_N, BLOCK_H, FAST)
+    # Accumulate over h elementwise (acc += r * w is one FMA), sum the BLOCK_H lanes once
+    # per tile.
+    acc = tl.zeros([BLOCK_H, BLOCK_M, BLOCK_N], dtype=tl.float32)
+    bad_q = tl.zeros([BLOCK_H, BLOCK_M], dtype=tl.int32)
+    bad_k = tl.zeros([BLOCK_H, BLOCK_N], dtype=tl.int32)
+    for h0 in range(0, H, BLOCK_H):
+        offs_h = h0 + tl.arange(0, BLOCK_H)
+        q, k, w = _chunk(q_base, k_base, W, offs_m, offs_n, offs_h, m_ok, n_ok,
+                         offs_h < H, sqt, sqh, skt, skh, swh)
+        bad_q = bad_q | _tanh_unsafe(q)
+        bad_k = bad_k | _tanh_unsafe(k)
+        r = _rcp(_exp2x(q)[:, :, None] * _exp2x(k)[:, None, :] + 1.0)
+        acc += r * (w * -2.0)[:, None, None]
+    if tl.max(tl.max(bad_q, axis=1), axis=0) + tl.max(tl.max(bad_k, axis=1), axis=0) > 0:
+        s = _scores_rational(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh,
+                             skt, skh, swh, BLOCK_M, BLOCK_N, BLOCK_H, FAST)
+    else:
+        s = tl.sum(acc, axis=0) + wsum
+    return s
+
+
+@triton.jit
+def _wsum(W, H, swh, BLOCK_H: tl.constexpr):
+    """sum_h w[h] in fp32 (the constant term of the factorised score)."""
+    acc = tl.zeros([BLOCK_H], dtype=tl.float32)
+    for h0 in range(0, H, BLOCK_H):
+        offs_h = h0 + tl.arange(0, BLOCK_H)
+        acc += tl.load(W + offs_h * swh, mask=offs_h < H, other=0.0).to(tl.float32)
+    return tl.sum(acc, axis=0)
 
 
 @triton.jit
@@ -184,7 +292,7 @@ def _valid(MASK, b, smb, smt, offs_m, offs_n, hi, Tq, Tk,
 
 @triton.jit
 def _fwd_kernel(
-    Q, K, V, W, MASK, LENS, OUT, LSE, S, PO, PL,
+    Q, K, V, W, MASK, LENS, OUT, LSE, S, PO, PL, CNT,
     Tq, Tk, H, Dv, blocks_per_split,
     sqb, sqt, sqh, skb, skt, skh, svb, svt, svd, swh, smb, smt,
     HAS_MASK: tl.constexpr, HAS_LENS: tl.constexpr, CAUSAL: tl.constexpr,
@@ -212,11 +320,12 @@ def _fwd_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     bad = tl.zeros([BLOCK_M], dtype=tl.int32)  # causal: row sees a non-finite value
+    wsum = _wsum(W, H, swh, BLOCK_H)
     for start_n in range(lo, end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < end
         s = _scores(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh, skt, skh, swh,
-                    BLOCK_M, BLOCK_N, BLOCK_H, FAST_TANH)
+                    wsum, BLOCK_M, BLOCK_N, BLOCK_H, FAST_TANH)
         if STORE_S:
             s_ptr = S + (b * Tq + offs_m)[:, None] * Tk + offs_n[None, :]
             tl.store(s_ptr, s, mask=m_ok[:, None] & n_ok[None, :])
@@ -257,6 +366,16 @@ def _fwd_kernel(
         tl.store(PO + (base + row)[:, None] * Dv + offs_d[None, :], o,
                  mask=m_ok[:, None] & d_ok[None, :])
         tl.store(PL + base + row, tl.where(has, m_i + tl.log(l_safe), float("-inf")), mask=m_ok)
+        # Split-K combine in the same launch: the last split of this (query block, batch
+        # row) to finish merges all of them, in split order (deterministic). The int32
+        # counter is reset by that program, so the cached zeroed buffer stays zeroed.
+        tl.debug_barrier()  # every thread's partial stores precede the release below
+        slot = CNT + b * tl.num_programs(0) + pid_m
+        n_splits = tl.num_programs(2)
+        if tl.atomic_add(slot, 1, sem="acq_rel", scope="gpu") == n_splits - 1:
+            _combine_rows(PO, PL, OUT, LSE, row, offs_d, m_ok & (row >= 0), d_ok, nb * Tq, Dv,
+                          n_splits)
+            tl.atomic_xchg(slot, 0, sem="relaxed", scope="gpu")
     else:
         tl.store(OUT + row[:, None] * Dv + offs_d[None, :], o.to(OUT.dtype.element_ty),
                  mask=m_ok[:, None] & d_ok[None, :])
@@ -264,31 +383,30 @@ def _fwd_kernel(
 
 
 @triton.jit
-def _combine_kernel(PO, PL, OUT, LSE, rows, Dv, n_splits,
-                    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr):
-    """Merge split-K partials: lse = logsumexp_s lse_s; out = sum_s exp(lse_s - lse) o_s."""
-    offs_r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    r_ok = offs_r < rows
-    offs_s = tl.arange(0, BLOCK_S)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < Dv
-    lse_s = tl.load(PL + offs_s[:, None] * rows + offs_r[None, :],
-                    mask=(offs_s < n_splits)[:, None] & r_ok[None, :], other=float("-inf"))
-    mx = tl.max(lse_s, axis=0)
+def _combine_rows(PO, PL, OUT, LSE, row, offs_d, r_ok, d_ok, rows, Dv, n_splits):
+    """Merge the split-K partials of ``row``: lse = logsumexp_s lse_s,
+    out = sum_s exp(lse_s - lse) o_s, splits in order. Partials are read through L2 (.cg):
+    other SMs wrote them."""
+    mx = tl.load(PL + row, mask=r_ok, other=float("-inf"), cache_modifier=".cg")
+    for sp in range(1, n_splits):
+        mx = tl.maximum(mx, tl.load(PL + sp * rows + row, mask=r_ok, other=float("-inf"),
+                                    cache_modifier=".cg"))
     mx_safe = tl.where(mx == float("-inf"), 0.0, mx)
-    tot = tl.sum(tl.exp2((lse_s - mx_safe[None, :]) * 1.4426950408889634), axis=0)
-    has = tot > 0.0
-    lse = tl.where(has, mx_safe + tl.log(tl.where(has, tot, 1.0)), float("inf"))
-    acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
-    for s in range(0, n_splits):
-        ls = tl.load(PL + s * rows + offs_r, mask=r_ok, other=float("-inf"))
-        scale = tl.exp2((ls - lse) * 1.4426950408889634)  # 0 for empty splits / empty rows
-        o = tl.load(PO + (s * rows + offs_r)[:, None] * Dv + offs_d[None, :],
-                    mask=r_ok[:, None] & d_ok[None, :] & (scale > 0.0)[:, None], other=0.0)
+    tot = tl.zeros_like(mx_safe)
+    acc = tl.zeros([row.shape[0], offs_d.shape[0]], dtype=tl.float32)
+    for sp in range(0, n_splits):
+        ls = tl.load(PL + sp * rows + row, mask=r_ok, other=float("-inf"), cache_modifier=".cg")
+        scale = tl.exp2((ls - mx_safe) * 1.4426950408889634)  # 0 for empty splits
+        o = tl.load(PO + (sp * rows + row)[:, None] * Dv + offs_d[None, :],
+                    mask=r_ok[:, None] & d_ok[None, :] & (scale > 0.0)[:, None], other=0.0,
+                    cache_modifier=".cg")
+        tot += scale
         acc += scale[:, None] * o
-    tl.store(OUT + offs_r[:, None] * Dv + offs_d[None, :], acc.to(OUT.dtype.element_ty),
-             mask=r_ok[:, None] & d_ok[None, :])
-    tl.store(LSE + offs_r, lse, mask=r_ok)
+    has = tot > 0.0
+    t_safe = tl.where(has, tot, 1.0)
+    tl.store(OUT + row[:, None] * Dv + offs_d[None, :],
+             (acc / t_safe[:, None]).to(OUT.dtype.element_ty), mask=r_ok[:, None] & d_ok[None, :])
+    tl.store(LSE + row, tl.where(has, mx_safe + tl.log(t_safe), float("inf")), mask=r_ok)
 
 
 @triton.jit
@@ -313,7 +431,7 @@ def _weights_kernel(S, LSE, MASK, LENS, WTS, Tq, Tk, smb, smt,
 
 
 @triton.jit
-def _probs(q_base, k_base, W, MASK, GW, LSE, DELTA, DO, V, b, offs_m, offs_n, m_ok, n_ok, hi,
+def _probs(q_base, k_base, W, wsum, MASK, GW, LSE, DELTA, DO, V, b, offs_m, offs_n, m_ok, n_ok, hi,
            Tq, Tk, H, Dv, sqt, sqh, skt, skh, swh, smb, smt, sgb, sgt, sgk,
            sdb, sdt, sdd, svb, svt, svd,
            HAS_MASK: tl.constexpr, HAS_GW: tl.constexpr, CAUSAL: tl.constexpr,
@@ -324,7 +442,7 @@ def _probs(q_base, k_base, W, MASK, GW, LSE, DELTA, DO, V, b, offs_m, offs_n, m_
     Returns (p, ds, dO tile (BLOCK_M, BLOCK_D) in the input dtype).
     """
     s = _scores(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh, skt, skh, swh,
-                BLOCK_M, BLOCK_N, BLOCK_H, FAST)
+                wsum, BLOCK_M, BLOCK_N, BLOCK_H, FAST)
     kv_ok = _key_ok(MASK, b, smb, smt, offs_n, hi, HAS_MASK)
     ok = _rows_ok(kv_ok, offs_m, offs_n, Tq, Tk, CAUSAL) & m_ok[:, None]
     lse = tl.load(LSE + b * Tq + offs_m, mask=m_ok, other=float("inf"))
@@ -337,7 +455,7 @@ def _probs(q_base, k_base, W, MASK, GW, LSE, DELTA, DO, V, b, offs_m, offs_n, m_
     v = tl.load(V + b * svb + offs_n[:, None] * svt + offs_d[None, :] * svd,
                 mask=n_ok[:, None] & d_ok[None, :], other=0.0)
     if BLOCK_M >= 16:
-        dp = _mma(do, tl.trans(v), IS_FP32)
+        dp = _mma(do, tl.trans(v), IS_FP32, True)
     else:
         dp = tl.sum(do.to(tl.float32)[:, None, :] * v.to(tl.float32)[None, :, :], axis=2)
     if HAS_GW:
@@ -352,8 +470,8 @@ def _probs(q_base, k_base, W, MASK, GW, LSE, DELTA, DO, V, b, offs_m, offs_n, m_
 
 
 @triton.jit
-def _bwd_dq_kernel(
-    Q, K, V, W, MASK, LENS, GW, DO, LSE, DELTA, DQ,
+def _bwd_ds_kernel(
+    Q, K, V, W, MASK, LENS, GW, DO, LSE, DELTA, DS, DV,
     Tq, Tk, H, Dv,
     sqb, sqt, sqh, skb, skt, skh, svb, svt, svd, swh, smb, smt, sgb, sgt, sgk, sdb, sdt, sdd,
     HAS_MASK: tl.constexpr, HAS_LENS: tl.constexpr, HAS_GW: tl.constexpr,
@@ -361,53 +479,15 @@ def _bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_D: tl.constexpr, FAST_TANH: tl.constexpr,
 ):
-    """dq[i,h] = w[h] sum_j ds[i,j] (1 - t[i,j,h]^2); DQ is a zeroed fp32 (B, Tq, H)."""
-    pid_m = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_ok = offs_m < Tq
-    hi = _key_end(LENS, b, Tq, Tk, (pid_m + 1) * BLOCK_M, HAS_LENS, CAUSAL)
-    q_base = Q + b * sqb
-    k_base = K + b * skb
-    dq_base = DQ + b * Tq * H
-    for start_n in range(0, hi, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < hi
-        p, ds, do = _probs(q_base, k_base, W, MASK, GW, LSE, DELTA, DO, V, b, offs_m, offs_n,
-                           m_ok, n_ok, hi, Tq, Tk, H, Dv, sqt, sqh, skt, skh, swh, smb, smt,
-                           sgb, sgt, sgk, sdb, sdt, sdd, svb, svt, svd,
-                           HAS_MASK, HAS_GW, CAUSAL, IS_FP32,
-                           BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_D, FAST_TANH)
-        for h0 in range(0, H, BLOCK_H):
-            offs_h = h0 + tl.arange(0, BLOCK_H)
-            h_ok = offs_h < H
-            q, k, w = _chunk(q_base, k_base, W, offs_m, offs_n, offs_h, m_ok, n_ok, h_ok,
-                             sqt, sqh, skt, skh, swh)
-            t = _tanh(q[:, :, None] + k[:, None, :], FAST_TANH)  # (BLOCK_H, BLOCK_M, BLOCK_N)
-            g = tl.sum(ds[None, :, :] * (1.0 - t * t), axis=2) * w[:, None]
-            # This program owns these dq rows: a plain read-modify-write, no atomics.
-            ptr = dq_base + offs_m[None, :] * H + offs_h[:, None]
-            io = m_ok[None, :] & h_ok[:, None]
-            tl.store(ptr, tl.load(ptr, mask=io, other=0.0) + g, mask=io)
-        # Make this iteration's dq writes visible to whichever thread reads them next.
-        tl.debug_barrier()
+    """Backward pass 1, one program per key block: recompute the scores once (the only
+    tanh evaluation of the backward on the factorised path), p = exp(s - lse),
+    ds = p (dO.v + gW - delta) into DS (B, Tq, Tk) fp32, and dv = p^T dO (owned here).
 
-
-@triton.jit
-def _bwd_dkdv_kernel(
-    Q, K, V, W, MASK, LENS, GW, DO, LSE, DELTA, DK, DV, DWP,
-    Tq, Tk, H, Dv,
-    sqb, sqt, sqh, skb, skt, skh, svb, svt, svd, swh, smb, smt, sgb, sgt, sgk, sdb, sdt, sdd,
-    HAS_MASK: tl.constexpr, HAS_LENS: tl.constexpr, HAS_GW: tl.constexpr,
-    CAUSAL: tl.constexpr, IS_FP32: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_D: tl.constexpr, FAST_TANH: tl.constexpr,
-):
-    """For one key block: dv = p^T dO; dk[j,h] = w[h] sum_i ds (1 - t^2);
-    DWP[b, block, h] = sum_ij ds t (partial dweight). DK and DWP are zeroed fp32."""
+    Writes DS for every (i, j) of each visited tile (0 where j is unusable by i);
+    ``_bwd_dqdk_kernel`` reads only those (i, j), whatever its own tiles.
+    """
     pid_n = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    nblk = tl.num_programs(0)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < Dv
@@ -418,42 +498,148 @@ def _bwd_dkdv_kernel(
     if CAUSAL:
         first = tl.maximum(pid_n * BLOCK_N - (Tk - Tq), 0)
         first = (first // BLOCK_M) * BLOCK_M
-    # A block wholly past key_lengths[b] computes nothing (its dk, dv, dweight stay 0).
+    # A block wholly past key_lengths[b] computes nothing (its dv stays 0, DS unread).
     first = tl.where(pid_n * BLOCK_N >= hi, Tq, first)
     q_base = Q + b * sqb
     k_base = K + b * skb
-    dk_base = DK + b * Tk * H
-    dw_base = DWP + (b * nblk + pid_n) * H
+    wsum = _wsum(W, H, swh, BLOCK_H)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     for start_m in range(first, Tq, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         m_ok = offs_m < Tq
-        p, ds, do = _probs(q_base, k_base, W, MASK, GW, LSE, DELTA, DO, V, b, offs_m, offs_n,
-                           m_ok, n_ok, hi, Tq, Tk, H, Dv, sqt, sqh, skt, skh, swh, smb, smt,
-                           sgb, sgt, sgk, sdb, sdt, sdd, svb, svt, svd,
+        p, ds, do = _probs(q_base, k_base, W, wsum, MASK, GW, LSE, DELTA, DO, V, b, offs_m,
+                           offs_n, m_ok, n_ok, hi, Tq, Tk, H, Dv, sqt, sqh, skt, skh, swh,
+                           smb, smt, sgb, sgt, sgk, sdb, sdt, sdd, svb, svt, svd,
                            HAS_MASK, HAS_GW, CAUSAL, IS_FP32,
                            BLOCK_M, BLOCK_N, BLOCK_H, BLOCK_D, FAST_TANH)
         if BLOCK_M >= 16:
-            dv += _mma(tl.trans(p.to(do.dtype)), do, IS_FP32)
+            dv += _mma(tl.trans(p.to(do.dtype)), do, IS_FP32, True)
         else:
             dv += tl.sum(p[:, :, None] * do.to(tl.float32)[:, None, :], axis=0)
-        for h0 in range(0, H, BLOCK_H):
-            offs_h = h0 + tl.arange(0, BLOCK_H)
-            h_ok = offs_h < H
-            q, k, w = _chunk(q_base, k_base, W, offs_m, offs_n, offs_h, m_ok, n_ok, h_ok,
-                             sqt, sqh, skt, skh, swh)
-            t = _tanh(q[:, :, None] + k[:, None, :], FAST_TANH)  # (BLOCK_H, BLOCK_M, BLOCK_N)
-            dst = ds[None, :, :] * t
-            gk = tl.sum(ds[None, :, :] - dst * t, axis=1) * w[:, None]  # ds * (1 - t^2)
-            gw = tl.sum(tl.sum(dst, axis=2), axis=1)
-            ptr = dk_base + offs_n[None, :] * H + offs_h[:, None]
-            io = (offs_n < Tk)[None, :] & h_ok[:, None]
-            tl.store(ptr, tl.load(ptr, mask=io, other=0.0) + gk, mask=io)
-            tl.store(dw_base + offs_h, tl.load(dw_base + offs_h, mask=h_ok, other=0.0) + gw,
-                     mask=h_ok)
-        tl.debug_barrier()
+        tl.store(DS + (b * Tq + offs_m)[:, None] * Tk + offs_n[None, :], ds,
+                 mask=m_ok[:, None] & (offs_n < Tk)[None, :])
     tl.store(DV + (b * Tk + offs_n)[:, None] * Dv + offs_d[None, :], dv.to(DV.dtype.element_ty),
              mask=(offs_n < Tk)[:, None] & d_ok[None, :])
+
+
+@triton.jit
+def _dqdk_sweep(q, K, DS, DK, w, dw, ds_sum, b, start_m, offs_m, m_ok, offs_h, h_ok,
+                Tq, Tk, H, skb, skt, skh, LENS, HAS_LENS: tl.constexpr, CAUSAL: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+                RATIONAL: tl.constexpr, FAST_TANH: tl.constexpr):
+    """One query block of ``_bwd_dqdk_kernel`` against all the keys it sees: returns its
+    dq (BLOCK_M, BLOCK_H) before the w factor, and the updated dw and ds_sum; dk is
+    accumulated in DK."""
+    if not RATIONAL:
+        eq = _exp2x(q)
+    hi = _key_end(LENS, b, Tq, Tk, start_m + BLOCK_M, HAS_LENS, CAUSAL)
+    dq = tl.zeros([BLOCK_M, BLOCK_H], dtype=tl.float32)
+    for start_n in range(0, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < hi
+        # Exactly the (i, j) pass 1 wrote: its tiles may differ from this kernel's.
+        use = m_ok[:, None] & n_ok[None, :]
+        if CAUSAL:
+            use = use & (offs_n[None, :] <= offs_m[:, None] + (Tk - Tq))
+        ds = tl.load(DS + (b * Tq + offs_m)[:, None] * Tk + offs_n[None, :], mask=use,
+                     other=0.0)
+        k = tl.load(K + b * skb + offs_n[:, None] * skt + offs_h[None, :] * skh,
+                    mask=n_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
+        if RATIONAL:
+            t = _tanh(q[:, None, :] + k[None, :, :], FAST_TANH)  # (BLOCK_M, BLOCK_N, BLOCK_H)
+            u = ds[:, :, None] * t
+            g = ds[:, :, None] - u * t  # ds (1 - t^2)
+            dq += tl.sum(g, axis=1)
+            dk_t = tl.sum(g, axis=0)
+            dw += tl.sum(tl.sum(u, axis=1), axis=0)
+        else:
+            r = _rcp(eq[:, None, :] * _exp2x(k)[None, :, :] + 1.0)
+            u = ds[:, :, None] * r
+            g = u - u * r  # ds r (1 - r) = ds (1 - t^2) / 4
+            dq += tl.sum(g, axis=1) * 4.0
+            dk_t = tl.sum(g, axis=0) * 4.0
+            dw += tl.sum(tl.sum(u, axis=1), axis=0) * -2.0
+            ds_sum += ds
+        # This program owns these dk entries: the first query block to reach key block
+        # start_n stores, later ones read-modify-write.
+        first = 0
+        if CAUSAL:
+            first = (tl.maximum(start_n - (Tk - Tq), 0) // BLOCK_M) * BLOCK_M
+        ptr = DK + (b * Tk + offs_n)[:, None] * H + offs_h[None, :]
+        io = (offs_n < Tk)[:, None] & h_ok[None, :]
+        rmw = (tl.zeros([BLOCK_N], dtype=tl.int32) + start_m) != first
+        old = tl.load(ptr, mask=io & rmw[:, None], other=0.0)
+        tl.store(ptr, old + dk_t * w[None, :], mask=io)
+        # Should the load and store layouts differ, the next reader of these dk entries
+        # may be another thread: order it after this store.
+        tl.debug_barrier()
+    return dq, dw, ds_sum
+
+
+@triton.jit
+def _bwd_dqdk_kernel(
+    Q, K, W, LENS, DS, DQ, DK, DWP,
+    Tq, Tk, H,
+    sqb, sqt, sqh, skb, skt, skh, swh,
+    HAS_LENS: tl.constexpr, CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+    FAST_TANH: tl.constexpr,
+):
+    """Backward pass 2, one program per (H chunk, batch row), owning dq[b, :, chunk],
+    dk[b, :, chunk] and dweight's partial DWP[b, chunk]: one sweep over the (i, j) tiles
+    that pass 1 visited, from the stored ds.
+
+    Factorised: with r = 1 / (exp(2q) exp(2k) + 1), t = 1 - 2 r and 1 - t^2 = 4 r (1 - r), so
+    per element: one FMA, one MUFU.RCP, u = ds r, g = u - u r, and the three sums
+    dq += g (over j), dk += g (over i), dw += u (over i, j); dw = sum ds - 2 sum u. Tiles with
+    |q| or |k| > 43 (or NaN/Inf) take the rational tanh instead.
+    dk is read-modify-written in DK (fp32), dq written once per query block in DQ's dtype.
+    """
+    pid_h = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    offs_h = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
+    h_ok = offs_h < H
+    w = tl.load(W + offs_h * swh, mask=h_ok, other=0.0).to(tl.float32)
+    hi_b = _key_end(LENS, b, Tq, Tk, Tq, HAS_LENS, False)
+    dw = tl.zeros([BLOCK_H], dtype=tl.float32)
+    ds_sum = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)  # sum of ds on factorised tiles
+    # The fallback is decided per query block, with this program's keys checked once here:
+    # the factorised and the rational sweeps are separate loops (neither carries the other).
+    k_bad = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.int32)
+    for start_n in range(0, hi_b, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = tl.load(K + b * skb + offs_n[:, None] * skt + offs_h[None, :] * skh,
+                    mask=(offs_n < hi_b)[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
+        k_bad = k_bad | _tanh_unsafe(k)
+    any_k_bad = tl.max(tl.max(k_bad, axis=1), axis=0)
+    for start_m in range(0, Tq, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        m_ok = offs_m < Tq
+        q = tl.load(Q + b * sqb + offs_m[:, None] * sqt + offs_h[None, :] * sqh,
+                    mask=m_ok[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
+        bad = any_k_bad + tl.max(tl.max(_tanh_unsafe(q), axis=1), axis=0)
+        if FAST_TANH:  # opt-in tanh.approx: the one-MUFU tanh everywhere
+            bad = bad + 1
+        if bad > 0:
+            dq, dw, ds_sum = _dqdk_sweep(q, K, DS, DK, w, dw, ds_sum, b, start_m, offs_m, m_ok,
+                                         offs_h, h_ok, Tq, Tk, H, skb, skt, skh, LENS,
+                                         HAS_LENS, CAUSAL, BLOCK_M, BLOCK_N, BLOCK_H, True,
+                                         FAST_TANH)
+        else:
+            dq, dw, ds_sum = _dqdk_sweep(q, K, DS, DK, w, dw, ds_sum, b, start_m, offs_m, m_ok,
+                                         offs_h, h_ok, Tq, Tk, H, skb, skt, skh, LENS,
+                                         HAS_LENS, CAUSAL, BLOCK_M, BLOCK_N, BLOCK_H, False,
+                                         FAST_TANH)
+        tl.store(DQ + (b * Tq + offs_m)[:, None] * H + offs_h[None, :],
+                 (dq * w[None, :]).to(DQ.dtype.element_ty), mask=m_ok[:, None] & h_ok[None, :])
+    # Keys past key_lengths[b] were never visited: their dk is 0.
+    for start_n in range(tl.cdiv(hi_b, BLOCK_N) * BLOCK_N, Tk, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        tl.store(DK + (b * Tk + offs_n)[:, None] * H + offs_h[None, :],
+                 tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32),
+                 mask=(offs_n < Tk)[:, None] & h_ok[None, :])
+    dw += tl.sum(tl.sum(ds_sum, axis=1), axis=0)
+    tl.store(DWP + b * H + offs_h, dw, mask=h_ok)
 
 
 # ------------------------------------------------------------------------------ host side
@@ -508,29 +694,25 @@ def fwd_config(tq: int, tk: int, h: int, dv: int, interpret: bool = False) -> Co
     if tq <= 8:  # decode: (1, 64, 64) tile, 4 warps at H = Dv = 128
         return (_small_m_config(tq, dv, 4, 64, 32, 64) if dv <= 128
                 else _small_m_config(tq, dv, 8, 32, 32, 64))
-    # Timings below: H100, GPU time from CUDA-graph replays (bench/gpu_tune.py, 2026-11-24).
-    if tq >= 64 and dv <= 128:
-        return Config(64, 32, 4, 8, 2)  # 149 regs on sm_90; LONG shape 0.49 ms, best tried
-    if dv > 128 and tq < 128:
-        return Config(16, 64, 4, 8, 2)  # TRAIN shape: 0.052 ms (was 0.093 with 32x32)
-    if tq >= 32 or dv > 128:
-        return Config(32, 32, 4, 8, 2)  # 97 regs; MEM shape 0.55 ms, best tried
-    return Config(16, 32, 4, 4, 2)
+    # BLOCK_H = 8: 32-64 elements per thread per H chunk, enough to amortise the chunk's
+    # loads and exp(2q), exp(2k) (kernel_report.py --per-element); the Dv > 128
+    # accumulator needs the smaller tile to stay in registers.
+    if dv > 128:
+        return Config(32, 32, 8, 8, 2)
+    if tq >= 64:
+        return Config(64, 32, 8, 8, 2)
+    return Config(32, 32, 8, 8, 2)
 
 
 def bwd_config(tq: int, tk: int, h: int, dv: int, interpret: bool = False) -> Config:
-    """Backward tile (shared by the dq and the dk/dv kernels)."""
+    """Tile of the backward's first pass (``_bwd_ds_kernel``; see dqdk_config for the
+    second). Not yet timed on a GPU: chosen from the SASS (no spills at the bench shapes)."""
     if interpret:
         return _interpret_config(tq, tk, h)
     if tq <= 8:
         return _small_m_config(tq, dv, 8, 32, 16, 16, 64)._replace(num_stages=1)
-    # H100 GPU times (dk/dv + dq, CUDA-graph replays, bench/gpu_tune.py): TRAIN 0.76 ms and
-    # MEM 5.57 ms with 32x32 (were 0.92 / 7.32 with 16x32); LONG 4.87 ms with 32x64 (was 5.48).
-    if dv > 128:
-        return Config(32, 32, 4, 8, 1)
-    if dv > 64:
-        return Config(32, 64, 4, 8, 1)  # (32, 32, 8, 8) ran 4.72 ms but spills 8 B in dq
-    return Config(32, 32, 2, 8, 1)
+    # 32 x 32 x 8: no spills with the fp32 FMA-pipe dots (3xTF32 ones spill here).
+    return Config(32, 32, 8, 8, 1)
 
 
 def num_splits(batch: int, m_blocks: int, tk: int, block_n: int, sm_count: int) -> int:
@@ -549,12 +731,6 @@ def num_splits(batch: int, m_blocks: int, tk: int, block_n: int, sm_count: int) 
     return max(1, min(n_kb // 2, triton.cdiv(2 * sm_count, progs), 32))
 
 
-def _sm_count(t: Tensor) -> int:
-    if t.device.type == "cuda":
-        return torch.cuda.get_device_properties(t.device).multi_processor_count
-    return 132  # interpreter: behave as an H100 would
-
-
 def _fast_tanh(t: Tensor, fast_tanh: bool | None) -> bool:
     if _interpreting(t):
         return False  # inline PTX cannot run in the interpreter
@@ -563,22 +739,124 @@ def _fast_tanh(t: Tensor, fast_tanh: bool | None) -> bool:
     return bool(fast_tanh)
 
 
+def dqdk_config(cfg: Config, h: int, interpret: bool = False) -> Config:
+    """Tile of the backward's second pass: (BLOCK_M, BLOCK_N) of ds times an H chunk of its
+    own (one program per chunk and batch row)."""
+    if interpret:
+        return cfg
+    # One warp per program, a thread per h column: the sums over i (dk) and j (dq) and the
+    # dweight sum stay in-thread (no shuffles); 16 query rows share each exp(2k).
+    return Config(16, 4, 32, 1, 1)
+
+
 def _launch(kernel: Any, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
     # wrap_triton makes the launch visible to torch.compile / make_fx; in eager mode (and on
     # CPU tensors under the interpreter) it launches the kernel directly.
-    torch.library.wrap_triton(kernel)[grid](*args, **meta)
+    if torch._library.triton.is_wrap_triton_enabled():
+        torch.library.wrap_triton(kernel)[grid](*args, **meta)
+    else:
+        kernel[grid](*args, **meta)
 
 
-def _mask_args(query: Tensor, key_padding_mask: Tensor | None,
-               key_lengths: Tensor | None) -> tuple[Tensor, Tensor, int, int]:
+class _FwdPlan(NamedTuple):
+    grid: tuple[int, int, int]
+    splits: int
+    bps: int  # key blocks per split
+    meta: dict[str, Any]
+    weights_grid: tuple[int, int, int]
+    weights_meta: dict[str, Any]
+
+
+class _BwdPlan(NamedTuple):
+    grid_ds: tuple[int, int]
+    grid_dqdk: tuple[int, int]
+    meta_ds: dict[str, Any]
+    meta_dqdk: dict[str, Any]
+
+
+# Launch plans per (device, dtype, sizes, flags): the tile configs, grids and constexprs are
+# computed once per shape; a call then only allocates its outputs and launches.
+_FWD_PLANS: dict[tuple, _FwdPlan] = {}
+_BWD_PLANS: dict[tuple, _BwdPlan] = {}
+# Split-K arrival counters, int32 zeros, per device; the combining program resets its slot.
+_COUNTERS: dict[Any, Tensor] = {}
+
+
+def _counters(like: Tensor, n: int) -> Tensor:
+    dev = like.device
+    if _tracing(like):
+        # Traced (torch.compile, make_fx): a graph-owned buffer, not module state.
+        return torch.zeros(n, dtype=torch.int32, device=dev)
+    buf = _COUNTERS.get(dev)
+    if buf is None or buf.numel() < n:
+        buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=dev)
+        _COUNTERS[dev] = buf
+    return buf
+
+
+def _tracing(t: Tensor) -> bool:
+    """Under torch.compile / make_fx (fake or functional tensors), not eager."""
+    return type(t) is not Tensor and (torch.compiler.is_compiling() or is_fake(t))
+
+
+def _traced_ptrs(like: Tensor, *ptrs: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Absent pointers as ``None`` in eager mode (no allocation); when traced, each gets
+    its own placeholder tensor, never an alias of a real buffer, as the graph capture of
+    ``wrap_triton`` has always been given."""
+    if not _tracing(like):
+        return ptrs
+    return tuple(torch.empty(1, dtype=torch.float32, device=like.device) if p is None else p
+                 for p in ptrs)
+
+
+def _plan_key(sizes: tuple, *flags: Any) -> tuple | None:
+    # Symbolic sizes (torch.compile with dynamic shapes) are not cached.
+    for x in sizes:
+        if type(x) is not int:
+            return None
+    return sizes + flags
+
+
+def _fwd_plan(batch: int, tq: int, tk: int, h: int, dv: int, dtype: torch.dtype,
+              dev: torch.device, has_mask: bool, has_lens: bool, causal: bool,
+              return_weights: bool, fast: bool) -> _FwdPlan:
+    interp = dev.type == "cpu"
+    cfg = fwd_config(tq, tk, h, dv, interp)
+    block_d = max(16, _np2(dv)) if cfg.block_m >= 16 else _np2(dv)
+    m_blocks = triton.cdiv(tq, cfg.block_m)
+    n_kb = triton.cdiv(tk, cfg.block_n)
+    splits = num_splits(batch, m_blocks, tk, cfg.block_n, _sm_count_dev(dev))
+    bps = triton.cdiv(n_kb, splits)
+    splits = triton.cdiv(n_kb, bps)
+    meta = dict(
+        HAS_MASK=has_mask, HAS_LENS=has_lens, CAUSAL=causal, STORE_S=return_weights,
+        SPLIT=splits > 1, IS_FP32=dtype == torch.float32,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_H=cfg.block_h, BLOCK_D=block_d,
+        FAST_TANH=fast, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    bm, bn = (16, 16) if interp else (32, 64)
+    wmeta = dict(HAS_MASK=has_mask, HAS_LENS=has_lens, CAUSAL=causal,
+                 BLOCK_M=bm, BLOCK_N=bn, num_warps=4)
+    return _FwdPlan((m_blocks, batch, splits), splits, bps, meta,
+                    (triton.cdiv(tk, bn), triton.cdiv(tq, bm), batch), wmeta)
+
+
+def _sm_count_dev(dev: torch.device) -> int:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_properties(dev).multi_processor_count
+    return 132  # interpreter (and meta tensors): behave as an H100 would
+
+
+def _mask_args(key_padding_mask: Tensor | None,
+               key_lengths: Tensor | None) -> tuple[Tensor | None, Tensor | None, int, int]:
     if key_padding_mask is not None:
         mask = key_padding_mask.view(torch.uint8)
         smb, smt = mask.stride()
     else:
-        mask, smb, smt = query, 0, 0
+        mask, smb, smt = None, 0, 0
     # The kernels read key_lengths[b] at LENS + b: an expanded (stride 0) tensor must be
     # made contiguous. The mask is read through its own strides.
-    lens = key_lengths.contiguous() if key_lengths is not None else query
+    lens = key_lengths.contiguous() if key_lengths is not None else None
     return mask, lens, smb, smt
 
 
@@ -596,7 +874,9 @@ def fwd(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """attnkern::fwd on Triton: query (B,Tq,H), key (B,Tk,H), value (B,Tk,Dv), weight (H,)
     -> out (B,Tq,Dv) input dtype, lse (B,Tq) fp32 (+inf: no usable key), weights (B,Tq,Tk)
-    if return_weights else (0,)."""
+    if return_weights else (0,).
+
+    One launch (split-K included), plus one for the weights if they are asked for."""
     batch, tq, h = query.shape
     tk, dv = key.shape[1], value.shape[2]
     dtype, dev = query.dtype, query.device
@@ -611,53 +891,39 @@ def fwd(
         lse.fill_(float("inf"))
         return out, lse, weights
 
-    interp = _interpreting(query)
-    cfg = fwd_config(tq, tk, h, dv, interp)
-    block_d = max(16, _np2(dv)) if cfg.block_m >= 16 else _np2(dv)
-    m_blocks = triton.cdiv(tq, cfg.block_m)
-    splits = num_splits(batch, m_blocks, tk, cfg.block_n, _sm_count(query))
-    bps = triton.cdiv(triton.cdiv(tk, cfg.block_n), splits)
-    splits = triton.cdiv(triton.cdiv(tk, cfg.block_n), bps)
-    mask, lens, smb, smt = _mask_args(query, key_padding_mask, key_lengths)
-    # Unused output pointers get their own placeholder, never an alias of a real output
-    # (torch.compile functionalises the launch and must see distinct mutated buffers).
-    def unused() -> Tensor:
-        return torch.empty(1, dtype=torch.float32, device=dev)
-
+    has_mask, has_lens = key_padding_mask is not None, key_lengths is not None
+    fast = _fast_tanh(query, fast_tanh)
+    key_ = _plan_key((batch, tq, tk, h, dv), dev, dtype, has_mask, has_lens, bool(causal),
+                     bool(return_weights), fast, FORCE_NUM_SPLITS,
+                     os.environ.get("ATTNKERN_NUM_SPLITS"))
+    plan = _FWD_PLANS.get(key_) if key_ is not None else None
+    if plan is None:
+        plan = _fwd_plan(batch, tq, tk, h, dv, dtype, dev, has_mask, has_lens, bool(causal),
+                         bool(return_weights), fast)
+        if key_ is not None:
+            _FWD_PLANS[key_] = plan
+    mask, lens, smb, smt = _mask_args(key_padding_mask, key_lengths)
+    scores = None
     if return_weights:
         scores = (weights if dtype == torch.float32
                   else torch.empty(batch, tq, tk, dtype=torch.float32, device=dev))
-    else:
-        scores = unused()
-    if splits > 1:
-        p_out = torch.empty(splits, batch, tq, dv, dtype=torch.float32, device=dev)
-        p_lse = torch.empty(splits, batch, tq, dtype=torch.float32, device=dev)
-    else:
-        p_out, p_lse = unused(), unused()
+    p_out = p_lse = cnt = None
+    if plan.splits > 1:
+        p_out = torch.empty(plan.splits, batch, tq, dv, dtype=torch.float32, device=dev)
+        p_lse = torch.empty(plan.splits, batch, tq, dtype=torch.float32, device=dev)
+        cnt = _counters(query, batch * plan.grid[0])
+    mask, lens, scores, p_out, p_lse, cnt = _traced_ptrs(query, mask, lens, scores, p_out,
+                                                          p_lse, cnt)
     _launch(
-        _fwd_kernel, (m_blocks, batch, splits),
-        query, key, value, weight, mask, lens, out, lse, scores, p_out, p_lse,
-        tq, tk, h, dv, bps,
+        _fwd_kernel, plan.grid,
+        query, key, value, weight, mask, lens, out, lse, scores, p_out, p_lse, cnt,
+        tq, tk, h, dv, plan.bps,
         *query.stride(), *key.stride(), *value.stride(), weight.stride(0), smb, smt,
-        HAS_MASK=key_padding_mask is not None, HAS_LENS=key_lengths is not None,
-        CAUSAL=bool(causal), STORE_S=bool(return_weights), SPLIT=splits > 1,
-        IS_FP32=dtype == torch.float32,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_H=cfg.block_h, BLOCK_D=block_d,
-        FAST_TANH=_fast_tanh(query, fast_tanh),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        **plan.meta,
     )
-    if splits > 1:
-        rows = batch * tq
-        block_r = 16
-        _launch(_combine_kernel, (triton.cdiv(rows, block_r),),
-                p_out, p_lse, out, lse, rows, dv, splits,
-                BLOCK_R=block_r, BLOCK_D=_np2(dv), BLOCK_S=_np2(splits), num_warps=4)
     if return_weights:
-        bm, bn = (16, 16) if interp else (32, 64)
-        _launch(_weights_kernel, (triton.cdiv(tk, bn), triton.cdiv(tq, bm), batch),
-                scores, lse, mask, lens, weights, tq, tk, smb, smt,
-                HAS_MASK=key_padding_mask is not None, HAS_LENS=key_lengths is not None,
-                CAUSAL=bool(causal), BLOCK_M=bm, BLOCK_N=bn, num_warps=4)
+        _launch(_weights_kernel, plan.weights_grid,
+                scores, lse, mask, lens, weights, tq, tk, smb, smt, **plan.weights_meta)
     return out, lse, weights
 
 
@@ -676,8 +942,11 @@ def bwd(
     *,
     fast_tanh: bool | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """attnkern::bwd on Triton: recompute from lse; returns (dq, dk, dv, dweight), contiguous,
-    input dtype. Deterministic: no atomics, dweight reduced from per-block partials."""
+    """attnkern::bwd on Triton: returns (dq, dk, dv, dweight), contiguous, input dtype.
+
+    Two kernels: ``_bwd_ds_kernel`` recomputes the scores once and stores ds (B, Tq, Tk)
+    fp32 (and writes dv), ``_bwd_dqdk_kernel`` sweeps the stored ds once for dq, dk and the
+    dweight partials. Deterministic: no float atomics, fixed-order reductions."""
     batch, tq, h = query.shape
     tk, dv = key.shape[1], value.shape[2]
     dtype, dev = query.dtype, query.device
@@ -687,34 +956,49 @@ def bwd(
                 torch.zeros(batch, tk, h, dtype=dtype, device=dev),
                 torch.zeros(batch, tk, dv, dtype=dtype, device=dev),
                 torch.zeros(h, dtype=dtype, device=dev))
-    interp = _interpreting(query)
-    cfg = bwd_config(tq, tk, h, dv, interp)
-    block_d = max(16, _np2(dv)) if cfg.block_m >= 16 else _np2(dv)
+    has_mask, has_lens = key_padding_mask is not None, key_lengths is not None
+    has_gw = grad_weights is not None
+    fast = _fast_tanh(query, fast_tanh)
+    key_ = _plan_key((batch, tq, tk, h, dv), dev, dtype, has_mask, has_lens, has_gw,
+                     bool(causal), fast)
+    plan = _BWD_PLANS.get(key_) if key_ is not None else None
+    if plan is None:
+        interp = dev.type == "cpu"
+        cfg = bwd_config(tq, tk, h, dv, interp)
+        cfg2 = dqdk_config(cfg, h, interp)
+        block_d = max(16, _np2(dv)) if cfg.block_m >= 16 else _np2(dv)
+        meta_ds = dict(
+            HAS_MASK=has_mask, HAS_LENS=has_lens, HAS_GW=has_gw, CAUSAL=bool(causal),
+            IS_FP32=dtype == f32, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+            BLOCK_H=cfg.block_h, BLOCK_D=block_d, FAST_TANH=fast,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
+        meta_dqdk = dict(
+            HAS_LENS=has_lens, CAUSAL=bool(causal), BLOCK_M=cfg2.block_m,
+            BLOCK_N=cfg2.block_n, BLOCK_H=cfg2.block_h, FAST_TANH=fast,
+            num_warps=cfg2.num_warps, num_stages=cfg2.num_stages,
+        )
+        plan = _BwdPlan((triton.cdiv(tk, cfg.block_n), batch),
+                        (triton.cdiv(h, cfg2.block_h), batch), meta_ds, meta_dqdk)
+        if key_ is not None:
+            _BWD_PLANS[key_] = plan
     lse = lse.contiguous()
     delta = delta.to(f32).contiguous()
-    mask, lens, smb, smt = _mask_args(query, key_padding_mask, key_lengths)
-    gw = grad_weights if grad_weights is not None else lse
+    mask, lens, smb, smt = _mask_args(key_padding_mask, key_lengths)
     sg = grad_weights.stride() if grad_weights is not None else (0, 0, 0)
-    dq32 = torch.zeros(batch, tq, h, dtype=f32, device=dev)
-    dk32 = torch.zeros(batch, tk, h, dtype=f32, device=dev)
+    ds = torch.empty(batch, tq, tk, dtype=f32, device=dev)  # B*Tq*Tk, never B*Tq*Tk*H
     d_v = torch.empty(batch, tk, dv, dtype=dtype, device=dev)
-    n_blocks = triton.cdiv(tk, cfg.block_n)
-    dwp = torch.zeros(batch, n_blocks, h, dtype=f32, device=dev)
-    common = (tq, tk, h, dv, *query.stride(), *key.stride(), *value.stride(), weight.stride(0),
-              smb, smt, *sg, *grad_out.stride())
-    meta = dict(
-        HAS_MASK=key_padding_mask is not None, HAS_LENS=key_lengths is not None,
-        HAS_GW=grad_weights is not None, CAUSAL=bool(causal), IS_FP32=dtype == f32,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_H=cfg.block_h, BLOCK_D=block_d,
-        FAST_TANH=_fast_tanh(query, fast_tanh),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
-    _launch(_bwd_dkdv_kernel, (n_blocks, batch),
-            query, key, value, weight, mask, lens, gw, grad_out, lse, delta, dk32, d_v, dwp,
-            *common, **meta)
-    _launch(_bwd_dq_kernel, (triton.cdiv(tq, cfg.block_m), batch),
-            query, key, value, weight, mask, lens, gw, grad_out, lse, delta, dq32,
-            *common, **meta)
-    # Second, fixed-order reduction pass over the per-block dweight partials.
-    d_w = dwp.sum(dim=(0, 1))
-    return dq32.to(dtype), dk32.to(dtype), d_v, d_w.to(dtype)
+    d_q = torch.empty(batch, tq, h, dtype=dtype, device=dev)
+    dk32 = torch.empty(batch, tk, h, dtype=f32, device=dev)
+    dwp = torch.empty(batch, h, dtype=f32, device=dev)
+    mask, lens, gw = _traced_ptrs(query, mask, lens, grad_weights)
+    _launch(_bwd_ds_kernel, plan.grid_ds,
+            query, key, value, weight, mask, lens, gw, grad_out, lse, delta, ds, d_v,
+            tq, tk, h, dv, *query.stride(), *key.stride(), *value.stride(), weight.stride(0),
+            smb, smt, *sg, *grad_out.stride(), **plan.meta_ds)
+    _launch(_bwd_dqdk_kernel, plan.grid_dqdk,
+            query, key, weight, lens, ds, d_q, dk32, dwp,
+            tq, tk, h, *query.stride(), *key.stride(), weight.stride(0), **plan.meta_dqdk)
+    # Fixed-order reduction of the per-batch-row dweight partials.
+    d_w = dwp.sum(dim=0)
+    return d_q, dk32.to(dtype), d_v, d_w.to(dtype)

@@ -1,6 +1,6 @@
 """GPU comparison: the Triton backend against eager PyTorch and torch.compile, on CUDA.
 
-    python bench/gpu.py [--out DIR] [--quick]
+    python bench/gpu.py [--out DIR] [--quick] [--shapes TRAIN,LONG] [--baselines eager,compile]
 
 For each shape and mode (forward under no_grad; forward + backward into all four inputs)
 it times attnkern's Triton backend, the two eager spellings and their torch.compile with
@@ -124,7 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     p.add_argument("--quick", action="store_true", help="shorter repeats")
     p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--shapes", default=",".join(s[0] for s in SHAPES),
+                   help="comma-separated subset of " + ",".join(s[0] for s in SHAPES))
+    p.add_argument("--baselines", default="eager,eager-mm,compile,compile-mm",
+                   help="comma-separated subset of eager,eager-mm,compile,compile-mm "
+                        "(each compile baseline compiles once per shape, dtype and mode)")
     a = p.parse_args(argv)
+    shapes = [s for s in SHAPES if s[0] in a.shapes.split(",")]
+    keep = {"triton", *a.baselines.split(",")}
     assert torch.cuda.is_available(), "bench/gpu.py needs CUDA"
     rep = 100 if a.quick else 400
     res: list[dict[str, Any]] = []
@@ -142,13 +149,15 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for dt_name in a.dtypes.split(","):
         dtype = getattr(torch, dt_name)
-        for name, B, Tq, Tk, H, Dv in SHAPES:
+        for name, B, Tq, Tk, H, Dv in shapes:
             for mode in ("fwd", "fwdbwd"):
                 if Tq is None and mode == "fwdbwd":
                     continue
                 row: dict[str, Any] = {"shape": name, "dims": [B, Tq, Tk, H, Dv],
                                        "dtype": dt_name, "mode": mode, "results": {}}
                 for bname, fn in fns().items():
+                    if bname not in keep:
+                        continue
                     torch.cuda.empty_cache()
                     args, lengths = make(B, Tq, Tk, H, Dv, dtype, mode == "fwdbwd")
                     r: dict[str, Any]
@@ -161,13 +170,18 @@ def main(argv: list[str] | None = None) -> int:
                 res.append(row)
                 lines.append(table_row(row))
                 print(lines[-1], flush=True)
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "gpu.json"), "w") as fh:
-        json.dump({"env": env, "rows": res}, fh, indent=1)
-    with open(os.path.join(a.out, "gpu.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+                save(a.out, env, res, lines)  # after every row: a time limit keeps what ran
+    save(a.out, env, res, lines)
     print("\n".join(lines))
     return 0
+
+
+def save(out: str, env: dict[str, Any], res: list[dict[str, Any]], lines: list[str]) -> None:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "gpu.json"), "w") as fh:
+        json.dump({"env": env, "rows": res}, fh, indent=1)
+    with open(os.path.join(out, "gpu.md"), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                 tk.fwd_config = lambda *_a, _c=cfg, **_k: _c  # type: ignore[assignment]
             else:
                 tk.bwd_config = lambda *_a, _c=cfg, **_k: _c  # type: ignore[assignment]
+            # the launchers cache their plans per shape: drop them so the candidate is used
+            tk._FWD_PLANS.clear()
+            tk._BWD_PLANS.clear()
             try:
                 got = run()
                 torch.cuda.synchronize()
@@ -132,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name} {kind} {cfg}: {type(e).__name__} {str(e)[:80]}", flush=True)
             finally:
                 tk.fwd_config, tk.bwd_config = orig_fwd, orig_bwd
+                tk._FWD_PLANS.clear()
+                tk._BWD_PLANS.clear()
         cur_ms = next((ms for ms, c in results if c == cur), float("nan"))
         results.sort(key=lambda r: r[0])
         line = (f"{name} B{B}-Tq{Tq}-Tk{Tk}-H{H}-Dv{Dv} {kind}: current {tuple(cur)} "

@@ -6,6 +6,22 @@ instruction count and MUFU count.
     python bench/kernel_report.py --json   # [{"kernel", "arch", "registers", "local_bytes",
                                            #   "shared_bytes", "sass_instructions", "mufu",
                                            #   "loop_mufu_per_elem", "loop_elems"}, ...]
+    python bench/kernel_report.py --per-element [--json] [--shape LONG] [--dtype float32]
+
+``--per-element``: one row per (shape in TRAIN/LONG/MEM/DECODE, bench/gpu.py's, with
+key_lengths) x (dtype float32/bfloat16) x (arch) x (pass forward/backward):
+``{"shape", "dtype", "arch", "pass", "kernels", "launches", "instructions_per_element",
+"mufu_per_element", "local_bytes_max", ...}``. The element loop of a kernel is the innermost
+SASS loop (a backward branch's target to the branch) holding at least half a MUFU op per
+(i, j, h) element its thread handles per iteration (``BLOCK_M*BLOCK_N*BLOCK_H / threads``);
+where a kernel has two (the factorised loop and the rational fallback's), the shorter is the
+one that runs (the fallback runs only for tiles with |q| or |k| > 43, NaN or Inf) and the
+other is reported as ``fallback_instructions_per_element``. Per-element figures are a loop's
+instructions (MUFU ops) over its elements, summed over the pass's kernels (each visits every
+element once). ``tile_instructions_per_element``: what the enclosing key-tile loop adds
+(softmax, P@V, masks) per element, for kernels whose element loop is an H-chunk loop.
+``launches`` counts the Triton launches and the torch ops the launcher runs (e.g. the
+dweight sum).
 
 The kernels are compiled exactly as the launchers in attnkern/triton_kernels.py would launch
 them (same configs, same constexprs): the launchers run on ``meta`` tensors with the launch
@@ -13,14 +29,15 @@ call intercepted, and each intercepted launch is compiled ahead of time with
 ``triton.compile(ASTSource(...), target=GPUTarget("cuda", cc, 32))``. ptxas and cuobjdump
 come from the Triton wheel (triton/backends/nvidia/bin).
 
-``loop_mufu_per_elem``: MUFU instructions in the innermost loop of the SASS divided by the
-(i, j, h) elements one thread handles per iteration of it (the H-chunk loop of the score
-tile, ``BLOCK_M*BLOCK_N*BLOCK_H / (32*num_warps)``); blank for kernels without that loop.
+``loop_mufu_per_elem``: MUFU instructions in the kernel's element loop (see --per-element
+below) divided by the (i, j, h) elements one thread handles per iteration of it
+(``BLOCK_M*BLOCK_N*BLOCK_H / (32*num_warps)``); blank for kernels without one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -120,6 +137,9 @@ def _signature(kernel: Any, args: tuple, meta: dict):
             if isinstance(a, torch.Tensor):
                 sig[name] = "*" + _TORCH_TO_TRITON[a.dtype]
                 attrs[(i,)] = [["tt.divisibility", 16]]  # allocator alignment
+            elif a is None:  # absent optional pointer: specialised away
+                sig[name] = "constexpr"
+                constexprs[name] = None
             elif isinstance(a, bool):
                 sig[name] = "constexpr"
                 constexprs[name] = a
@@ -168,6 +188,25 @@ def innermost_loop(instrs: list[tuple[int, str, str]]) -> list[tuple[int, str, s
     return [i for i in instrs if best[0] <= i[0] <= best[1]]
 
 
+def loops(instrs: list[tuple[int, str, str]]) -> list[dict[str, Any]]:
+    """Every loop of the SASS: [start, end] from a backward branch's target to the branch,
+    with its instruction and MUFU counts and whether another loop lies inside it."""
+    spans = []
+    for addr, op, rest in instrs:
+        if op.startswith("BRA"):
+            m = re.search(r"0x([0-9a-f]+)", rest)
+            if m and int(m.group(1), 16) < addr:
+                spans.append((int(m.group(1), 16), addr))
+    out = []
+    for a, b in spans:
+        body = [op for addr, op, _ in instrs if a <= addr <= b]
+        out.append({"start": a, "end": b, "instructions": len(body),
+                    "mufu": sum(op.startswith("MUFU") for op in body),
+                    "innermost": not any(a <= c and d <= b and (c, d) != (a, b)
+                                         for c, d in spans)})
+    return out
+
+
 def inspect_cubin(cubin: bytes) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
@@ -187,8 +226,33 @@ def inspect_cubin(cubin: bytes) -> dict[str, Any]:
         "sass_instructions": len(instrs),
         "mufu": sum(op.startswith("MUFU") for _, op, _ in instrs),
         "loop": innermost_loop(instrs),
+        "loops": loops(instrs),
         "sass": sass,
     }
+
+
+_COMPILED_CACHE: dict[tuple, dict[str, Any]] = {}
+
+
+def compile_one(kernel: Any, args: tuple, meta: dict, cc: int) -> dict[str, Any]:
+    """AOT-compile one captured launch for sm_<cc>; memoised per process (the CI test
+    compiles each distinct specialisation once)."""
+    options = {k: meta[k] for k in ("num_warps", "num_stages") if k in meta}
+    kmeta = {k: v for k, v in meta.items() if k not in options}
+    sig, constexprs, attrs = _signature(kernel, args, kmeta)
+    key = (kernel.fn.__name__ if hasattr(kernel, "fn") else kernel.__name__,
+           repr(sorted(sig.items())), repr(sorted(constexprs.items())),
+           repr(sorted(attrs.items())), repr(sorted(options.items())), cc)
+    if key not in _COMPILED_CACHE:
+        src = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compiled = triton.compile(src, target=GPUTarget("cuda", cc, 32),
+                                      options=dict(options))
+        info = inspect_cubin(compiled.asm["cubin"])
+        info["shared_bytes"] = int(compiled.metadata.shared) + info["static_shared"]
+        _COMPILED_CACHE[key] = info
+    return _COMPILED_CACHE[key]
 
 
 def compile_all(archs: tuple[int, ...] = ARCHS, keep_sass: bool = False) -> list[dict]:
@@ -202,35 +266,173 @@ def compile_all(archs: tuple[int, ...] = ARCHS, keep_sass: bool = False) -> list
         seen.add(name)
         options = {k: meta[k] for k in ("num_warps", "num_stages") if k in meta}
         kmeta = {k: v for k, v in meta.items() if k not in options}
-        sig, constexprs, attrs = _signature(kernel, args, kmeta)
-        src = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
         bm, bn, bh = (kmeta.get(x) for x in ("BLOCK_M", "BLOCK_N", "BLOCK_H"))
         for cc in archs:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                compiled = triton.compile(src, target=GPUTarget("cuda", cc, 32),
-                                          options=dict(options))
-            info = inspect_cubin(compiled.asm["cubin"])
+            info = dict(compile_one(kernel, args, meta, cc))
             loop = info.pop("loop")
             sass = info.pop("sass")
+            all_loops = info.pop("loops")
             row: dict[str, Any] = {"kernel": name, "arch": f"sm_{cc}"}
             row.update(info)
-            row["shared_bytes"] = int(compiled.metadata.shared) + row.pop("static_shared")
-            # Per-thread (i,j,h) elements per iteration of the H-chunk loop, if it has one.
-            loop_mufu = sum(op.startswith("MUFU") for _, op, _ in loop)
-            if bh is not None and loop_mufu:
+            row.pop("static_shared")
+            # MUFU per (i, j, h) element in the element loop that runs (the shortest).
+            row["loop_elems"] = row["loop_mufu_per_elem"] = None
+            if bh is not None:
                 elems = bm * bn * bh // (32 * options.get("num_warps", 4))
-                row["loop_elems"] = elems
-                row["loop_mufu_per_elem"] = round(loop_mufu / elems, 3)
-            else:
-                row["loop_elems"] = None
-                row["loop_mufu_per_elem"] = None
+                cands = element_loops(all_loops, elems)
+                if cands:
+                    fast = min(cands, key=lambda lp: lp["instructions"])
+                    row["loop_elems"] = elems
+                    row["loop_mufu_per_elem"] = round(fast["mufu"] / elems, 3)
+                    loop = [i for i in parse_sass(sass) if fast["start"] <= i[0] <= fast["end"]
+                            and i[1] != "NOP"]
             if keep_sass:
                 row["sass"] = sass
                 row["loop_ops"] = [op for _, op, _ in loop]
             rows.append({k: row[k] for k in KEYS} | ({"sass": row["sass"],
                         "loop_ops": row["loop_ops"]} if keep_sass else {}))
     return rows
+
+# ------------------------------------------------------------- per-element figures
+
+# bench/gpu.py's shapes (B, Tq, Tk, H, Dv), key_lengths given; DECODE is one decoder step.
+PER_ELEMENT_SHAPES = {
+    "TRAIN": (32, 64, 64, 256, 256),
+    "LONG": (16, 256, 1024, 128, 128),
+    "MEM": (16, 256, 256, 512, 256),
+    "DECODE": (32, 1, 128, 256, 512),
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+PASSES = ("forward", "backward")
+# aten ops that launch nothing (allocation, metadata)
+_NO_LAUNCH = ("empty", "view", "as_strided", "alias", "detach", "lift_fresh", "t.",
+              "transpose", "expand", "select", "slice", "unsqueeze", "squeeze", "permute")
+
+
+def capture_pass(shape: str, dtype: torch.dtype, pass_: str) -> tuple[list, list[str]]:
+    """The Triton launches and the launching torch ops of one pass at one bench shape."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    B, Tq, Tk, H, Dv = PER_ELEMENT_SHAPES[shape]
+    records: list[tuple[Any, Any, tuple, dict]] = []
+    ops: list[str] = []
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            name = str(func.overloadpacket.__name__) if hasattr(func, "overloadpacket") \
+                else str(func)
+            if not any(name.startswith(x.rstrip(".")) for x in _NO_LAUNCH):
+                ops.append(f"aten.{name}")
+            return func(*args, **(kwargs or {}))
+
+    def record(kernel: Any, grid: Any, *args: Any, **meta: Any) -> None:
+        records.append((kernel, grid, args, meta))
+
+    q, k, v, w = _meta_inputs(B, Tq, Tk, H, Dv, dtype)
+    lens = torch.empty(B, dtype=torch.int64, device="meta")
+    lse = torch.empty(B, Tq, device="meta")
+    go = torch.empty(B, Tq, Dv, dtype=dtype, device="meta")
+    saved = tk._launch
+    tk._launch = record  # type: ignore[assignment]
+    try:
+        # The second call is the steady state: its plan and split-K counters are cached.
+        for capture in (False, True):
+            records.clear()
+            with Ops() if capture else contextlib.nullcontext():
+                if pass_ == "forward":
+                    tk.fwd(q, k, v, w, None, lens, False, False)
+                else:
+                    tk.bwd(go, None, q, k, v, w, lse, lse, None, lens, False)
+    finally:
+        tk._launch = saved  # type: ignore[assignment]
+    return records, ops
+
+
+def element_loops(all_loops: list[dict[str, Any]], elems: float) -> list[dict[str, Any]]:
+    """The (i, j, h) element loops: innermost, at least half a MUFU op per element of one
+    thread's iteration (``elems`` = BLOCK_M*BLOCK_N*BLOCK_H / threads)."""
+    return [lp for lp in all_loops if lp["innermost"] and lp["mufu"] >= elems / 2]
+
+
+def _kernel_figures(kernel: Any, grid: Any, args: tuple, meta: dict, cc: int) -> dict:
+    info = compile_one(kernel, args, meta, cc)
+    warps = meta.get("num_warps", 4)
+    bm, bn, bh = (meta.get(x) for x in ("BLOCK_M", "BLOCK_N", "BLOCK_H"))
+    row: dict[str, Any] = {
+        "name": kernel.fn.__name__ if hasattr(kernel, "fn") else kernel.__name__,
+        "grid": list(grid), "block": [bm, bn, bh], "num_warps": warps,
+        "registers": info["registers"], "local_bytes": info["local_bytes"],
+        "instructions_per_element": None, "mufu_per_element": None,
+    }
+    if bh is None:
+        return row
+    elems = bm * bn * bh / (32 * warps)
+    cands = element_loops(info["loops"], elems)
+    if not cands:
+        return row
+    fast = min(cands, key=lambda lp: lp["instructions"])
+    slow = max(cands, key=lambda lp: lp["instructions"])
+    row.update(elements_per_iteration=elems, loop_instructions=fast["instructions"],
+               loop_mufu=fast["mufu"],
+               instructions_per_element=round(fast["instructions"] / elems, 3),
+               mufu_per_element=round(fast["mufu"] / elems, 3),
+               fallback_instructions_per_element=round(slow["instructions"] / elems, 3))
+    # The key-tile loop around an H-chunk element loop: its own instructions (beyond the
+    # element loops it holds), over the elements of one tile (H / BLOCK_H iterations).
+    H = args[kernel.arg_names.index("H")] if "H" in kernel.arg_names else None
+    outer = [lp for lp in info["loops"] if lp["start"] <= fast["start"]
+             and fast["end"] <= lp["end"] and lp is not fast]
+    if outer and H is not None and row["name"] in ("_fwd_kernel", "_bwd_ds_kernel"):
+        tile = min(outer, key=lambda lp: lp["instructions"])
+        inner = sum(lp["instructions"] for lp in cands
+                    if tile["start"] <= lp["start"] and lp["end"] <= tile["end"])
+        per_tile = elems * triton.cdiv(int(H), bh)
+        row["tile_instructions_per_element"] = round((tile["instructions"] - inner)
+                                                     / per_tile, 3)
+    return row
+
+
+def per_element(archs: tuple[int, ...] = ARCHS, shapes: tuple[str, ...] | None = None,
+                dtypes: tuple[str, ...] | None = None,
+                passes: tuple[str, ...] = PASSES) -> list[dict]:
+    """The --per-element rows (see the module docstring)."""
+    rows = []
+    for shape in shapes or tuple(PER_ELEMENT_SHAPES):
+        for dname in dtypes or tuple(DTYPES):
+            for pass_ in passes:
+                records, ops = capture_pass(shape, DTYPES[dname], pass_)
+                for cc in archs:
+                    kernels = [_kernel_figures(kn, g, a, m, cc) for kn, g, a, m in records]
+
+                    def total(key: str, ks: list = kernels) -> float | None:
+                        vals = [kk.get(key) for kk in ks if kk.get(key) is not None]
+                        return round(sum(vals), 3) if vals else None
+
+                    rows.append({
+                        "shape": shape, "dtype": dname, "arch": f"sm_{cc}", "pass": pass_,
+                        "kernels": kernels + [{"name": op} for op in ops],
+                        "launches": len(kernels) + len(ops),
+                        "instructions_per_element": total("instructions_per_element"),
+                        "mufu_per_element": total("mufu_per_element"),
+                        "fallback_instructions_per_element":
+                            total("fallback_instructions_per_element"),
+                        "tile_instructions_per_element": total("tile_instructions_per_element"),
+                        "local_bytes_max": max(kk["local_bytes"] for kk in kernels),
+                    })
+    return rows
+
+
+def format_per_element(rows: list[dict]) -> str:
+    lines = ["| shape | dtype | arch | pass | launches | SASS/elem | MUFU/elem | fallback "
+             "SASS/elem | tile SASS/elem | spill B |", "|" + "---|" * 10]
+    for r in rows:
+        lines.append("| " + " | ".join(str(x) for x in (
+            r["shape"], r["dtype"], r["arch"], r["pass"], r["launches"],
+            r["instructions_per_element"], r["mufu_per_element"],
+            r["fallback_instructions_per_element"], r["tile_instructions_per_element"],
+            r["local_bytes_max"])) + " |")
+    return "\n".join(lines)
+
 
 
 def format_table(rows: list[dict]) -> str:
@@ -254,7 +456,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="compute capability (default: 80 and 90)")
     ap.add_argument("--sass", metavar="KERNEL",
                     help="also print the SASS of the innermost loop of KERNEL (sm_90)")
+    ap.add_argument("--per-element", action="store_true",
+                    help="per-(shape, dtype, arch, pass) SASS and MUFU per (i, j, h) element")
+    ap.add_argument("--shape", action="append", choices=tuple(PER_ELEMENT_SHAPES),
+                    help="with --per-element: only these shapes")
+    ap.add_argument("--dtype", action="append", choices=tuple(DTYPES),
+                    help="with --per-element: only these dtypes")
     args = ap.parse_args(argv)
+    if args.per_element:
+        prow = per_element(tuple(args.arch or ARCHS), tuple(args.shape or ()) or None,
+                           tuple(args.dtype or ()) or None)
+        print(json.dumps(prow, indent=1) if args.json else format_per_element(prow))
+        return 0
     rows = compile_all(tuple(args.arch or ARCHS), keep_sass=bool(args.sass))
     if args.sass:
         for r in rows:

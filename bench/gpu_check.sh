@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One-command GPU check of the Triton backend, <= 8 minutes on an H100/H200:
+#   1. the Triton test files on CUDA (real kernels, GPU-marked tests included),
+#   2. bench/gpu.py: TRAIN/LONG/MEM/DECODE, float32 and bfloat16, forward and
+#      forward+backward, against eager and torch.compile, with peak memory,
+#   3. a short table (bench/gpu_summary.py, the issue's speed goals) printed last.
+# Each step has its own time limit, so the script always ends with whatever table ran.
+#
+#   bash bench/gpu_check.sh [OUT_DIR]     # default OUT_DIR: gpu-check
+#   bash bench/gpu_check.sh --dry-run     # print the steps, run nothing (no GPU needed)
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+DRY=0
+if [[ "${1:-}" == "--dry-run" ]]; then
+    DRY=1
+    shift
+fi
+OUT="${1:-gpu-check}"
+PY="${PYTHON:-python}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+unset TRITON_INTERPRET  # real kernels
+status=0
+
+step() {  # step LIMIT_S CMD...: run CMD under a time limit; a failure fails the script
+    local limit=$1
+    shift
+    echo "== [$(date -u +%H:%M:%S)] $* (limit ${limit}s)"
+    if ((DRY)); then
+        return 0
+    fi
+    timeout --signal=INT --kill-after=10 "$limit" "$@"
+    local rc=$?
+    if ((rc != 0)); then
+        echo "!! exit $rc: $*"
+        status=1
+    fi
+}
+
+if ((!DRY)); then
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+    "$PY" -c "import torch, triton; assert torch.cuda.is_available(), 'no CUDA device'; \
+print(torch.__version__, triton.__version__, torch.cuda.get_device_name())" || exit 2
+fi
+mkdir -p "$OUT"
+
+step 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_triton.py \
+    tests/test_triton_factorised.py tests/test_triton_edge_cases.py
+# torch.compile baselines compile once per (shape, dtype, mode): 14 graphs here.
+step 300 "$PY" bench/gpu.py --quick --shapes TRAIN,LONG,MEM,DECODE \
+    --baselines eager,compile --out "$OUT"
+
+if ((DRY)); then
+    echo "== $PY bench/gpu_summary.py $OUT/gpu.json"
+    exit 0
+fi
+echo
+if [[ -f "$OUT/gpu.json" ]]; then
+    "$PY" bench/gpu_summary.py "$OUT/gpu.json" | tee "$OUT/summary.md"
+else
+    echo "!! no $OUT/gpu.json: the benchmark step produced nothing"
+    status=1
+fi
+exit "$status"
