@@ -6,6 +6,7 @@ PyTorch spec). See README.md and DESIGN.md for the contract.
 """
 
 from . import reference
+from ._cpu import cpu_isa
 from .functional import additive_attention
 from .module import AdditiveAttention
 from .ops import AdditiveAttentionFunction
@@ -16,6 +17,7 @@ __all__ = [
     "AdditiveAttention",
     "AdditiveAttentionFunction",
     "additive_attention",
+    "cpu_isa",
     "reference",
     "__version__",
 ]

@@ -56,6 +56,7 @@ def _fwd_triton(
     key_lengths: Tensor | None,
     causal: bool,
     return_weights: bool,
+    key_exp: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     triton_kernels = importlib.import_module("attnkern.triton_kernels")
     return triton_kernels.fwd(
@@ -75,6 +76,7 @@ def _bwd_triton(
     key_padding_mask: Tensor | None,
     key_lengths: Tensor | None,
     causal: bool,
+    key_exp: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     triton_kernels = importlib.import_module("attnkern.triton_kernels")
     return triton_kernels.bwd(
@@ -138,7 +140,8 @@ if HAS_TRITON:
 
 
 @fwd.register_fake
-def _fwd_fake(query, key, value, weight, key_padding_mask, key_lengths, causal, return_weights):
+def _fwd_fake(query, key, value, weight, key_padding_mask, key_lengths, causal, return_weights,
+              key_exp=None):
     batch, tq, _ = query.shape
     out = query.new_empty(batch, tq, value.shape[2])
     lse = query.new_empty(batch, tq, dtype=compute_dtype(query.dtype))
@@ -148,7 +151,7 @@ def _fwd_fake(query, key, value, weight, key_padding_mask, key_lengths, causal, 
 
 @bwd.register_fake
 def _bwd_fake(grad_out, grad_weights, query, key, value, weight, lse, delta,
-              key_padding_mask, key_lengths, causal):
+              key_padding_mask, key_lengths, causal, key_exp=None):
     return (
         query.new_empty(query.shape),
         key.new_empty(key.shape),

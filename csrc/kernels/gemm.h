@@ -9,6 +9,7 @@
 #include "common.h"
 
 namespace attnkern {
+namespace ATTNKERN_ISA {
 
 template <typename T>
 inline void gemm_acc_ref(const T* A, int64_t sr, int64_t si, const T* X, int64_t ldx, T* C,
@@ -162,4 +163,5 @@ inline void gemm_nt(const T* A, int64_t lda, const T* B, int64_t ldb, T* D, int6
   gemm_nt_ref(A, lda, B, ldb, D, ldd, M, K, N);
 }
 
+}  // namespace ATTNKERN_ISA
 }  // namespace attnkern

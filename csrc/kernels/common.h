@@ -10,8 +10,9 @@
 // take the direct path (exp per element).
 #pragma once
 
-#include <ATen/ATen.h>
+// Only the light headers: every inline function this TU instantiates carries its ISA flags.
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <atomic>
@@ -21,7 +22,23 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#include "api.h"
+
+// Built once per ISA (setup.py): ATTNKERN_ISA names the namespace, ATTNKERN_ISA_ID selects
+// the vector code. The path follows the ISA the build asked for, never the compiler's flags
+// alone (a -march=native build keeps an exact scalar path).
+#if !defined(ATTNKERN_ISA) || !defined(ATTNKERN_ISA_ID)
+#error "csrc/kernels is compiled once per ISA: define ATTNKERN_ISA and ATTNKERN_ISA_ID"
+#endif
+#define ATTNKERN_ISA_SCALAR 0
+#define ATTNKERN_ISA_AVX2 1
+#define ATTNKERN_ISA_AVX512 2
+#define ATTNKERN_ISA_NEON 3
+#if ATTNKERN_ISA_ID == ATTNKERN_ISA_AVX512
+#if !(defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512BW__) && \
+      defined(__AVX512VL__) && defined(__FMA__))
+#error "the avx512 kernels need -mavx512f -mavx512dq -mavx512bw -mavx512vl -mfma"
+#endif
 #include <immintrin.h>
 #define ATTNKERN_AVX512 1
 #else
@@ -29,6 +46,7 @@
 #endif
 
 namespace attnkern {
+namespace ATTNKERN_ISA {
 
 constexpr int64_t kBQ = 8;   // query rows per block (forward and backward)
 constexpr int64_t kBK = 64;  // keys per block
@@ -77,11 +95,8 @@ inline void parallel_dynamic(int64_t n, int64_t grain, int64_t chunk, const F& f
 
 // Which keys a row may use. jend(b, i) = number of leading keys allowed by key_lengths and
 // causal; key_padding_mask removes single keys below it.
-struct Masks {
-  const bool* pad = nullptr;      // (B, Tk) or null
-  const int64_t* len = nullptr;   // (B,) or null
-  bool causal = false;
-  int64_t Tq = 0, Tk = 0;
+struct Masks : MaskArgs {
+  explicit Masks(const MaskArgs& a) : MaskArgs(a) {}
 
   int64_t jend(int64_t b, int64_t i) const {
     int64_t e = Tk;
@@ -213,4 +228,5 @@ inline float exp_shift<float>(float* s, int64_t n, float m) {
 }
 #endif
 
+}  // namespace ATTNKERN_ISA
 }  // namespace attnkern

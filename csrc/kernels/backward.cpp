@@ -14,6 +14,7 @@
 #include "tiles.h"
 
 namespace attnkern {
+namespace ATTNKERN_ISA {
 
 namespace {
 // Splits per batch: enough items to keep threads busy for small batches, bounded so the dq
@@ -26,9 +27,11 @@ int64_t key_splits(int64_t B, int64_t Tk) {
 }  // namespace
 
 template <typename T>
-void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v, const T* w,
-                   const T* lse, const T* delta, const Masks& mk, int64_t B, int64_t Tq,
-                   int64_t Tk, int64_t H, int64_t Dv, T* dq, T* dk, T* dv, T* dw) {
+void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek, const T* v,
+                   const T* w, const T* lse, const T* delta, const MaskArgs& mask_args,
+                   int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Dv, T* dq, T* dk,
+                   T* dv, T* dw) {
+  const Masks mk(mask_args);
   KeyParams<T> kpar;
   kpar.init(w, H, Tq);
   const int64_t Hp = kpar.Hp;
@@ -139,11 +142,13 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
 
 template void backward_impl<float>(const float*, const float*, const float*, const float*,
                                    const float*, const float*, const float*, const float*,
-                                   const Masks&, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                   float*, float*, float*, float*);
-template void backward_impl<double>(const double*, const double*, const double*, const double*,
+                                   const float*, const MaskArgs&, int64_t, int64_t, int64_t,
+                                   int64_t, int64_t, float*, float*, float*, float*);
+template void backward_impl<double>(const double*, const double*, const double*,
                                     const double*, const double*, const double*, const double*,
-                                    const Masks&, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                    double*, double*, double*, double*);
+                                    const double*, const double*, const MaskArgs&, int64_t,
+                                    int64_t, int64_t, int64_t, int64_t, double*, double*,
+                                    double*, double*);
 
+}  // namespace ATTNKERN_ISA
 }  // namespace attnkern

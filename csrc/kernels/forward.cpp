@@ -14,6 +14,7 @@
 #include "tiles.h"
 
 namespace attnkern {
+namespace ATTNKERN_ISA {
 
 namespace {
 constexpr int64_t kItems = 16;       // items wanted per call (dynamic schedule, 2..16 threads)
@@ -21,8 +22,10 @@ constexpr int64_t kMinSpanRows = 64;  // rows per span: the span shares one exp(
 }  // namespace
 
 template <typename T>
-void forward_impl(const T* q, const T* k, const T* v, const T* w, const Masks& mk, int64_t B,
-                  int64_t Tq, int64_t Tk, int64_t H, int64_t Dv, T* out, T* lse, T* wts) {
+void forward_impl(const T* q, const T* k, const T* ek, const T* v, const T* w,
+                  const MaskArgs& mask_args, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                  int64_t Dv, T* out, T* lse, T* wts) {
+  const Masks mk(mask_args);
   constexpr int64_t ldS = round_up(kBK, 16);
   constexpr T ninf = -std::numeric_limits<T>::infinity();
   const int64_t nqb = (Tq + kBQ - 1) / kBQ;
@@ -174,10 +177,11 @@ void forward_impl(const T* q, const T* k, const T* v, const T* w, const Masks& m
 }
 
 template void forward_impl<float>(const float*, const float*, const float*, const float*,
-                                  const Masks&, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                  float*, float*, float*);
+                                  const float*, const MaskArgs&, int64_t, int64_t, int64_t,
+                                  int64_t, int64_t, float*, float*, float*);
 template void forward_impl<double>(const double*, const double*, const double*, const double*,
-                                   const Masks&, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                   double*, double*, double*);
+                                   const double*, const MaskArgs&, int64_t, int64_t, int64_t,
+                                   int64_t, int64_t, double*, double*, double*);
 
+}  // namespace ATTNKERN_ISA
 }  // namespace attnkern

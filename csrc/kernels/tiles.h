@@ -9,6 +9,7 @@
 #include "common.h"
 
 namespace attnkern {
+namespace ATTNKERN_ISA {
 
 // Per-thread cache of freed scratch blocks. Large blocks from malloc are fresh mmaps, so
 // each call would pay page faults on every scratch page (about 7% of a TRAIN-shape
@@ -514,4 +515,5 @@ __attribute__((noinline)) void tile_grads(const KeyParams<T>& P, const KeyChunk<
   }
 }
 
+}  // namespace ATTNKERN_ISA
 }  // namespace attnkern
