@@ -4,9 +4,14 @@ Shapes are chosen to hit every code path of csrc/: Tk below, at and past the key
 and not a multiple of the 16-lane vector; H not a multiple of 16; Dv != H; Tq below the
 factorised-path threshold (4 rows: direct exp path) and above it; B small (several key
 splits in backward) and B >= 8 (one split); causal with Tq != Tk.
+
+Every test runs once per ISA path this CPU can run (the ``isa`` fixture: scalar always,
+then avx2 / avx512 / neon where present), float64 included.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import pytest
 import torch
@@ -25,6 +30,22 @@ from attnkern import ops
 pytestmark = pytest.mark.skipif(
     not ops.HAS_CPP, reason=f"attnkern._C is not built ({ops.CPP_IMPORT_ERROR})"
 )
+
+ISAS = tuple(importlib.import_module("attnkern._C").available_isas()) if ops.HAS_CPP else ()
+
+
+@pytest.fixture(autouse=True, scope="module", params=ISAS or ["none"])
+def isa(request):
+    """Runs the module once per ISA path this CPU has, forcing it as ATTNKERN_CPU_ISA would."""
+    if not ops.HAS_CPP:
+        yield None
+        return
+    ext = importlib.import_module("attnkern._C")
+    before = attnkern.cpu_isa()
+    ext.set_isa(request.param)
+    assert attnkern.cpu_isa() == request.param
+    yield request.param
+    ext.set_isa(before)
 
 # (B, Tq, Tk, H, Dv)
 SHAPES = [
