@@ -33,7 +33,7 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
                    T* dv, T* dw) {
   const Masks mk(mask_args);
   KeyParams<T> kpar;
-  kpar.init(w, H, Tq);
+  kpar.init(w, H, Tq, ek != nullptr);
   const int64_t Hp = kpar.Hp;
   int64_t nsplit = key_splits(B, Tk);
   const int64_t KS = round_up((Tk + nsplit - 1) / std::max<int64_t>(nsplit, 1), kBK);
@@ -74,7 +74,9 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
         // dv rows of the chunk are zeroed here, while they are about to be used (this item
         // owns them), not in a separate pass over B*Tk*Dv.
         std::fill(dv + (b * Tk + c0) * Dv, dv + (b * Tk + c1) * Dv, T(0));
-        if (c0 < jbatch) kc.load(kpar, k + (b * Tk + c0) * H, c1 - c0, /*need_ek=*/true);
+        if (c0 < jbatch)
+          kc.load(kpar, k + (b * Tk + c0) * H, ek ? ek + (b * Tk + c0) * H : nullptr, c1 - c0,
+                  /*need_ek=*/true);
         for (int64_t i0 = 0; i0 < Tq && c0 < jbatch; i0 += kBQ) {
           const int64_t nr = std::min(kBQ, Tq - i0);
           const int64_t jlim = std::min(c1, mk.jends(b, i0, nr, jend));

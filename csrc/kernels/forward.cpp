@@ -30,7 +30,7 @@ void forward_impl(const T* q, const T* k, const T* ek, const T* v, const T* w,
   constexpr T ninf = -std::numeric_limits<T>::infinity();
   const int64_t nqb = (Tq + kBQ - 1) / kBQ;
   KeyParams<T> kpar;
-  kpar.init(w, H, Tq);  // every span holds min(Tq, >= kBQ) rows
+  kpar.init(w, H, Tq, ek != nullptr);  // every span holds min(Tq, >= kBQ) rows
   const int64_t Hp = kpar.Hp;
 
   // Query spans first (as many as keep >= kMinSpanRows rows each), then key splits of whole
@@ -88,7 +88,8 @@ void forward_impl(const T* q, const T* k, const T* ek, const T* v, const T* w,
 
       for (int64_t c0 = ks0; c0 < std::min(ks1, jspan); c0 += KC) {
         const int64_t c1 = std::min({c0 + KC, ks1, jspan});
-        kc.load(kpar, k + (b * Tk + c0) * H, c1 - c0, /*need_ek=*/false);
+        kc.load(kpar, k + (b * Tk + c0) * H, ek ? ek + (b * Tk + c0) * H : nullptr, c1 - c0,
+                /*need_ek=*/false);
         for (int64_t i0 = r0; i0 < r1; i0 += kBQ) {
           const int64_t nr = std::min(kBQ, r1 - i0);
           const int64_t jlim = std::min(c1, mk.jends(b, i0, nr, jend));

@@ -86,12 +86,15 @@ template <typename T>
 struct KeyParams {
   int64_t H = 0, Hp = 0;
   bool fact = false;
+  // Factorised scores h-vectorised straight from exp(2k) rows (no transposed tiles): with a
+  // caller's key_exp and few rows (a decoder step), where a transpose would not pay off.
+  bool hpass = false;
   Buf<T> w;  // (Hp,) zero-padded weight
   T sumw = 0;
 
   // rows: query rows that will share one chunk's exp(2k) (below kFactMinTq the
-  // precompute costs as much as it saves).
-  void init(const T* weight, int64_t H_, int64_t rows) {
+  // precompute costs as much as it saves, unless the caller gives it: has_key_exp).
+  void init(const T* weight, int64_t H_, int64_t rows, bool has_key_exp) {
     H = H_;
     constexpr bool vec = ATTNKERN_VEC && std::is_same<T, float>::value;
     Hp = vec ? round_up(H, 16) : H;
@@ -101,7 +104,8 @@ struct KeyParams {
       w[h] = h < H ? weight[h] : T(0);
       sumw += w[h];
     }
-    fact = vec && rows >= kFactMinTq;
+    fact = vec && (rows >= kFactMinTq || has_key_exp);
+    hpass = fact && rows < kFactMinTq;
   }
 };
 
@@ -117,9 +121,10 @@ inline int64_t chunk_keys(int64_t Tk, int64_t bytes_per_key) {
 // Key-side data of one chunk of keys [c0, c0 + nc) of one batch, built by the thread that
 // uses it (per-thread buffers, reused across chunks):
 //   kp  (nc, Hp)           raw keys, H zero-padded to Hp (aliases the input when H == Hp)
-//   ek  (nc, Hp)           exp(2k) (factorised path, need_ek: the h-vectorised gradient pass)
+//   ekp (nc, Hp)           exp(2k) (factorised path, need_ek: the h-vectorised passes):
+//                          the caller's key_exp when given and H == Hp, else built in ek
 //   ekt (nblk, Hp, kBK)    exp(2k), each key block transposed into its own tile
-//                          (factorised path: the key-vectorised score pass)
+//                          (factorised path, key-vectorised score pass; not with hpass)
 //   safe (nblk)            whether every |k| of the block is <= kSafe (else direct path)
 // Chunk-local rather than one (B, Tk, Hp) table per call: no per-call allocation that grows
 // with Tk, and the data a query block sweeps stays in cache (cost linear in Tk).
@@ -127,6 +132,7 @@ template <typename T>
 struct KeyChunk {
   int64_t nc = 0, nblk = 0;
   const T* kp = nullptr;
+  const float* ekp = nullptr;
   Buf<T> kbuf;
   Buf<float> ek, ekt;
   Buf<uint8_t> safe;
@@ -136,14 +142,15 @@ struct KeyChunk {
     const int64_t nb = (kc + kBK - 1) / kBK;
     if (P.Hp != P.H) kbuf.alloc(kc * P.Hp);
     if (P.fact) {
-      if (need_ek) ek.alloc(kc * P.Hp);
-      ekt.alloc(nb * P.Hp * kBK);
+      if (need_ek || P.hpass) ek.alloc(kc * P.Hp);
+      if (!P.hpass) ekt.alloc(nb * P.Hp * kBK);
       safe.alloc(nb);
     }
   }
 
-  // k: first key of the chunk, rows of length H; nc_ <= the kc given to alloc.
-  void load(const KeyParams<T>& P, const T* k, int64_t nc_, bool need_ek) {
+  // k: first key of the chunk, rows of length H; key_exp: exp(2k) of the same keys or null;
+  // nc_ <= the kc given to alloc.
+  void load(const KeyParams<T>& P, const T* k, const T* key_exp, int64_t nc_, bool need_ek) {
     nc = nc_;
     nblk = (nc + kBK - 1) / kBK;
     const int64_t H = P.H, Hp = P.Hp;
@@ -157,23 +164,34 @@ struct KeyChunk {
       }
       kp = dst;
     }
-    if (P.fact) build_fact(Hp, need_ek);
+    if (P.fact) build_fact(P, key_exp, need_ek || P.hpass);
   }
 
  private:
-  void build_fact(int64_t Hp, bool need_ek) {
+  void build_fact(const KeyParams<T>& P, const T* key_exp, bool keep) {
 #if ATTNKERN_VEC
     if constexpr (std::is_same<T, float>::value) {
+      const int64_t H = P.H, Hp = P.Hp;
+      const bool alias = key_exp != nullptr && H == Hp;  // read the caller's rows in place
+      ekp = alias ? key_exp : ek.get();
       for (int64_t t = 0; t < nblk; ++t) {
         const int64_t j0 = t * kBK, j1 = std::min(nc, j0 + kBK);
         const int64_t jp1 = std::min(round_up(nc, 16), j0 + kBK);
-        // exp(2k) of the block's keys: kept in ek when the gradient pass needs them, else
+        // exp(2k) of the block's keys: kept in ek when an h-vectorised pass needs them, else
         // staged in a one-block buffer on the way to the transposed tile.
-        float* e = need_ek ? ek.get() + j0 * Hp : stage(Hp);
+        float* e = alias ? nullptr : keep ? ek.get() + j0 * Hp : stage(Hp);
         vf mx = vzero();
         for (int64_t j = j0; j < j1; ++j) {
           const float* src = kp + j * Hp;
-          float* dst = e + (j - j0) * Hp;
+          float* dst = alias ? nullptr : e + (j - j0) * Hp;
+          if (key_exp != nullptr) {
+            for (int64_t h = 0; h < Hp; h += 16) mx = vmax(mx, vabs(vload(src + h)));
+            if (!alias) {  // padding lanes: exp(0) = 1, as for the padded keys (weight 0)
+              std::copy(key_exp + j * H, key_exp + (j + 1) * H, dst);
+              std::fill(dst + H, dst + Hp, 1.f);
+            }
+            continue;
+          }
           for (int64_t h = 0; h < Hp; h += 16) {
             vf x = vload(src + h);
             mx = vmax(mx, vabs(x));
@@ -182,6 +200,8 @@ struct KeyChunk {
         }
         // NaN compares false: a NaN key makes its block take the direct path.
         safe[t] = vall_le(mx, vset1(kSafe));
+        if (P.hpass) continue;
+        if (alias) e = const_cast<float*>(key_exp) + j0 * Hp;  // read only below
         // transpose into the block's tile in 16 x 16 register tiles; padding keys get
         // exp(0) = 1 (finite: their scores are computed, then masked)
         float* tile = ekt.get() + t * Hp * kBK;
@@ -341,6 +361,42 @@ static inline void score_direct_avx(const float* q, const float* k, int64_t Hp,
   }
 }
 
+// Factorised, h-vectorised (hpass): S[r][j] for nr rows x nk keys from exp(2q) rows eq
+// (nr, Hp) and exp(2k) rows ek (key j0 of (., Hp)); the few-rows path (a decoder step).
+static inline void score_fact_h(const float* eq, const float* ek, int64_t Hp, const float* w,
+                                float sumw, int64_t nr, int64_t nk, float* S, int64_t ldS) {
+  const vf one = vset1(1.f), two = vset1(2.f);
+  for (int64_t r = 0; r < nr; ++r) {
+    const float* er = eq + r * Hp;
+    int64_t j = 0;
+    for (; j + 4 <= nk; j += 4) {
+      vf a[4] = {vzero(), vzero(), vzero(), vzero()};
+      const float* k0 = ek + j * Hp;
+      for (int64_t h = 0; h < Hp; h += 16) {
+        const vf e = vload(er + h), wh = vload(w + h);
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; ++u) {
+          const vf d = vfmadd(e, vload(k0 + u * Hp + h), one);
+          const vf x = vrcp(d);
+          a[u] = vfmadd(vmul(wh, x), vfnmadd(d, x, two), a[u]);
+        }
+      }
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u) S[r * ldS + j + u] = sumw - 2.f * vreduce_add(a[u]);
+    }
+    for (; j < nk; ++j) {
+      vf a = vzero();
+      const float* kj = ek + j * Hp;
+      for (int64_t h = 0; h < Hp; h += 16) {
+        const vf d = vfmadd(vload(er + h), vload(kj + h), one);
+        const vf x = vrcp(d);
+        a = vfmadd(vmul(vload(w + h), x), vfnmadd(d, x, two), a);
+      }
+      S[r * ldS + j] = sumw - 2.f * vreduce_add(a);
+    }
+  }
+}
+
 // Gradient accumulation for NJ keys on one 16-lane slice of h, over nr rows:
 //   gq[r] += ds * r(1-r), gk[u] += ds * r(1-r), dw += ds * r
 // FACT: e/k hold exp(2q)/exp(2k); otherwise raw q/k.
@@ -417,7 +473,9 @@ __attribute__((noinline)) void tile_scores(const KeyParams<T>& P, const KeyChunk
   const T* kb = kc.kp + j0 * Hp;
 #if ATTNKERN_VEC
   if constexpr (std::is_same<T, float>::value) {
-    if (P.fact && rs.safe && kc.safe[j0 / kBK]) {
+    if (P.fact && P.hpass && rs.safe && kc.safe[j0 / kBK]) {
+      score_fact_h(rs.eq.get(), kc.ekp + j0 * Hp, Hp, P.w.get(), P.sumw, nr, nk, S, ldS);
+    } else if (P.fact && rs.safe && kc.safe[j0 / kBK]) {
       const float* ekt = kc.ekt.get() + (j0 / kBK) * Hp * kBK;
       const int64_t nvec = (nk + 15) / 16;
       const float* eq = rs.eq.get();
@@ -459,7 +517,7 @@ __attribute__((noinline)) void tile_grads(const KeyParams<T>& P, const KeyChunk<
 #if ATTNKERN_VEC
   if constexpr (std::is_same<T, float>::value) {
     if (P.fact && rs.safe && kc.safe[j0 / kBK]) {
-      grads_avx<true>(rs.eq.get(), kc.ek.get() + j0 * Hp, Hp, dS, ldS, nr, nk, gq, gk, dwr);
+      grads_avx<true>(rs.eq.get(), kc.ekp + j0 * Hp, Hp, dS, ldS, nr, nk, gq, gk, dwr);
     } else {
       grads_avx<false>(rs.qp.get(), kb, Hp, dS, ldS, nr, nk, gq, gk, dwr);
     }
