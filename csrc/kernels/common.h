@@ -69,6 +69,14 @@ constexpr int64_t kChunkMinKeys = 256;
 
 constexpr int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// Register blocking of the vector tiles, per ISA: AVX-512 has 32 registers of 16 lanes; a
+// 16-lane vf is two registers on AVX2 (16 in all) and four on NEON (32), so the blocks there
+// are smaller (no spilled accumulators).
+constexpr bool kScorePairs = ATTNKERN_AVX512;      // score_fact: 2 key vectors per pass
+constexpr int kGemmVecs = ATTNKERN_AVX512 ? 4 : 1;  // gemm_acc: 16-lane column vectors
+constexpr int kNt = ATTNKERN_AVX512 ? 4 : 2;        // gemm_nt: kNt x kNt dot products
+constexpr int kGradKeys = ATTNKERN_AVX512 ? 4 : 2;  // grad_group: keys per pass
+
 // Grain for at::parallel_for so that a parallel region is only opened for enough work
 // (tiny calls, e.g. gradcheck or one decoder step of a small model, run inline: an OpenMP
 // region costs microseconds, and far more on an oversubscribed machine).

@@ -34,16 +34,16 @@ static inline vmask tail_mask(int64_t rem) { return vtail(rem); }
 template <int NR>
 static inline void gemm_acc_block(const float* A, int64_t sr, int64_t si, const float* X,
                                   int64_t ldx, float* C, int64_t ldc, int64_t K,
-                                  const vmask (&m)[4]) {
-  vf c[NR][4];
+                                  const vmask (&m)[kGemmVecs]) {
+  vf c[NR][kGemmVecs];
 #pragma GCC unroll 4
   for (int r = 0; r < NR; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) c[r][v] = vmaskz_load(m[v], C + r * ldc + 16 * v);
+    for (int v = 0; v < kGemmVecs; ++v) c[r][v] = vmaskz_load(m[v], C + r * ldc + 16 * v);
   for (int64_t i = 0; i < K; ++i) {
-    vf x[4];
+    vf x[kGemmVecs];
 #pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) x[v] = vmaskz_load(m[v], X + i * ldx + 16 * v);
+    for (int v = 0; v < kGemmVecs; ++v) x[v] = vmaskz_load(m[v], X + i * ldx + 16 * v);
     bool all = true;
 #pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) all = all && A[r * sr + i * si] != 0.f;
@@ -52,7 +52,7 @@ static inline void gemm_acc_block(const float* A, int64_t sr, int64_t si, const 
       for (int r = 0; r < NR; ++r) {
         const vf a = vset1(A[r * sr + i * si]);
 #pragma GCC unroll 4
-        for (int v = 0; v < 4; ++v) c[r][v] = vfmadd(a, x[v], c[r][v]);
+        for (int v = 0; v < kGemmVecs; ++v) c[r][v] = vfmadd(a, x[v], c[r][v]);
       }
     } else {
 #pragma GCC unroll 4
@@ -61,22 +61,22 @@ static inline void gemm_acc_block(const float* A, int64_t sr, int64_t si, const 
         if (s == 0.f) continue;
         const vf a = vset1(s);
 #pragma GCC unroll 4
-        for (int v = 0; v < 4; ++v) c[r][v] = vfmadd(a, x[v], c[r][v]);
+        for (int v = 0; v < kGemmVecs; ++v) c[r][v] = vfmadd(a, x[v], c[r][v]);
       }
     }
   }
 #pragma GCC unroll 4
   for (int r = 0; r < NR; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) vmask_store(C + r * ldc + 16 * v, m[v], c[r][v]);
+    for (int v = 0; v < kGemmVecs; ++v) vmask_store(C + r * ldc + 16 * v, m[v], c[r][v]);
 }
 
 static inline void gemm_acc_avx(const float* A, int64_t sr, int64_t si, const float* X,
                                 int64_t ldx, float* C, int64_t ldc, int64_t M, int64_t K,
                                 int64_t N) {
-  for (int64_t n0 = 0; n0 < N; n0 += 64) {
-    const vmask m[4] = {tail_mask(N - n0), tail_mask(N - n0 - 16), tail_mask(N - n0 - 32),
-                            tail_mask(N - n0 - 48)};
+  for (int64_t n0 = 0; n0 < N; n0 += 16 * kGemmVecs) {
+    vmask m[kGemmVecs];
+    for (int v = 0; v < kGemmVecs; ++v) m[v] = tail_mask(N - n0 - 16 * v);
     int64_t r = 0;
     for (; r + 4 <= M; r += 4)
       gemm_acc_block<4>(A + r * sr, sr, si, X + n0, ldx, C + r * ldc + n0, ldc, K, m);
@@ -103,40 +103,40 @@ static inline __m128 reduce4(vf a, vf b, vf c, vf d) {
 
 static inline void gemm_nt_avx(const float* A, int64_t lda, const float* B, int64_t ldb,
                                float* D, int64_t ldd, int64_t M, int64_t K, int64_t N) {
-  for (int64_t r0 = 0; r0 < M; r0 += 4) {
-    const float* a[4];
-    for (int u = 0; u < 4; ++u) a[u] = A + std::min<int64_t>(r0 + u, M - 1) * lda;
-    for (int64_t c0 = 0; c0 < K; c0 += 4) {
-      const float* b[4];
-      for (int u = 0; u < 4; ++u) b[u] = B + std::min<int64_t>(c0 + u, K - 1) * ldb;
-      vf acc[4][4];
+  for (int64_t r0 = 0; r0 < M; r0 += kNt) {
+    const float* a[kNt];
+    for (int u = 0; u < kNt; ++u) a[u] = A + std::min<int64_t>(r0 + u, M - 1) * lda;
+    for (int64_t c0 = 0; c0 < K; c0 += kNt) {
+      const float* b[kNt];
+      for (int u = 0; u < kNt; ++u) b[u] = B + std::min<int64_t>(c0 + u, K - 1) * ldb;
+      vf acc[kNt][kNt];
 #pragma GCC unroll 4
-      for (int x = 0; x < 4; ++x)
+      for (int x = 0; x < kNt; ++x)
 #pragma GCC unroll 4
-        for (int y = 0; y < 4; ++y) acc[x][y] = vzero();
+        for (int y = 0; y < kNt; ++y) acc[x][y] = vzero();
       for (int64_t n = 0; n < N; n += 16) {
         const vmask m = tail_mask(N - n);
-        vf bv[4];
+        vf bv[kNt];
 #pragma GCC unroll 4
-        for (int y = 0; y < 4; ++y) bv[y] = vmaskz_load(m, b[y] + n);
+        for (int y = 0; y < kNt; ++y) bv[y] = vmaskz_load(m, b[y] + n);
 #pragma GCC unroll 4
-        for (int x = 0; x < 4; ++x) {
+        for (int x = 0; x < kNt; ++x) {
           const vf av = vmaskz_load(m, a[x] + n);
 #pragma GCC unroll 4
-          for (int y = 0; y < 4; ++y) acc[x][y] = vfmadd(av, bv[y], acc[x][y]);
+          for (int y = 0; y < kNt; ++y) acc[x][y] = vfmadd(av, bv[y], acc[x][y]);
         }
       }
       // reduce with constant indices only (a variable index would spill acc to memory)
       alignas(16) float s[4][4];
 #if ATTNKERN_AVX512
 #pragma GCC unroll 4
-      for (int x = 0; x < 4; ++x)
+      for (int x = 0; x < kNt; ++x)
         _mm_store_ps(s[x], reduce4(acc[x][0], acc[x][1], acc[x][2], acc[x][3]));
 #else
 #pragma GCC unroll 4
-      for (int x = 0; x < 4; ++x)
+      for (int x = 0; x < kNt; ++x)
 #pragma GCC unroll 4
-        for (int y = 0; y < 4; ++y) s[x][y] = vreduce_add(acc[x][y]);
+        for (int y = 0; y < kNt; ++y) s[x][y] = vreduce_add(acc[x][y]);
 #endif
       const int64_t nx = std::min<int64_t>(4, M - r0), ny = std::min<int64_t>(4, K - c0);
       for (int x = 0; x < nx; ++x)

@@ -279,7 +279,7 @@ static inline void score_fact(const float* eq, int64_t Hp, const float* ekt, int
                               const float* w, float sumw, int64_t nvec, float* S, int64_t ldS) {
   const vf one = vset1(1.f), two = vset1(2.f);
   int64_t v = 0;
-  for (; v + 2 <= nvec; v += 2) {
+  for (; kScorePairs && v + 2 <= nvec; v += 2) {
     vf acc[NR][2];
 #pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) acc[r][0] = acc[r][1] = vzero();
@@ -304,7 +304,7 @@ static inline void score_fact(const float* eq, int64_t Hp, const float* ekt, int
       vstore(S + r * ldS + v * 16 + 16, vfnmadd(two, acc[r][1], sw));
     }
   }
-  if (v < nvec) {
+  for (; v < nvec; ++v) {  // at most one left with pairs
     vf acc[NR];
 #pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) acc[r] = vzero();
@@ -447,8 +447,8 @@ static inline void grads_avx(const float* q, const float* k, int64_t Hp, const f
   for (int64_t h = 0; h < Hp; h += 16) {
     vf dw = vload(dwr + h);
     int64_t j = 0;
-    for (; j + 4 <= nk; j += 4)
-      grad_group<4, FACT>(q + h, k + j * Hp + h, Hp, dS + j, ldS, nr, gq + h, gk + j * Hp + h, dw);
+    for (; j + kGradKeys <= nk; j += kGradKeys)
+      grad_group<kGradKeys, FACT>(q + h, k + j * Hp + h, Hp, dS + j, ldS, nr, gq + h, gk + j * Hp + h, dw);
     switch (nk - j) {
       case 3: grad_group<3, FACT>(q + h, k + j * Hp + h, Hp, dS + j, ldS, nr, gq + h, gk + j * Hp + h, dw); break;
       case 2: grad_group<2, FACT>(q + h, k + j * Hp + h, Hp, dS + j, ldS, nr, gq + h, gk + j * Hp + h, dw); break;
