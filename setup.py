@@ -31,8 +31,10 @@ if os.environ.get("ATTNKERN_SANITIZE"):
     base_flags = ["-O1", "-g", "-fno-omit-frame-pointer", "-fopenmp",
                   "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
     link_flags += ["-fsanitize=address,undefined"]
-tail_flags = (["-march=native"] if os.environ.get("ATTNKERN_NATIVE", "0") not in ("", "0")
-              else []) + shlex.split(os.environ.get("ATTNKERN_CXXFLAGS", ""))
+native = os.environ.get("ATTNKERN_NATIVE", "0") not in ("", "0")
+# A native build's paths may all use this CPU's instructions (attnkern._C.native_build).
+tail_flags = (["-march=native", "-DATTNKERN_NATIVE_BUILD=1"] if native else []) + shlex.split(
+    os.environ.get("ATTNKERN_CXXFLAGS", ""))
 
 # (name, id, flags) per ISA path; ids match ATTNKERN_ISA_* in csrc/kernels/common.h.
 machine = platform.machine().lower()

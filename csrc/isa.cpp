@@ -127,5 +127,16 @@ const KernelTable& active_kernels() {
 extern "C" PyObject* PyInit__C(void) {
   static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1,
                                    attnkern::kMethods};
-  return PyModule_Create(&def);
+  PyObject* m = PyModule_Create(&def);
+#ifdef ATTNKERN_NATIVE_BUILD
+  const long native = 1;
+#else
+  const long native = 0;
+#endif
+  // native_build: built with ATTNKERN_NATIVE=1 (-march=native: this CPU only)
+  if (m != nullptr && PyModule_AddIntConstant(m, "native_build", native) != 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
 }

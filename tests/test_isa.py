@@ -116,6 +116,8 @@ def _in_namespace(fn: str, isa: str) -> bool:
 
 
 @pytest.mark.skipif(not X86 or shutil.which("objdump") is None, reason="needs x86-64 objdump")
+@pytest.mark.skipif(ops.HAS_CPP and bool(getattr(_ext(), "native_build", 0)),
+                    reason="ATTNKERN_NATIVE=1 build: every path may use this CPU's instructions")
 def test_isa_instructions_stay_in_their_path():
     """No function outside attnkern::avx512 uses an AVX-512 register and none outside
     attnkern::avx2 / avx512 an AVX one: the glue, the scalar path and anything the linker
