@@ -85,15 +85,18 @@ static inline void vtranspose16(vf (&r)[16]) {
 struct vf {
   __m256 lo, hi;
 };
+// full: every lane selected, so loads and stores need no mask (vmaskmovps stores are
+// microcoded and slow on AMD Zen; the kernels' masks are full except in tails).
 struct vmask {
   __m256 lo, hi;  // all-ones lanes are selected
+  bool full;
 };
 static inline vmask vtail(int64_t rem) {
   const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const int r = (int)std::min<int64_t>(std::max<int64_t>(rem, 0), 16);
   const __m256i lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(r), idx);
   const __m256i hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(r - 8), idx);
-  return {_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi)};
+  return {_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi), r == 16};
 }
 static inline vf vset1(float x) { return {_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
 static inline vf vzero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
@@ -103,10 +106,16 @@ static inline void vstore(float* p, vf v) {
   _mm256_storeu_ps(p + 8, v.hi);
 }
 static inline vf vmaskz_load(vmask m, const float* p) {
+  if (m.full) return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)};
   return {_mm256_maskload_ps(p, _mm256_castps_si256(m.lo)),
           _mm256_maskload_ps(p + 8, _mm256_castps_si256(m.hi))};
 }
 static inline void vmask_store(float* p, vmask m, vf v) {
+  if (m.full) {
+    _mm256_storeu_ps(p, v.lo);
+    _mm256_storeu_ps(p + 8, v.hi);
+    return;
+  }
   _mm256_maskstore_ps(p, _mm256_castps_si256(m.lo), v.lo);
   _mm256_maskstore_ps(p + 8, _mm256_castps_si256(m.hi), v.hi);
 }
@@ -156,7 +165,7 @@ static inline bool vall_le(vf a, vf b) {
 }
 static inline vmask vcmp_neq_mask(vmask m, vf a, vf b) {
   return {_mm256_and_ps(m.lo, _mm256_cmp_ps(a.lo, b.lo, _CMP_NEQ_UQ)),
-          _mm256_and_ps(m.hi, _mm256_cmp_ps(a.hi, b.hi, _CMP_NEQ_UQ))};
+          _mm256_and_ps(m.hi, _mm256_cmp_ps(a.hi, b.hi, _CMP_NEQ_UQ)), false};
 }
 static inline vf vmaskz_mov(vmask m, vf a) {
   return {_mm256_and_ps(m.lo, a.lo), _mm256_and_ps(m.hi, a.hi)};
@@ -204,6 +213,7 @@ struct vf {
 };
 struct vmask {
   uint32x4_t v[4];
+  bool full;  // every lane selected: plain loads and stores
 };
 static inline vmask vtail(int64_t rem) {
   const int32_t r = (int32_t)std::min<int64_t>(std::max<int64_t>(rem, 0), 16);
@@ -211,6 +221,7 @@ static inline vmask vtail(int64_t rem) {
   const int32x4_t idx = vld1q_s32(base);
   vmask m;
   for (int i = 0; i < 4; ++i) m.v[i] = vcltq_s32(vaddq_s32(idx, vdupq_n_s32(4 * i)), vdupq_n_s32(r));
+  m.full = r == 16;
   return m;
 }
 static inline vf vset1(float x) { return {{vdupq_n_f32(x), vdupq_n_f32(x), vdupq_n_f32(x), vdupq_n_f32(x)}}; }
@@ -223,6 +234,7 @@ static inline void vstore(float* p, vf a) {
 }
 // No masked loads on NEON: lanes are copied one by one (tails only).
 static inline vf vmaskz_load(vmask m, const float* p) {
+  if (m.full) return vload(p);
   alignas(16) float buf[16];
   alignas(16) uint32_t mb[16];
   for (int i = 0; i < 4; ++i) vst1q_u32(mb + 4 * i, m.v[i]);
@@ -230,6 +242,10 @@ static inline vf vmaskz_load(vmask m, const float* p) {
   return vload(buf);
 }
 static inline void vmask_store(float* p, vmask m, vf a) {
+  if (m.full) {
+    vstore(p, a);
+    return;
+  }
   alignas(16) float buf[16];
   alignas(16) uint32_t mb[16];
   for (int i = 0; i < 4; ++i) {
@@ -307,6 +323,7 @@ static inline bool vall_le(vf a, vf b) {
 static inline vmask vcmp_neq_mask(vmask m, vf a, vf b) {
   vmask r;
   for (int i = 0; i < 4; ++i) r.v[i] = vandq_u32(m.v[i], vmvnq_u32(vceqq_f32(a.v[i], b.v[i])));
+  r.full = false;
   return r;
 }
 static inline vf vmaskz_mov(vmask m, vf a) {
