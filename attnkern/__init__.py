@@ -8,6 +8,7 @@ spec). See README.md and DESIGN.md for the contract.
 """
 
 from . import reference
+from ._cpu import cpu_isa
 from ._onnx import onnx_translation_table
 from .functional import PreparedKeys, additive_attention, prepare_keys
 from .location import LocationSensitiveAttention
@@ -22,6 +23,7 @@ __all__ = [
     "LocationSensitiveAttention",
     "PreparedKeys",
     "additive_attention",
+    "cpu_isa",
     "onnx_translation_table",
     "prepare_keys",
     "reference",

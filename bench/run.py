@@ -3,6 +3,7 @@
     python bench/run.py                 # the table (float32, 2 threads), ~5 min
     python bench/run.py --quick         # fewer repeats
     python bench/run.py --smoke --out /tmp/x   # tiny shapes, seconds: checks that it runs
+    ATEN_CPU_CAPABILITY=avx2 python bench/run.py --isa avx2   # both sides on AVX2
 
 Everything is measured in one process, backends interleaved round by round so that they
 share the machine's noise; figures are medians. Writes ``cpu.json`` and ``cpu.md`` to
@@ -120,6 +121,8 @@ def environment(threads: int) -> dict[str, Any]:
         "git_dirty": bool(dirty) if dirty is not None else None,
         "csrc_commit": _git("log", "-1", "--format=%h %s", "--", "csrc"),
         "extension": ext,
+        "cpu_isa": attnkern.cpu_isa() if attnkern.ops.HAS_CPP else None,
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "command": "python " + " ".join(shlex.quote(a) for a in
                                         [os.path.relpath(sys.argv[0], REPO_ROOT), *sys.argv[1:]]),
@@ -520,7 +523,8 @@ def markdown(report: dict[str, Any]) -> str:
         "# attnkern CPU benchmark",
         "",
         f"{env['date_utc']} on {env['cpu']}, {env['logical_cpus']} logical CPUs, "
-        f"{env['threads']} threads, torch {env['torch']}, float32; attnkern commit "
+        f"{env['threads']} threads, torch {env['torch']}, float32, C++ path "
+        f"{env.get('cpu_isa')} (ATen {env.get('aten_cpu_capability')}); attnkern commit "
         f"{env['git_commit']}{' (dirty)' if env['git_dirty'] else ''}, csrc: "
         f"{env['csrc_commit']}. Command: `{env['command']}`"
         + (" **SMOKE RUN: tiny shapes, the figures mean nothing.**" if report["smoke"] else ""),
@@ -599,7 +603,9 @@ def readme_fragment(report: dict[str, Any], plot_paths: list[str]) -> str:
         f"Measured {env['date_utc'][:16].replace('T', ' ')} UTC on {env['cpu']} "
         f"({env['logical_cpus']} logical CPUs, shared with other jobs: load average "
         f"{load[0][0]:.1f} at the start, {load[1][0]:.1f} at the end), {env['threads']} threads, "
-        f"float32, torch {env['torch']}, attnkern commit {env['git_commit']}. "
+        f"float32, C++ path {env.get('cpu_isa')} (torch.compile on ATen "
+        f"{env.get('aten_cpu_capability')}), torch {env['torch']}, attnkern commit "
+        f"{env['git_commit']}. "
         f"Reproduce with `{env['command']}` (about {env['wall_s'] / 60:.0f} min; "
         "`--quick` for fewer repeats); it writes `bench/results/cpu.json` (every sample "
         "count, median and spread, the environment), `bench/results/cpu.md` and the plots.",
@@ -731,7 +737,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-curves", action="store_true", help="skip the Tk/H sweeps")
     parser.add_argument("--readme", default=None,
                         help="also write the README results section here (e.g. docs/results.md)")
+    parser.add_argument("--isa", default=None, choices=["auto", "avx512", "avx2", "neon", "scalar"],
+                        help="C++ path to measure (sets ATTNKERN_CPU_ISA; default: as the "
+                        "environment says, else the best this CPU has)")
     args = parser.parse_args(argv)
+    if args.isa is not None:
+        os.environ["ATTNKERN_CPU_ISA"] = args.isa
+        if "attnkern" in sys.modules:  # imported already (tests): apply it now
+            sys.modules["attnkern._cpu"].select(args.isa)
 
     if args.smoke:
         os.environ["ATTNKERN_BENCH_SMOKE"] = "1"

@@ -1,14 +1,15 @@
 // CPU implementations of attnkern::fwd and attnkern::bwd (the schema is defined once, in
 // attnkern/ops.py). Every input is checked here too, so a direct torch.ops.attnkern call
 // can never read out of bounds; inputs of any strides are made contiguous, float16 and
-// bfloat16 are computed in float32.
-#include <Python.h>
+// bfloat16 are computed in float32. The kernels run through the table of the ISA chosen at
+// import (isa.cpp); this file is glue, built for the baseline ISA.
+#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <tuple>
 
-#include "kernels.h"
+#include "kernels/api.h"
 
 namespace attnkern {
 namespace {
@@ -87,49 +88,116 @@ void check_bt(const char* op, const char* name, const Tensor& t, const Dims& d, 
   }
 }
 
-Masks make_masks(const Dims& d, const Tensor& mask, const Tensor& lengths, bool causal) {
-  Masks mk;
-  mk.pad = mask.defined() ? mask.data_ptr<bool>() : nullptr;
-  mk.len = lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
-  mk.causal = causal;
-  mk.Tq = d.Tq;
-  mk.Tk = d.Tk;
-  return mk;
+MaskArgs make_masks(const Dims& d, const Tensor& mask, const Tensor& lengths, bool causal) {
+  return MaskArgs{mask.defined() ? mask.data_ptr<bool>() : nullptr,
+                  lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr, causal, d.Tq, d.Tk};
 }
 
-at::ScalarType acc_type(at::ScalarType s) { return s == at::kDouble ? at::kDouble : at::kFloat; }
-
 Tensor prep(const Tensor& t, at::ScalarType acc) { return t.to(acc).contiguous(); }
+
+// key_exp = exp(2 * key) (B, Tk, H) in the accumulation dtype, or undefined.
+Tensor prep_key_exp(const char* op, const std::optional<Tensor>& key_exp, const Dims& d,
+                    at::ScalarType acc) {
+  if (!key_exp.has_value()) return Tensor();
+  const Tensor& e = *key_exp;
+  TORCH_CHECK(e.device().is_cpu(), op, ": key_exp must be on CPU, got ", e.device());
+  TORCH_CHECK(e.scalar_type() == acc, op, ": key_exp must be ", acc, " (the accumulation dtype), got ",
+              e.scalar_type());
+  TORCH_CHECK(e.dim() == 3 && e.size(0) == d.B && e.size(1) == d.Tk && e.size(2) == d.H, op,
+              ": key_exp must be (B, Tk, H) = (", d.B, ", ", d.Tk, ", ", d.H, "), got ", e.sizes());
+  return e.contiguous();
+}
+
+template <typename T>
+T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+// The accumulation type is a template parameter chosen by one branch on the input dtype
+// (fwd_cpu, bwd_cpu), never a value computed from it: GCC 12.2 with Intel tuning
+// (-mtune=sapphirerapids, icelake-server, skylake-avx512) miscompiled the old
+// `dtype == kDouble ? kDouble : kFloat` feeding AT_DISPATCH (a cmov read the flags of an
+// add scheduled after its compare), so float64 took the float branch. See docs/cpu.md.
+template <typename T>
+ForwardFn<T> forward_kernel(const KernelTable& kt);
+template <>
+ForwardFn<float> forward_kernel<float>(const KernelTable& kt) { return kt.fwd_f; }
+template <>
+ForwardFn<double> forward_kernel<double>(const KernelTable& kt) { return kt.fwd_d; }
+template <typename T>
+BackwardFn<T> backward_kernel(const KernelTable& kt);
+template <>
+BackwardFn<float> backward_kernel<float>(const KernelTable& kt) { return kt.bwd_f; }
+template <>
+BackwardFn<double> backward_kernel<double>(const KernelTable& kt) { return kt.bwd_d; }
+
+template <typename T>
+std::tuple<Tensor, Tensor, Tensor> fwd_run(const char* op, const Dims& d, const Tensor& query,
+                                           const Tensor& key, const Tensor& value,
+                                           const Tensor& weight,
+                                           const std::optional<Tensor>& key_padding_mask,
+                                           const std::optional<Tensor>& key_lengths,
+                                           bool causal, bool return_weights,
+                                           const std::optional<Tensor>& key_exp) {
+  constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
+  const auto dtype = query.scalar_type();
+  const auto opts = query.options().dtype(acc);
+  Tensor q = prep(query, acc), k = prep(key, acc), v = prep(value, acc), w = prep(weight, acc);
+  Tensor ek = prep_key_exp(op, key_exp, d, acc);
+  Tensor mask = key_padding_mask.has_value() ? key_padding_mask->contiguous() : Tensor();
+  Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
+  Tensor out = at::empty({d.B, d.Tq, d.Dv}, opts);
+  Tensor lse = at::empty({d.B, d.Tq}, opts);
+  Tensor wts = return_weights ? at::empty({d.B, d.Tq, d.Tk}, opts) : Tensor();
+  const MaskArgs mk = make_masks(d, mask, len, causal);
+  if (d.B * d.Tq > 0) {
+    forward_kernel<T>(active_kernels())(
+        q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek), v.data_ptr<T>(), w.data_ptr<T>(),
+        mk, d.B, d.Tq, d.Tk, d.H, d.Dv, out.data_ptr<T>(), lse.data_ptr<T>(),
+        ptr_or_null<T>(wts));
+  }
+  return {out.to(dtype), lse, return_weights ? wts.to(dtype) : at::empty({0}, query.options())};
+}
 
 std::tuple<Tensor, Tensor, Tensor> fwd_cpu(const Tensor& query, const Tensor& key,
                                            const Tensor& value, const Tensor& weight,
                                            const std::optional<Tensor>& key_padding_mask,
                                            const std::optional<Tensor>& key_lengths,
                                            bool causal, bool return_weights,
-                                           const std::optional<Tensor>& /*key_exp*/) {
-  // key_exp (exp(2 key), prepared once per sequence) only saves work; not used here yet.
+                                           const std::optional<Tensor>& key_exp) {
   const char* op = "attnkern::fwd";
   const Dims d = check_inputs(op, query, key, value, weight, key_padding_mask, key_lengths);
+  if (query.scalar_type() == at::kDouble)
+    return fwd_run<double>(op, d, query, key, value, weight, key_padding_mask, key_lengths,
+                           causal, return_weights, key_exp);
+  return fwd_run<float>(op, d, query, key, value, weight, key_padding_mask, key_lengths, causal,
+                        return_weights, key_exp);
+}
+
+template <typename T>
+std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_run(
+    const char* op, const Dims& d, const Tensor& grad_out,
+    const std::optional<Tensor>& grad_weights, const Tensor& query, const Tensor& key,
+    const Tensor& value, const Tensor& weight, const Tensor& lse, const Tensor& delta,
+    const std::optional<Tensor>& key_padding_mask, const std::optional<Tensor>& key_lengths,
+    bool causal, const std::optional<Tensor>& key_exp) {
+  constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
   const auto dtype = query.scalar_type();
-  const auto acc = acc_type(dtype);
   const auto opts = query.options().dtype(acc);
   Tensor q = prep(query, acc), k = prep(key, acc), v = prep(value, acc), w = prep(weight, acc);
+  Tensor go = prep(grad_out, acc), ls = prep(lse, acc), dl = prep(delta, acc);
+  Tensor gw = grad_weights.has_value() ? prep(*grad_weights, acc) : Tensor();
+  Tensor ek = prep_key_exp(op, key_exp, d, acc);
   Tensor mask = key_padding_mask.has_value() ? key_padding_mask->contiguous() : Tensor();
   Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
-  Tensor out = at::empty({d.B, d.Tq, d.Dv}, opts);
-  Tensor lse = at::empty({d.B, d.Tq}, opts);
-  Tensor wts = return_weights ? at::empty({d.B, d.Tq, d.Tk}, opts) : Tensor();
-  const Masks mk = make_masks(d, mask, len, causal);
-  if (d.B * d.Tq > 0) {
-    AT_DISPATCH_FLOATING_TYPES(acc, "attnkern_fwd", [&] {
-      forward_impl<scalar_t>(q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
-                             v.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), mk, d.B, d.Tq,
-                             d.Tk, d.H, d.Dv, out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(),
-                             return_weights ? wts.data_ptr<scalar_t>() : nullptr);
-    });
-  }
-  return {out.to(dtype), lse,
-          return_weights ? wts.to(dtype) : at::empty({0}, query.options())};
+  Tensor dq = at::empty({d.B, d.Tq, d.H}, opts), dk = at::empty({d.B, d.Tk, d.H}, opts);
+  Tensor dv = at::empty({d.B, d.Tk, d.Dv}, opts), dw = at::empty({d.H}, opts);
+  const MaskArgs mk = make_masks(d, mask, len, causal);
+  backward_kernel<T>(active_kernels())(
+      go.data_ptr<T>(), ptr_or_null<T>(gw), q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek),
+      v.data_ptr<T>(), w.data_ptr<T>(), ls.data_ptr<T>(), dl.data_ptr<T>(), mk, d.B, d.Tq, d.Tk,
+      d.H, d.Dv, dq.data_ptr<T>(), dk.data_ptr<T>(), dv.data_ptr<T>(), dw.data_ptr<T>());
+  return {dq.to(dtype), dk.to(dtype), dv.to(dtype), dw.to(dtype)};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
@@ -137,33 +205,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
     const Tensor& key, const Tensor& value, const Tensor& weight, const Tensor& lse,
     const Tensor& delta, const std::optional<Tensor>& key_padding_mask,
     const std::optional<Tensor>& key_lengths, bool causal,
-    const std::optional<Tensor>& /*key_exp*/) {
+    const std::optional<Tensor>& key_exp) {
   const char* op = "attnkern::bwd";
   const Dims d = check_inputs(op, query, key, value, weight, key_padding_mask, key_lengths);
   check_bt(op, "grad_out", grad_out, d, d.Dv, true);
   if (grad_weights.has_value()) check_bt(op, "grad_weights", *grad_weights, d, d.Tk, true);
   check_bt(op, "lse", lse, d, 0, false);
   check_bt(op, "delta", delta, d, 0, false);
-  const auto dtype = query.scalar_type();
-  const auto acc = acc_type(dtype);
-  const auto opts = query.options().dtype(acc);
-  Tensor q = prep(query, acc), k = prep(key, acc), v = prep(value, acc), w = prep(weight, acc);
-  Tensor go = prep(grad_out, acc), ls = prep(lse, acc), dl = prep(delta, acc);
-  Tensor gw = grad_weights.has_value() ? prep(*grad_weights, acc) : Tensor();
-  Tensor mask = key_padding_mask.has_value() ? key_padding_mask->contiguous() : Tensor();
-  Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
-  Tensor dq = at::empty({d.B, d.Tq, d.H}, opts), dk = at::empty({d.B, d.Tk, d.H}, opts);
-  Tensor dv = at::empty({d.B, d.Tk, d.Dv}, opts), dw = at::empty({d.H}, opts);
-  const Masks mk = make_masks(d, mask, len, causal);
-  AT_DISPATCH_FLOATING_TYPES(acc, "attnkern_bwd", [&] {
-    backward_impl<scalar_t>(go.data_ptr<scalar_t>(), gw.defined() ? gw.data_ptr<scalar_t>() : nullptr,
-                            q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
-                            w.data_ptr<scalar_t>(), ls.data_ptr<scalar_t>(), dl.data_ptr<scalar_t>(),
-                            mk, d.B, d.Tq, d.Tk, d.H, d.Dv, dq.data_ptr<scalar_t>(),
-                            dk.data_ptr<scalar_t>(), dv.data_ptr<scalar_t>(),
-                            dw.data_ptr<scalar_t>());
-  });
-  return {dq.to(dtype), dk.to(dtype), dv.to(dtype), dw.to(dtype)};
+  if (query.scalar_type() == at::kDouble)
+    return bwd_run<double>(op, d, grad_out, grad_weights, query, key, value, weight, lse, delta,
+                           key_padding_mask, key_lengths, causal, key_exp);
+  return bwd_run<float>(op, d, grad_out, grad_weights, query, key, value, weight, lse, delta,
+                        key_padding_mask, key_lengths, causal, key_exp);
 }
 
 }  // namespace
@@ -172,11 +225,4 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
 TORCH_LIBRARY_IMPL(attnkern, CPU, m) {
   m.impl("fwd", &attnkern::fwd_cpu);
   m.impl("bwd", &attnkern::bwd_cpu);
-}
-
-// A plain extension module: importing attnkern._C loads the library and so registers the
-// kernels above (as pytorch/extension-cpp does).
-extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&def);
 }

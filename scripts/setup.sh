@@ -25,7 +25,7 @@ so=$(ls attnkern/_C*.so 2>/dev/null | head -n 1 || true)
 stale=1
 if [ -n "$so" ] && $PY -c "import attnkern._C" 2>/dev/null; then
     stale=0
-    for src in csrc/* setup.py; do
+    for src in $(find csrc -type f) setup.py; do
         [ "$src" -nt "$so" ] && stale=1
     done
 fi

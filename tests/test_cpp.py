@@ -4,9 +4,14 @@ Shapes are chosen to hit every code path of csrc/: Tk below, at and past the key
 and not a multiple of the 16-lane vector; H not a multiple of 16; Dv != H; Tq below the
 factorised-path threshold (4 rows: direct exp path) and above it; B small (several key
 splits in backward) and B >= 8 (one split); causal with Tq != Tk.
+
+Every test runs once per ISA path this CPU can run (the ``isa`` fixture: scalar always,
+then avx2 / avx512 / neon where present), float64 included.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import pytest
 import torch
@@ -25,6 +30,22 @@ from attnkern import ops
 pytestmark = pytest.mark.skipif(
     not ops.HAS_CPP, reason=f"attnkern._C is not built ({ops.CPP_IMPORT_ERROR})"
 )
+
+ISAS = tuple(importlib.import_module("attnkern._C").available_isas()) if ops.HAS_CPP else ()
+
+
+@pytest.fixture(autouse=True, scope="module", params=ISAS or ["none"])
+def isa(request):
+    """Runs the module once per ISA path this CPU has, forcing it as ATTNKERN_CPU_ISA would."""
+    if not ops.HAS_CPP:
+        yield None
+        return
+    ext = importlib.import_module("attnkern._C")
+    before = attnkern.cpu_isa()
+    ext.set_isa(request.param)
+    assert attnkern.cpu_isa() == request.param
+    yield request.param
+    ext.set_isa(before)
 
 # (B, Tq, Tk, H, Dv)
 SHAPES = [
@@ -365,3 +386,69 @@ def test_forward_does_not_depend_on_thread_count(shape):
     check_against_reference(q, k, v, w, backend="cpp", grads=False, **kw)
     for a, b in zip(first, again):
         assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------- key_exp (prepared keys)
+
+# (B, Tq, Tk, H, Dv): Tq 1-2 take the h-vectorised factorised pass (no transposed tiles),
+# Tq 9 builds the tiles from key_exp; H % 16 == 0 reads key_exp in place, else padded.
+KEY_EXP_SHAPES = [(4, 1, 37, 24, 12), (3, 1, 130, 32, 8), (2, 2, 70, 48, 5), (2, 9, 33, 20, 7)]
+
+
+def _ops_with_key_exp(q, k, v, w, kw, key_exp):
+    mask, lengths = kw.get("key_padding_mask"), kw.get("key_lengths")
+    causal = kw.get("causal", False)
+    out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, mask, lengths, causal, True, key_exp)
+    g = torch.Generator().manual_seed(5)
+    gout = torch.randn(out.shape, generator=g).to(out.dtype)
+    gw = torch.randn(wts.shape, generator=g).to(wts.dtype)
+    acc = lse.dtype
+    delta = (out.to(acc) * gout.to(acc)).sum(-1) + (wts.to(acc) * gw.to(acc)).sum(-1)
+    grads = torch.ops.attnkern.bwd(gout, gw, q, k, v, w, lse, delta, mask, lengths, causal,
+                                   key_exp)
+    return (out, lse, wts, *grads)
+
+
+@pytest.mark.parametrize("shape", KEY_EXP_SHAPES, ids=[shape_id(*s) for s in KEY_EXP_SHAPES])
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_key_exp_gives_the_same_results(shape, kind):
+    """key_exp = exp(2 key) only saves the kernel work: same results within float32
+    rounding, every mask kind, forward and backward; and the forward matches the reference."""
+    B, Tq, Tk, H, Dv = shape
+    q, k, v, w = make_inputs(B, Tq, Tk, H, Dv, requires_grad=False, seed=Tk)
+    k[0, :3] *= 12.0  # a block with |k| past the factorised range: its direct fallback
+    kw = make_masks(kind, B, Tq, Tk)
+    plain = _ops_with_key_exp(q, k, v, w, kw, None)
+    with_ke = _ops_with_key_exp(q, k, v, w, kw, torch.exp(2 * k))
+    for a, b in zip(with_ke, plain):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5)
+    ref = attnkern.reference.additive_attention(
+        *(t.double() for t in (q, k, v, w)), **kw, return_weights=True)
+    torch.testing.assert_close(with_ke[0], ref[0].float(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(with_ke[2], ref[1].float(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16],
+                         ids=lambda d: str(d).split(".")[-1])
+def test_key_exp_other_dtypes(dtype):
+    q, k, v, w = make_inputs(2, 1, 40, 24, 6, requires_grad=False, dtype=dtype)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    kw = make_masks("both", 2, 1, 40)
+    plain = _ops_with_key_exp(q, k, v, w, kw, None)
+    with_ke = _ops_with_key_exp(q, k, v, w, kw, torch.exp(2 * k.to(acc)))
+    for a, b in zip(with_ke, plain):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("bad", ["shape", "dtype", "rank"])
+def test_key_exp_bad_input_raises(bad):
+    g = _good()
+    ke = {"shape": torch.ones(2, 4, 4), "dtype": torch.ones(2, 5, 4, dtype=torch.float64),
+          "rank": torch.ones(2, 5)}[bad]
+    with pytest.raises(RuntimeError, match="attnkern::fwd: key_exp must be"):
+        torch.ops.attnkern.fwd(g["q"], g["k"], g["v"], g["w"], None, None, False, False, ke)
+    out, lse, _ = torch.ops.attnkern.fwd(g["q"], g["k"], g["v"], g["w"], None, None, False,
+                                         False)
+    with pytest.raises(RuntimeError, match="attnkern::bwd: key_exp must be"):
+        torch.ops.attnkern.bwd(torch.ones_like(out), None, g["q"], g["k"], g["v"], g["w"], lse,
+                               torch.zeros_like(lse), None, None, False, ke)

@@ -9,6 +9,7 @@
 #include "common.h"
 
 namespace attnkern {
+namespace ATTNKERN_ISA {
 
 // Per-thread cache of freed scratch blocks. Large blocks from malloc are fresh mmaps, so
 // each call would pay page faults on every scratch page (about 7% of a TRAIN-shape
@@ -79,50 +80,23 @@ struct Buf {
   T& operator[](int64_t i) const { return ptr[i]; }
 };
 
-#if ATTNKERN_AVX512
-// 16x16 transpose of r[0..15] in registers (row i lane j -> row j lane i).
-static inline void transpose16(__m512 (&r)[16]) {
-  __m512 t[16];
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
-    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
-  }
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) {
-    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-  }
-}
-#endif
 
 // Per-call key-side constants: padded width, zero-padded weight, whether to factorise.
 template <typename T>
 struct KeyParams {
   int64_t H = 0, Hp = 0;
   bool fact = false;
+  // Factorised scores h-vectorised straight from exp(2k) rows (no transposed tiles): with a
+  // caller's key_exp and few rows (a decoder step), where a transpose would not pay off.
+  bool hpass = false;
   Buf<T> w;  // (Hp,) zero-padded weight
   T sumw = 0;
 
   // rows: query rows that will share one chunk's exp(2k) (below kFactMinTq the
-  // precompute costs as much as it saves).
-  void init(const T* weight, int64_t H_, int64_t rows) {
+  // precompute costs as much as it saves, unless the caller gives it: has_key_exp).
+  void init(const T* weight, int64_t H_, int64_t rows, bool has_key_exp) {
     H = H_;
-    constexpr bool vec = ATTNKERN_AVX512 && std::is_same<T, float>::value;
+    constexpr bool vec = ATTNKERN_VEC && std::is_same<T, float>::value;
     Hp = vec ? round_up(H, 16) : H;
     w.alloc(Hp);
     sumw = 0;
@@ -130,7 +104,8 @@ struct KeyParams {
       w[h] = h < H ? weight[h] : T(0);
       sumw += w[h];
     }
-    fact = vec && rows >= kFactMinTq;
+    fact = vec && (rows >= kFactMinTq || has_key_exp);
+    hpass = fact && rows < kFactMinTq;
   }
 };
 
@@ -146,9 +121,10 @@ inline int64_t chunk_keys(int64_t Tk, int64_t bytes_per_key) {
 // Key-side data of one chunk of keys [c0, c0 + nc) of one batch, built by the thread that
 // uses it (per-thread buffers, reused across chunks):
 //   kp  (nc, Hp)           raw keys, H zero-padded to Hp (aliases the input when H == Hp)
-//   ek  (nc, Hp)           exp(2k) (factorised path, need_ek: the h-vectorised gradient pass)
+//   ekp (nc, Hp)           exp(2k) (factorised path, need_ek: the h-vectorised passes):
+//                          the caller's key_exp when given and H == Hp, else built in ek
 //   ekt (nblk, Hp, kBK)    exp(2k), each key block transposed into its own tile
-//                          (factorised path: the key-vectorised score pass)
+//                          (factorised path, key-vectorised score pass; not with hpass)
 //   safe (nblk)            whether every |k| of the block is <= kSafe (else direct path)
 // Chunk-local rather than one (B, Tk, Hp) table per call: no per-call allocation that grows
 // with Tk, and the data a query block sweeps stays in cache (cost linear in Tk).
@@ -156,6 +132,7 @@ template <typename T>
 struct KeyChunk {
   int64_t nc = 0, nblk = 0;
   const T* kp = nullptr;
+  const float* ekp = nullptr;
   Buf<T> kbuf;
   Buf<float> ek, ekt;
   Buf<uint8_t> safe;
@@ -165,14 +142,15 @@ struct KeyChunk {
     const int64_t nb = (kc + kBK - 1) / kBK;
     if (P.Hp != P.H) kbuf.alloc(kc * P.Hp);
     if (P.fact) {
-      if (need_ek) ek.alloc(kc * P.Hp);
-      ekt.alloc(nb * P.Hp * kBK);
+      if (need_ek || P.hpass) ek.alloc(kc * P.Hp);
+      if (!P.hpass) ekt.alloc(nb * P.Hp * kBK);
       safe.alloc(nb);
     }
   }
 
-  // k: first key of the chunk, rows of length H; nc_ <= the kc given to alloc.
-  void load(const KeyParams<T>& P, const T* k, int64_t nc_, bool need_ek) {
+  // k: first key of the chunk, rows of length H; key_exp: exp(2k) of the same keys or null;
+  // nc_ <= the kc given to alloc.
+  void load(const KeyParams<T>& P, const T* k, const T* key_exp, int64_t nc_, bool need_ek) {
     nc = nc_;
     nblk = (nc + kBK - 1) / kBK;
     const int64_t H = P.H, Hp = P.Hp;
@@ -186,31 +164,44 @@ struct KeyChunk {
       }
       kp = dst;
     }
-    if (P.fact) build_fact(Hp, need_ek);
+    if (P.fact) build_fact(P, key_exp, need_ek || P.hpass);
   }
 
  private:
-  void build_fact(int64_t Hp, bool need_ek) {
-#if ATTNKERN_AVX512
+  void build_fact(const KeyParams<T>& P, const T* key_exp, bool keep) {
+#if ATTNKERN_VEC
     if constexpr (std::is_same<T, float>::value) {
+      const int64_t H = P.H, Hp = P.Hp;
+      const bool alias = key_exp != nullptr && H == Hp;  // read the caller's rows in place
+      ekp = alias ? key_exp : ek.get();
       for (int64_t t = 0; t < nblk; ++t) {
         const int64_t j0 = t * kBK, j1 = std::min(nc, j0 + kBK);
         const int64_t jp1 = std::min(round_up(nc, 16), j0 + kBK);
-        // exp(2k) of the block's keys: kept in ek when the gradient pass needs them, else
+        // exp(2k) of the block's keys: kept in ek when an h-vectorised pass needs them, else
         // staged in a one-block buffer on the way to the transposed tile.
-        float* e = need_ek ? ek.get() + j0 * Hp : stage(Hp);
-        __m512 mx = _mm512_setzero_ps();
+        float* e = alias ? nullptr : keep ? ek.get() + j0 * Hp : stage(Hp);
+        vf mx = vzero();
         for (int64_t j = j0; j < j1; ++j) {
           const float* src = kp + j * Hp;
-          float* dst = e + (j - j0) * Hp;
+          float* dst = alias ? nullptr : e + (j - j0) * Hp;
+          if (key_exp != nullptr) {
+            for (int64_t h = 0; h < Hp; h += 16) mx = vmax(mx, vabs(vload(src + h)));
+            if (!alias) {  // padding lanes: exp(0) = 1, as for the padded keys (weight 0)
+              std::copy(key_exp + j * H, key_exp + (j + 1) * H, dst);
+              std::fill(dst + H, dst + Hp, 1.f);
+            }
+            continue;
+          }
           for (int64_t h = 0; h < Hp; h += 16) {
-            __m512 x = _mm512_loadu_ps(src + h);
-            mx = _mm512_max_ps(mx, _mm512_abs_ps(x));
-            _mm512_storeu_ps(dst + h, exp16(_mm512_add_ps(x, x)));
+            vf x = vload(src + h);
+            mx = vmax(mx, vabs(x));
+            vstore(dst + h, exp16(vadd(x, x)));
           }
         }
         // NaN compares false: a NaN key makes its block take the direct path.
-        safe[t] = _mm512_cmp_ps_mask(mx, _mm512_set1_ps(kSafe), _CMP_LE_OQ) == 0xFFFF;
+        safe[t] = vall_le(mx, vset1(kSafe));
+        if (P.hpass) continue;
+        if (alias) e = const_cast<float*>(key_exp) + j0 * Hp;  // read only below
         // transpose into the block's tile in 16 x 16 register tiles; padding keys get
         // exp(0) = 1 (finite: their scores are computed, then masked)
         float* tile = ekt.get() + t * Hp * kBK;
@@ -219,13 +210,13 @@ struct KeyChunk {
           const float* src = e + (jg - j0) * Hp;
           float* dst = tile + (jg - j0);
           for (int64_t h0 = 0; h0 < Hp; h0 += 16) {
-            __m512 r[16];
+            vf r[16];
 #pragma GCC unroll 16
             for (int u = 0; u < 16; ++u)
-              r[u] = u < nv ? _mm512_loadu_ps(src + u * Hp + h0) : _mm512_set1_ps(1.f);
-            transpose16(r);
+              r[u] = u < nv ? vload(src + u * Hp + h0) : vset1(1.f);
+            vtranspose16(r);
 #pragma GCC unroll 16
-            for (int u = 0; u < 16; ++u) _mm512_storeu_ps(dst + (h0 + u) * kBK, r[u]);
+            for (int u = 0; u < 16; ++u) vstore(dst + (h0 + u) * kBK, r[u]);
           }
         }
       }
@@ -261,78 +252,78 @@ struct RowSide {
       std::fill(qp.get() + r * Hp + H, qp.get() + (r + 1) * Hp, T(0));
     }
     safe = false;
-#if ATTNKERN_AVX512
+#if ATTNKERN_VEC
     if constexpr (std::is_same<T, float>::value) {
       if (ks.fact) {
-        __m512 mx = _mm512_setzero_ps();
+        vf mx = vzero();
         for (int64_t r = 0; r < nr; ++r)
           for (int64_t h = 0; h < Hp; h += 16) {
-            __m512 x = _mm512_loadu_ps(qp.get() + r * Hp + h);
-            mx = _mm512_max_ps(mx, _mm512_abs_ps(x));
-            _mm512_storeu_ps(eq.get() + r * Hp + h, exp16(_mm512_add_ps(x, x)));
+            vf x = vload(qp.get() + r * Hp + h);
+            mx = vmax(mx, vabs(x));
+            vstore(eq.get() + r * Hp + h, exp16(vadd(x, x)));
           }
-        safe = _mm512_cmp_ps_mask(mx, _mm512_set1_ps(kSafe), _CMP_LE_OQ) == 0xFFFF;
+        safe = vall_le(mx, vset1(kSafe));
       }
     }
 #endif
   }
 };
 
-// ------------------------------------------------------------------------- AVX-512 tiles
-#if ATTNKERN_AVX512
+// ------------------------------------------------------------------------- vector tiles
+#if ATTNKERN_VEC
 
 // S[r][c] for NR rows and nvec*16 keys, factorised. eq: (NR, Hp); ekt: column j0 of row 0
 // of the (Hp, Tkp) transposed block.
 template <int NR>
 static inline void score_fact(const float* eq, int64_t Hp, const float* ekt, int64_t ldk,
                               const float* w, float sumw, int64_t nvec, float* S, int64_t ldS) {
-  const __m512 one = _mm512_set1_ps(1.f), two = _mm512_set1_ps(2.f);
+  const vf one = vset1(1.f), two = vset1(2.f);
   int64_t v = 0;
-  for (; v + 2 <= nvec; v += 2) {
-    __m512 acc[NR][2];
+  for (; kScorePairs && v + 2 <= nvec; v += 2) {
+    vf acc[NR][2];
 #pragma GCC unroll 4
-    for (int r = 0; r < NR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int r = 0; r < NR; ++r) acc[r][0] = acc[r][1] = vzero();
     const float* kcol = ekt + v * 16;
     for (int64_t h = 0; h < Hp; ++h, kcol += ldk) {
-      const __m512 k0 = _mm512_loadu_ps(kcol), k1 = _mm512_loadu_ps(kcol + 16);
-      const __m512 wh = _mm512_set1_ps(w[h]);
+      const vf k0 = vload(kcol), k1 = vload(kcol + 16);
+      const vf wh = vset1(w[h]);
 #pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) {
-        const __m512 e = _mm512_set1_ps(eq[r * Hp + h]);
-        __m512 d0 = _mm512_fmadd_ps(e, k0, one), d1 = _mm512_fmadd_ps(e, k1, one);
-        __m512 x0 = _mm512_rcp14_ps(d0), x1 = _mm512_rcp14_ps(d1);
-        __m512 u0 = _mm512_mul_ps(wh, x0), u1 = _mm512_mul_ps(wh, x1);
-        acc[r][0] = _mm512_fmadd_ps(u0, _mm512_fnmadd_ps(d0, x0, two), acc[r][0]);
-        acc[r][1] = _mm512_fmadd_ps(u1, _mm512_fnmadd_ps(d1, x1, two), acc[r][1]);
+        const vf e = vset1(eq[r * Hp + h]);
+        vf d0 = vfmadd(e, k0, one), d1 = vfmadd(e, k1, one);
+        vf x0 = vrcp(d0), x1 = vrcp(d1);
+        vf u0 = vmul(wh, x0), u1 = vmul(wh, x1);
+        acc[r][0] = vfmadd(u0, vfnmadd(d0, x0, two), acc[r][0]);
+        acc[r][1] = vfmadd(u1, vfnmadd(d1, x1, two), acc[r][1]);
       }
     }
-    const __m512 sw = _mm512_set1_ps(sumw);
+    const vf sw = vset1(sumw);
 #pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) {
-      _mm512_storeu_ps(S + r * ldS + v * 16, _mm512_fnmadd_ps(two, acc[r][0], sw));
-      _mm512_storeu_ps(S + r * ldS + v * 16 + 16, _mm512_fnmadd_ps(two, acc[r][1], sw));
+      vstore(S + r * ldS + v * 16, vfnmadd(two, acc[r][0], sw));
+      vstore(S + r * ldS + v * 16 + 16, vfnmadd(two, acc[r][1], sw));
     }
   }
-  if (v < nvec) {
-    __m512 acc[NR];
+  for (; v < nvec; ++v) {  // at most one left with pairs
+    vf acc[NR];
 #pragma GCC unroll 4
-    for (int r = 0; r < NR; ++r) acc[r] = _mm512_setzero_ps();
+    for (int r = 0; r < NR; ++r) acc[r] = vzero();
     const float* kcol = ekt + v * 16;
     for (int64_t h = 0; h < Hp; ++h, kcol += ldk) {
-      const __m512 k0 = _mm512_loadu_ps(kcol);
-      const __m512 wh = _mm512_set1_ps(w[h]);
+      const vf k0 = vload(kcol);
+      const vf wh = vset1(w[h]);
 #pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) {
-        const __m512 e = _mm512_set1_ps(eq[r * Hp + h]);
-        __m512 d0 = _mm512_fmadd_ps(e, k0, one);
-        __m512 x0 = _mm512_rcp14_ps(d0);
-        acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(wh, x0), _mm512_fnmadd_ps(d0, x0, two), acc[r]);
+        const vf e = vset1(eq[r * Hp + h]);
+        vf d0 = vfmadd(e, k0, one);
+        vf x0 = vrcp(d0);
+        acc[r] = vfmadd(vmul(wh, x0), vfnmadd(d0, x0, two), acc[r]);
       }
     }
-    const __m512 sw = _mm512_set1_ps(sumw);
+    const vf sw = vset1(sumw);
 #pragma GCC unroll 4
     for (int r = 0; r < NR; ++r)
-      _mm512_storeu_ps(S + r * ldS + v * 16, _mm512_fnmadd_ps(two, acc[r], sw));
+      vstore(S + r * ldS + v * 16, vfnmadd(two, acc[r], sw));
   }
 }
 
@@ -344,28 +335,64 @@ static inline void score_direct_avx(const float* q, const float* k, int64_t Hp,
     const float* qr = q + r * Hp;
     int64_t j = 0;
     for (; j + 4 <= nk; j += 4) {
-      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      vf a0 = vzero(), a1 = a0, a2 = a0, a3 = a0;
       const float* k0 = k + j * Hp;
       for (int64_t h = 0; h < Hp; h += 16) {
-        const __m512 x = _mm512_loadu_ps(qr + h), wh = _mm512_loadu_ps(w + h);
-        a0 = _mm512_fmadd_ps(wh, r_direct16(_mm512_add_ps(x, _mm512_loadu_ps(k0 + h))), a0);
-        a1 = _mm512_fmadd_ps(wh, r_direct16(_mm512_add_ps(x, _mm512_loadu_ps(k0 + Hp + h))), a1);
-        a2 = _mm512_fmadd_ps(wh, r_direct16(_mm512_add_ps(x, _mm512_loadu_ps(k0 + 2 * Hp + h))), a2);
-        a3 = _mm512_fmadd_ps(wh, r_direct16(_mm512_add_ps(x, _mm512_loadu_ps(k0 + 3 * Hp + h))), a3);
+        const vf x = vload(qr + h), wh = vload(w + h);
+        a0 = vfmadd(wh, r_direct16(vadd(x, vload(k0 + h))), a0);
+        a1 = vfmadd(wh, r_direct16(vadd(x, vload(k0 + Hp + h))), a1);
+        a2 = vfmadd(wh, r_direct16(vadd(x, vload(k0 + 2 * Hp + h))), a2);
+        a3 = vfmadd(wh, r_direct16(vadd(x, vload(k0 + 3 * Hp + h))), a3);
       }
-      S[r * ldS + j] = sumw - 2.f * _mm512_reduce_add_ps(a0);
-      S[r * ldS + j + 1] = sumw - 2.f * _mm512_reduce_add_ps(a1);
-      S[r * ldS + j + 2] = sumw - 2.f * _mm512_reduce_add_ps(a2);
-      S[r * ldS + j + 3] = sumw - 2.f * _mm512_reduce_add_ps(a3);
+      S[r * ldS + j] = sumw - 2.f * vreduce_add(a0);
+      S[r * ldS + j + 1] = sumw - 2.f * vreduce_add(a1);
+      S[r * ldS + j + 2] = sumw - 2.f * vreduce_add(a2);
+      S[r * ldS + j + 3] = sumw - 2.f * vreduce_add(a3);
     }
     for (; j < nk; ++j) {
-      __m512 a0 = _mm512_setzero_ps();
+      vf a0 = vzero();
       const float* k0 = k + j * Hp;
       for (int64_t h = 0; h < Hp; h += 16) {
-        const __m512 x = _mm512_add_ps(_mm512_loadu_ps(qr + h), _mm512_loadu_ps(k0 + h));
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + h), r_direct16(x), a0);
+        const vf x = vadd(vload(qr + h), vload(k0 + h));
+        a0 = vfmadd(vload(w + h), r_direct16(x), a0);
       }
-      S[r * ldS + j] = sumw - 2.f * _mm512_reduce_add_ps(a0);
+      S[r * ldS + j] = sumw - 2.f * vreduce_add(a0);
+    }
+  }
+}
+
+// Factorised, h-vectorised (hpass): S[r][j] for nr rows x nk keys from exp(2q) rows eq
+// (nr, Hp) and exp(2k) rows ek (key j0 of (., Hp)); the few-rows path (a decoder step).
+static inline void score_fact_h(const float* eq, const float* ek, int64_t Hp, const float* w,
+                                float sumw, int64_t nr, int64_t nk, float* S, int64_t ldS) {
+  const vf one = vset1(1.f), two = vset1(2.f);
+  for (int64_t r = 0; r < nr; ++r) {
+    const float* er = eq + r * Hp;
+    int64_t j = 0;
+    for (; j + 4 <= nk; j += 4) {
+      vf a[4] = {vzero(), vzero(), vzero(), vzero()};
+      const float* k0 = ek + j * Hp;
+      for (int64_t h = 0; h < Hp; h += 16) {
+        const vf e = vload(er + h), wh = vload(w + h);
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; ++u) {
+          const vf d = vfmadd(e, vload(k0 + u * Hp + h), one);
+          const vf x = vrcp(d);
+          a[u] = vfmadd(vmul(wh, x), vfnmadd(d, x, two), a[u]);
+        }
+      }
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u) S[r * ldS + j + u] = sumw - 2.f * vreduce_add(a[u]);
+    }
+    for (; j < nk; ++j) {
+      vf a = vzero();
+      const float* kj = ek + j * Hp;
+      for (int64_t h = 0; h < Hp; h += 16) {
+        const vf d = vfmadd(vload(er + h), vload(kj + h), one);
+        const vf x = vrcp(d);
+        a = vfmadd(vmul(vload(w + h), x), vfnmadd(d, x, two), a);
+      }
+      S[r * ldS + j] = sumw - 2.f * vreduce_add(a);
     }
   }
 }
@@ -376,40 +403,40 @@ static inline void score_direct_avx(const float* q, const float* k, int64_t Hp,
 template <int NJ, bool FACT>
 static inline void grad_group(const float* qrow, const float* krow, int64_t Hp,
                               const float* dS, int64_t ldS, int64_t nr, float* gq, float* gk,
-                              __m512& dwr) {
-  const __m512 one = _mm512_set1_ps(1.f), two = _mm512_set1_ps(2.f);
-  __m512 kv[NJ], g[NJ], dw[NJ];
+                              vf& dwr) {
+  const vf one = vset1(1.f), two = vset1(2.f);
+  vf kv[NJ], g[NJ], dw[NJ];
 #pragma GCC unroll 4
   for (int u = 0; u < NJ; ++u) {
-    kv[u] = _mm512_loadu_ps(krow + u * Hp);
-    g[u] = _mm512_loadu_ps(gk + u * Hp);
-    dw[u] = _mm512_setzero_ps();
+    kv[u] = vload(krow + u * Hp);
+    g[u] = vload(gk + u * Hp);
+    dw[u] = vzero();
   }
   for (int64_t r = 0; r < nr; ++r) {
-    const __m512 e = _mm512_loadu_ps(qrow + r * Hp);
-    __m512 acc = _mm512_loadu_ps(gq + r * Hp);
+    const vf e = vload(qrow + r * Hp);
+    vf acc = vload(gq + r * Hp);
 #pragma GCC unroll 4
     for (int u = 0; u < NJ; ++u) {
-      const __m512 ds = _mm512_set1_ps(dS[r * ldS + u]);
-      __m512 x;
+      const vf ds = vset1(dS[r * ldS + u]);
+      vf x;
       if (FACT) {
-        const __m512 d = _mm512_fmadd_ps(e, kv[u], one);
-        x = _mm512_rcp14_ps(d);
-        x = _mm512_mul_ps(x, _mm512_fnmadd_ps(d, x, two));
+        const vf d = vfmadd(e, kv[u], one);
+        x = vrcp(d);
+        x = vmul(x, vfnmadd(d, x, two));
       } else {
-        x = r_direct16(_mm512_add_ps(e, kv[u]));
+        x = r_direct16(vadd(e, kv[u]));
       }
-      const __m512 rr = _mm512_fnmadd_ps(x, x, x);  // r - r^2
-      acc = _mm512_fmadd_ps(ds, rr, acc);
-      g[u] = _mm512_fmadd_ps(ds, rr, g[u]);
-      dw[u] = _mm512_fmadd_ps(ds, x, dw[u]);
+      const vf rr = vfnmadd(x, x, x);  // r - r^2
+      acc = vfmadd(ds, rr, acc);
+      g[u] = vfmadd(ds, rr, g[u]);
+      dw[u] = vfmadd(ds, x, dw[u]);
     }
-    _mm512_storeu_ps(gq + r * Hp, acc);
+    vstore(gq + r * Hp, acc);
   }
 #pragma GCC unroll 4
   for (int u = 0; u < NJ; ++u) {
-    _mm512_storeu_ps(gk + u * Hp, g[u]);
-    dwr = _mm512_add_ps(dwr, dw[u]);
+    vstore(gk + u * Hp, g[u]);
+    dwr = vadd(dwr, dw[u]);
   }
 }
 
@@ -418,20 +445,20 @@ static inline void grads_avx(const float* q, const float* k, int64_t Hp, const f
                              int64_t ldS, int64_t nr, int64_t nk, float* gq, float* gk,
                              float* dwr) {
   for (int64_t h = 0; h < Hp; h += 16) {
-    __m512 dw = _mm512_loadu_ps(dwr + h);
+    vf dw = vload(dwr + h);
     int64_t j = 0;
-    for (; j + 4 <= nk; j += 4)
-      grad_group<4, FACT>(q + h, k + j * Hp + h, Hp, dS + j, ldS, nr, gq + h, gk + j * Hp + h, dw);
+    for (; j + kGradKeys <= nk; j += kGradKeys)
+      grad_group<kGradKeys, FACT>(q + h, k + j * Hp + h, Hp, dS + j, ldS, nr, gq + h, gk + j * Hp + h, dw);
     switch (nk - j) {
       case 3: grad_group<3, FACT>(q + h, k + j * Hp + h, Hp, dS + j, ldS, nr, gq + h, gk + j * Hp + h, dw); break;
       case 2: grad_group<2, FACT>(q + h, k + j * Hp + h, Hp, dS + j, ldS, nr, gq + h, gk + j * Hp + h, dw); break;
       case 1: grad_group<1, FACT>(q + h, k + j * Hp + h, Hp, dS + j, ldS, nr, gq + h, gk + j * Hp + h, dw); break;
       default: break;
     }
-    _mm512_storeu_ps(dwr + h, dw);
+    vstore(dwr + h, dw);
   }
 }
-#endif  // ATTNKERN_AVX512
+#endif  // ATTNKERN_VEC
 
 // ------------------------------------------------------------------------- dispatchers
 
@@ -444,9 +471,11 @@ __attribute__((noinline)) void tile_scores(const KeyParams<T>& P, const KeyChunk
                                            int64_t ldS) {
   const int64_t Hp = P.Hp, nr = rs.nr;
   const T* kb = kc.kp + j0 * Hp;
-#if ATTNKERN_AVX512
+#if ATTNKERN_VEC
   if constexpr (std::is_same<T, float>::value) {
-    if (P.fact && rs.safe && kc.safe[j0 / kBK]) {
+    if (P.fact && P.hpass && rs.safe && kc.safe[j0 / kBK]) {
+      score_fact_h(rs.eq.get(), kc.ekp + j0 * Hp, Hp, P.w.get(), P.sumw, nr, nk, S, ldS);
+    } else if (P.fact && rs.safe && kc.safe[j0 / kBK]) {
       const float* ekt = kc.ekt.get() + (j0 / kBK) * Hp * kBK;
       const int64_t nvec = (nk + 15) / 16;
       const float* eq = rs.eq.get();
@@ -485,10 +514,10 @@ __attribute__((noinline)) void tile_grads(const KeyParams<T>& P, const KeyChunk<
                                           const T* dS, int64_t ldS, T* gq, T* gk, T* dwr) {
   const int64_t Hp = P.Hp, nr = rs.nr;
   const T* kb = kc.kp + j0 * Hp;
-#if ATTNKERN_AVX512
+#if ATTNKERN_VEC
   if constexpr (std::is_same<T, float>::value) {
     if (P.fact && rs.safe && kc.safe[j0 / kBK]) {
-      grads_avx<true>(rs.eq.get(), kc.ek.get() + j0 * Hp, Hp, dS, ldS, nr, nk, gq, gk, dwr);
+      grads_avx<true>(rs.eq.get(), kc.ekp + j0 * Hp, Hp, dS, ldS, nr, nk, gq, gk, dwr);
     } else {
       grads_avx<false>(rs.qp.get(), kb, Hp, dS, ldS, nr, nk, gq, gk, dwr);
     }
@@ -514,4 +543,5 @@ __attribute__((noinline)) void tile_grads(const KeyParams<T>& P, const KeyChunk<
   }
 }
 
+}  // namespace ATTNKERN_ISA
 }  // namespace attnkern

@@ -14,6 +14,7 @@
 #include "tiles.h"
 
 namespace attnkern {
+namespace ATTNKERN_ISA {
 
 namespace {
 // Splits per batch: enough items to keep threads busy for small batches, bounded so the dq
@@ -26,11 +27,13 @@ int64_t key_splits(int64_t B, int64_t Tk) {
 }  // namespace
 
 template <typename T>
-void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v, const T* w,
-                   const T* lse, const T* delta, const Masks& mk, int64_t B, int64_t Tq,
-                   int64_t Tk, int64_t H, int64_t Dv, T* dq, T* dk, T* dv, T* dw) {
+void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek, const T* v,
+                   const T* w, const T* lse, const T* delta, const MaskArgs& mask_args,
+                   int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Dv, T* dq, T* dk,
+                   T* dv, T* dw) {
+  const Masks mk(mask_args);
   KeyParams<T> kpar;
-  kpar.init(w, H, Tq);
+  kpar.init(w, H, Tq, ek != nullptr);
   const int64_t Hp = kpar.Hp;
   int64_t nsplit = key_splits(B, Tk);
   const int64_t KS = round_up((Tk + nsplit - 1) / std::max<int64_t>(nsplit, 1), kBK);
@@ -71,7 +74,9 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
         // dv rows of the chunk are zeroed here, while they are about to be used (this item
         // owns them), not in a separate pass over B*Tk*Dv.
         std::fill(dv + (b * Tk + c0) * Dv, dv + (b * Tk + c1) * Dv, T(0));
-        if (c0 < jbatch) kc.load(kpar, k + (b * Tk + c0) * H, c1 - c0, /*need_ek=*/true);
+        if (c0 < jbatch)
+          kc.load(kpar, k + (b * Tk + c0) * H, ek ? ek + (b * Tk + c0) * H : nullptr, c1 - c0,
+                  /*need_ek=*/true);
         for (int64_t i0 = 0; i0 < Tq && c0 < jbatch; i0 += kBQ) {
           const int64_t nr = std::min(kBQ, Tq - i0);
           const int64_t jlim = std::min(c1, mk.jends(b, i0, nr, jend));
@@ -139,11 +144,13 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* v,
 
 template void backward_impl<float>(const float*, const float*, const float*, const float*,
                                    const float*, const float*, const float*, const float*,
-                                   const Masks&, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                   float*, float*, float*, float*);
-template void backward_impl<double>(const double*, const double*, const double*, const double*,
+                                   const float*, const MaskArgs&, int64_t, int64_t, int64_t,
+                                   int64_t, int64_t, float*, float*, float*, float*);
+template void backward_impl<double>(const double*, const double*, const double*,
                                     const double*, const double*, const double*, const double*,
-                                    const Masks&, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                    double*, double*, double*, double*);
+                                    const double*, const double*, const MaskArgs&, int64_t,
+                                    int64_t, int64_t, int64_t, int64_t, double*, double*,
+                                    double*, double*);
 
+}  // namespace ATTNKERN_ISA
 }  // namespace attnkern

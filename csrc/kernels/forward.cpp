@@ -14,6 +14,7 @@
 #include "tiles.h"
 
 namespace attnkern {
+namespace ATTNKERN_ISA {
 
 namespace {
 constexpr int64_t kItems = 16;       // items wanted per call (dynamic schedule, 2..16 threads)
@@ -21,13 +22,15 @@ constexpr int64_t kMinSpanRows = 64;  // rows per span: the span shares one exp(
 }  // namespace
 
 template <typename T>
-void forward_impl(const T* q, const T* k, const T* v, const T* w, const Masks& mk, int64_t B,
-                  int64_t Tq, int64_t Tk, int64_t H, int64_t Dv, T* out, T* lse, T* wts) {
+void forward_impl(const T* q, const T* k, const T* ek, const T* v, const T* w,
+                  const MaskArgs& mask_args, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                  int64_t Dv, T* out, T* lse, T* wts) {
+  const Masks mk(mask_args);
   constexpr int64_t ldS = round_up(kBK, 16);
   constexpr T ninf = -std::numeric_limits<T>::infinity();
   const int64_t nqb = (Tq + kBQ - 1) / kBQ;
   KeyParams<T> kpar;
-  kpar.init(w, H, Tq);  // every span holds min(Tq, >= kBQ) rows
+  kpar.init(w, H, Tq, ek != nullptr);  // every span holds min(Tq, >= kBQ) rows
   const int64_t Hp = kpar.Hp;
 
   // Query spans first (as many as keep >= kMinSpanRows rows each), then key splits of whole
@@ -85,7 +88,8 @@ void forward_impl(const T* q, const T* k, const T* v, const T* w, const Masks& m
 
       for (int64_t c0 = ks0; c0 < std::min(ks1, jspan); c0 += KC) {
         const int64_t c1 = std::min({c0 + KC, ks1, jspan});
-        kc.load(kpar, k + (b * Tk + c0) * H, c1 - c0, /*need_ek=*/false);
+        kc.load(kpar, k + (b * Tk + c0) * H, ek ? ek + (b * Tk + c0) * H : nullptr, c1 - c0,
+                /*need_ek=*/false);
         for (int64_t i0 = r0; i0 < r1; i0 += kBQ) {
           const int64_t nr = std::min(kBQ, r1 - i0);
           const int64_t jlim = std::min(c1, mk.jends(b, i0, nr, jend));
@@ -174,10 +178,11 @@ void forward_impl(const T* q, const T* k, const T* v, const T* w, const Masks& m
 }
 
 template void forward_impl<float>(const float*, const float*, const float*, const float*,
-                                  const Masks&, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                  float*, float*, float*);
+                                  const float*, const MaskArgs&, int64_t, int64_t, int64_t,
+                                  int64_t, int64_t, float*, float*, float*);
 template void forward_impl<double>(const double*, const double*, const double*, const double*,
-                                   const Masks&, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                   double*, double*, double*);
+                                   const double*, const MaskArgs&, int64_t, int64_t, int64_t,
+                                   int64_t, int64_t, double*, double*, double*);
 
+}  // namespace ATTNKERN_ISA
 }  // namespace attnkern

@@ -9,6 +9,7 @@
 #include "common.h"
 
 namespace attnkern {
+namespace ATTNKERN_ISA {
 
 template <typename T>
 inline void gemm_acc_ref(const T* A, int64_t sr, int64_t si, const T* X, int64_t ldx, T* C,
@@ -27,57 +28,55 @@ inline void gemm_nt_ref(const T* A, int64_t lda, const T* B, int64_t ldb, T* D, 
     for (int64_t c = 0; c < K; ++c) D[r * ldd + c] = dot(A + r * lda, B + c * ldb, N);
 }
 
-#if ATTNKERN_AVX512
-static inline __mmask16 tail_mask(int64_t rem) {
-  return rem >= 16 ? (__mmask16)0xFFFF : rem <= 0 ? (__mmask16)0 : (__mmask16)((1u << rem) - 1u);
-}
+#if ATTNKERN_VEC
+static inline vmask tail_mask(int64_t rem) { return vtail(rem); }
 
 template <int NR>
 static inline void gemm_acc_block(const float* A, int64_t sr, int64_t si, const float* X,
                                   int64_t ldx, float* C, int64_t ldc, int64_t K,
-                                  const __mmask16 (&m)[4]) {
-  __m512 c[NR][4];
+                                  const vmask (&m)[kGemmVecs]) {
+  vf c[NR][kGemmVecs];
 #pragma GCC unroll 4
   for (int r = 0; r < NR; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) c[r][v] = _mm512_maskz_loadu_ps(m[v], C + r * ldc + 16 * v);
+    for (int v = 0; v < kGemmVecs; ++v) c[r][v] = vmaskz_load(m[v], C + r * ldc + 16 * v);
   for (int64_t i = 0; i < K; ++i) {
-    __m512 x[4];
+    vf x[kGemmVecs];
 #pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) x[v] = _mm512_maskz_loadu_ps(m[v], X + i * ldx + 16 * v);
+    for (int v = 0; v < kGemmVecs; ++v) x[v] = vmaskz_load(m[v], X + i * ldx + 16 * v);
     bool all = true;
 #pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) all = all && A[r * sr + i * si] != 0.f;
     if (all) {
 #pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) {
-        const __m512 a = _mm512_set1_ps(A[r * sr + i * si]);
+        const vf a = vset1(A[r * sr + i * si]);
 #pragma GCC unroll 4
-        for (int v = 0; v < 4; ++v) c[r][v] = _mm512_fmadd_ps(a, x[v], c[r][v]);
+        for (int v = 0; v < kGemmVecs; ++v) c[r][v] = vfmadd(a, x[v], c[r][v]);
       }
     } else {
 #pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) {
         const float s = A[r * sr + i * si];
         if (s == 0.f) continue;
-        const __m512 a = _mm512_set1_ps(s);
+        const vf a = vset1(s);
 #pragma GCC unroll 4
-        for (int v = 0; v < 4; ++v) c[r][v] = _mm512_fmadd_ps(a, x[v], c[r][v]);
+        for (int v = 0; v < kGemmVecs; ++v) c[r][v] = vfmadd(a, x[v], c[r][v]);
       }
     }
   }
 #pragma GCC unroll 4
   for (int r = 0; r < NR; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(C + r * ldc + 16 * v, m[v], c[r][v]);
+    for (int v = 0; v < kGemmVecs; ++v) vmask_store(C + r * ldc + 16 * v, m[v], c[r][v]);
 }
 
 static inline void gemm_acc_avx(const float* A, int64_t sr, int64_t si, const float* X,
                                 int64_t ldx, float* C, int64_t ldc, int64_t M, int64_t K,
                                 int64_t N) {
-  for (int64_t n0 = 0; n0 < N; n0 += 64) {
-    const __mmask16 m[4] = {tail_mask(N - n0), tail_mask(N - n0 - 16), tail_mask(N - n0 - 32),
-                            tail_mask(N - n0 - 48)};
+  for (int64_t n0 = 0; n0 < N; n0 += 16 * kGemmVecs) {
+    vmask m[kGemmVecs];
+    for (int v = 0; v < kGemmVecs; ++v) m[v] = tail_mask(N - n0 - 16 * v);
     int64_t r = 0;
     for (; r + 4 <= M; r += 4)
       gemm_acc_block<4>(A + r * sr, sr, si, X + n0, ldx, C + r * ldc + n0, ldc, K, m);
@@ -90,46 +89,55 @@ static inline void gemm_acc_avx(const float* A, int64_t sr, int64_t si, const fl
   }
 }
 
+#if ATTNKERN_AVX512
 // Sums of four vectors, one per lane of the result.
-static inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
-  const __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-  const __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-  const __m512 u = _mm512_add_ps(_mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(1, 0, 1, 0)),
+static inline __m128 reduce4(vf a, vf b, vf c, vf d) {
+  const vf t0 = vadd(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  const vf t1 = vadd(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  const vf u = vadd(_mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(1, 0, 1, 0)),
                                  _mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 2, 3, 2)));
   const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(u), _mm512_extractf32x8_ps(u, 1));
   return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
+#endif
 
 static inline void gemm_nt_avx(const float* A, int64_t lda, const float* B, int64_t ldb,
                                float* D, int64_t ldd, int64_t M, int64_t K, int64_t N) {
-  for (int64_t r0 = 0; r0 < M; r0 += 4) {
-    const float* a[4];
-    for (int u = 0; u < 4; ++u) a[u] = A + std::min<int64_t>(r0 + u, M - 1) * lda;
-    for (int64_t c0 = 0; c0 < K; c0 += 4) {
-      const float* b[4];
-      for (int u = 0; u < 4; ++u) b[u] = B + std::min<int64_t>(c0 + u, K - 1) * ldb;
-      __m512 acc[4][4];
+  for (int64_t r0 = 0; r0 < M; r0 += kNt) {
+    const float* a[kNt];
+    for (int u = 0; u < kNt; ++u) a[u] = A + std::min<int64_t>(r0 + u, M - 1) * lda;
+    for (int64_t c0 = 0; c0 < K; c0 += kNt) {
+      const float* b[kNt];
+      for (int u = 0; u < kNt; ++u) b[u] = B + std::min<int64_t>(c0 + u, K - 1) * ldb;
+      vf acc[kNt][kNt];
 #pragma GCC unroll 4
-      for (int x = 0; x < 4; ++x)
+      for (int x = 0; x < kNt; ++x)
 #pragma GCC unroll 4
-        for (int y = 0; y < 4; ++y) acc[x][y] = _mm512_setzero_ps();
+        for (int y = 0; y < kNt; ++y) acc[x][y] = vzero();
       for (int64_t n = 0; n < N; n += 16) {
-        const __mmask16 m = tail_mask(N - n);
-        __m512 bv[4];
+        const vmask m = tail_mask(N - n);
+        vf bv[kNt];
 #pragma GCC unroll 4
-        for (int y = 0; y < 4; ++y) bv[y] = _mm512_maskz_loadu_ps(m, b[y] + n);
+        for (int y = 0; y < kNt; ++y) bv[y] = vmaskz_load(m, b[y] + n);
 #pragma GCC unroll 4
-        for (int x = 0; x < 4; ++x) {
-          const __m512 av = _mm512_maskz_loadu_ps(m, a[x] + n);
+        for (int x = 0; x < kNt; ++x) {
+          const vf av = vmaskz_load(m, a[x] + n);
 #pragma GCC unroll 4
-          for (int y = 0; y < 4; ++y) acc[x][y] = _mm512_fmadd_ps(av, bv[y], acc[x][y]);
+          for (int y = 0; y < kNt; ++y) acc[x][y] = vfmadd(av, bv[y], acc[x][y]);
         }
       }
       // reduce with constant indices only (a variable index would spill acc to memory)
       alignas(16) float s[4][4];
+#if ATTNKERN_AVX512
 #pragma GCC unroll 4
-      for (int x = 0; x < 4; ++x)
+      for (int x = 0; x < kNt; ++x)
         _mm_store_ps(s[x], reduce4(acc[x][0], acc[x][1], acc[x][2], acc[x][3]));
+#else
+#pragma GCC unroll 4
+      for (int x = 0; x < kNt; ++x)
+#pragma GCC unroll 4
+        for (int y = 0; y < kNt; ++y) s[x][y] = vreduce_add(acc[x][y]);
+#endif
       const int64_t nx = std::min<int64_t>(4, M - r0), ny = std::min<int64_t>(4, K - c0);
       for (int x = 0; x < nx; ++x)
         for (int y = 0; y < ny; ++y) D[(r0 + x) * ldd + c0 + y] = s[x][y];
@@ -141,7 +149,7 @@ static inline void gemm_nt_avx(const float* A, int64_t lda, const float* B, int6
 template <typename T>
 inline void gemm_acc(const T* A, int64_t sr, int64_t si, const T* X, int64_t ldx, T* C,
                      int64_t ldc, int64_t M, int64_t K, int64_t N) {
-#if ATTNKERN_AVX512
+#if ATTNKERN_VEC
   if constexpr (std::is_same<T, float>::value) {
     gemm_acc_avx(A, sr, si, X, ldx, C, ldc, M, K, N);
     return;
@@ -153,7 +161,7 @@ inline void gemm_acc(const T* A, int64_t sr, int64_t si, const T* X, int64_t ldx
 template <typename T>
 inline void gemm_nt(const T* A, int64_t lda, const T* B, int64_t ldb, T* D, int64_t ldd,
                     int64_t M, int64_t K, int64_t N) {
-#if ATTNKERN_AVX512
+#if ATTNKERN_VEC
   if constexpr (std::is_same<T, float>::value) {
     gemm_nt_avx(A, lda, B, ldb, D, ldd, M, K, N);
     return;
@@ -162,4 +170,5 @@ inline void gemm_nt(const T* A, int64_t lda, const T* B, int64_t ldb, T* D, int6
   gemm_nt_ref(A, lda, B, ldb, D, ldd, M, K, N);
 }
 
+}  // namespace ATTNKERN_ISA
 }  // namespace attnkern

@@ -10,8 +10,9 @@
 // take the direct path (exp per element).
 #pragma once
 
-#include <ATen/ATen.h>
+// Only the light headers: every inline function this TU instantiates carries its ISA flags.
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <atomic>
@@ -21,14 +22,38 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-#include <immintrin.h>
+#include "api.h"
+
+// Built once per ISA (setup.py): ATTNKERN_ISA names the namespace, ATTNKERN_ISA_ID selects
+// the vector code. The path follows the ISA the build asked for, never the compiler's flags
+// alone (a -march=native build keeps an exact scalar path).
+#if !defined(ATTNKERN_ISA) || !defined(ATTNKERN_ISA_ID)
+#error "csrc/kernels is compiled once per ISA: define ATTNKERN_ISA and ATTNKERN_ISA_ID"
+#endif
+#define ATTNKERN_ISA_SCALAR 0
+#define ATTNKERN_ISA_AVX2 1
+#define ATTNKERN_ISA_AVX512 2
+#define ATTNKERN_ISA_NEON 3
+#if ATTNKERN_ISA_ID == ATTNKERN_ISA_AVX512
+#if !(defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512BW__) && \
+      defined(__AVX512VL__) && defined(__FMA__))
+#error "the avx512 kernels need -mavx512f -mavx512dq -mavx512bw -mavx512vl -mfma"
+#endif
 #define ATTNKERN_AVX512 1
 #else
 #define ATTNKERN_AVX512 0
 #endif
+#if ATTNKERN_ISA_ID == ATTNKERN_ISA_AVX2 && !(defined(__AVX2__) && defined(__FMA__))
+#error "the avx2 kernels need -mavx2 -mfma"
+#endif
+#if ATTNKERN_ISA_ID == ATTNKERN_ISA_NEON && !defined(__ARM_NEON)
+#error "the neon kernels need an aarch64 target"
+#endif
 
 namespace attnkern {
+namespace ATTNKERN_ISA {
+
+#include "vec.h"
 
 constexpr int64_t kBQ = 8;   // query rows per block (forward and backward)
 constexpr int64_t kBK = 64;  // keys per block
@@ -43,6 +68,14 @@ constexpr int64_t kChunkBytes = int64_t(512) << 10;
 constexpr int64_t kChunkMinKeys = 256;
 
 constexpr int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Register blocking of the vector tiles, per ISA: AVX-512 has 32 registers of 16 lanes; a
+// 16-lane vf is two registers on AVX2 (16 in all) and four on NEON (32), so the blocks there
+// are smaller (no spilled accumulators).
+constexpr bool kScorePairs = ATTNKERN_AVX512;      // score_fact: 2 key vectors per pass
+constexpr int kGemmVecs = ATTNKERN_AVX512 ? 4 : 1;  // gemm_acc: 16-lane column vectors
+constexpr int kNt = ATTNKERN_AVX512 ? 4 : 2;        // gemm_nt: kNt x kNt dot products
+constexpr int kGradKeys = ATTNKERN_AVX512 ? 4 : 2;  // grad_group: keys per pass
 
 // Grain for at::parallel_for so that a parallel region is only opened for enough work
 // (tiny calls, e.g. gradcheck or one decoder step of a small model, run inline: an OpenMP
@@ -77,11 +110,8 @@ inline void parallel_dynamic(int64_t n, int64_t grain, int64_t chunk, const F& f
 
 // Which keys a row may use. jend(b, i) = number of leading keys allowed by key_lengths and
 // causal; key_padding_mask removes single keys below it.
-struct Masks {
-  const bool* pad = nullptr;      // (B, Tk) or null
-  const int64_t* len = nullptr;   // (B,) or null
-  bool causal = false;
-  int64_t Tq = 0, Tk = 0;
+struct Masks : MaskArgs {
+  explicit Masks(const MaskArgs& a) : MaskArgs(a) {}
 
   int64_t jend(int64_t b, int64_t i) const {
     int64_t e = Tk;
@@ -129,52 +159,51 @@ inline void axpy(T a, const T* x, T* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
-#if ATTNKERN_AVX512
+#if ATTNKERN_VEC
 // Cephes-style exp on 16 lanes (about 1 ulp), input clamped to [-87, 88].
-static inline __m512 exp16(__m512 x) {
+static inline vf exp16(vf x) {
   // max/min return their second operand when either is NaN: NaN passes through.
-  x = _mm512_min_ps(_mm512_set1_ps(88.f), _mm512_max_ps(_mm512_set1_ps(-87.f), x));
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
-                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-  return _mm512_scalef_ps(p, n);
+  x = vmin(vset1(88.f), vmax(vset1(-87.f), x));
+  vf n = vround(vmul(x, vset1(1.44269504f)));
+  vf r = vfnmadd(n, vset1(0.693359375f), x);
+  r = vfnmadd(n, vset1(-2.12194440e-4f), r);
+  vf p = vset1(1.9875691500e-4f);
+  p = vfmadd(p, r, vset1(1.3981999507e-3f));
+  p = vfmadd(p, r, vset1(8.3334519073e-3f));
+  p = vfmadd(p, r, vset1(4.1665795894e-2f));
+  p = vfmadd(p, r, vset1(1.6666665459e-1f));
+  p = vfmadd(p, r, vset1(5.0000001201e-1f));
+  p = vfmadd(vmul(p, r), r, vadd(r, vset1(1.f)));
+  return vscale2n(p, n);
 }
 
 // 1 / d for d >= 1: rcp14 plus one Newton step (about 1 ulp).
-static inline __m512 recip16(__m512 d) {
-  __m512 r = _mm512_rcp14_ps(d);
-  return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f)));
+static inline vf recip16(vf d) {
+  vf r = vrcp(d);
+  return vmul(r, vfnmadd(d, r, vset1(2.f)));
 }
 
 // r = 1 / (exp(2x) + 1) directly (any finite x; +-inf saturate).
-static inline __m512 r_direct16(__m512 x) {
-  __m512 x2 = _mm512_add_ps(x, x);
-  x2 = _mm512_min_ps(_mm512_set1_ps(86.f), _mm512_max_ps(_mm512_set1_ps(-86.f), x2));
-  return recip16(_mm512_add_ps(exp16(x2), _mm512_set1_ps(1.f)));
+static inline vf r_direct16(vf x) {
+  vf x2 = vadd(x, x);
+  x2 = vmin(vset1(86.f), vmax(vset1(-86.f), x2));
+  return recip16(vadd(exp16(x2), vset1(1.f)));
 }
 
 static inline float dot16(const float* a, const float* b, int64_t n) {
-  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  vf s0 = vzero(), s1 = vzero();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    s0 = vfmadd(vload(a + i), vload(b + i), s0);
+    s1 = vfmadd(vload(a + i + 16), vload(b + i + 16), s1);
   }
   for (; i + 16 <= n; i += 16)
-    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    s0 = vfmadd(vload(a + i), vload(b + i), s0);
   if (i < n) {
-    __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-    s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+    const vmask m = vtail(n - i);
+    s1 = vfmadd(vmaskz_load(m, a + i), vmaskz_load(m, b + i), s1);
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+  return vreduce_add(vadd(s0, s1));
 }
 
 template <>
@@ -196,21 +225,22 @@ inline T exp_shift(T* s, int64_t n, T m) {
   return sum;
 }
 
-#if ATTNKERN_AVX512
+#if ATTNKERN_VEC
 template <>
 inline float exp_shift<float>(float* s, int64_t n, float m) {
-  const __m512 mv = _mm512_set1_ps(m), ninf = _mm512_set1_ps(-INFINITY);
-  __m512 acc = _mm512_setzero_ps();
+  const vf mv = vset1(m), ninf = vset1(-INFINITY);
+  vf acc = vzero();
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 in = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1u);
-    const __m512 x = _mm512_maskz_loadu_ps(in, s + j);
-    const __mmask16 live = _mm512_mask_cmp_ps_mask(in, x, ninf, _CMP_NEQ_UQ);
-    const __m512 e = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(x, mv)));
-    _mm512_mask_storeu_ps(s + j, in, e);
-    acc = _mm512_add_ps(acc, e);
+    const vmask in = vtail(n - j);
+    const vf x = vmaskz_load(in, s + j);
+    const vmask live = vcmp_neq_mask(in, x, ninf);
+    const vf e = vmaskz_mov(live, exp16(vsub(x, mv)));
+    vmask_store(s + j, in, e);
+    acc = vadd(acc, e);
   }
-  return _mm512_reduce_add_ps(acc);
+  return vreduce_add(acc);
 }
 #endif
 
+}  // namespace ATTNKERN_ISA
 }  // namespace attnkern

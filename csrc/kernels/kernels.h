@@ -1,0 +1,21 @@
+// Entry points of one ISA's CPU kernels, on contiguous buffers of the accumulation type T
+// (float for float32/float16/bfloat16 inputs, double for float64). Signatures: api.h.
+#pragma once
+
+#include "common.h"
+
+namespace attnkern {
+namespace ATTNKERN_ISA {
+
+template <typename T>
+void forward_impl(const T* q, const T* k, const T* ek, const T* v, const T* w,
+                  const MaskArgs& mk, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Dv,
+                  T* out, T* lse, T* wts);
+
+template <typename T>
+void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek, const T* v,
+                   const T* w, const T* lse, const T* delta, const MaskArgs& mk, int64_t B,
+                   int64_t Tq, int64_t Tk, int64_t H, int64_t Dv, T* dq, T* dk, T* dv, T* dw);
+
+}  // namespace ATTNKERN_ISA
+}  // namespace attnkern

@@ -1,0 +1,14 @@
+// This ISA's kernel table (the glue picks one table at import; see api.h, isa.cpp).
+#include "kernels.h"
+
+namespace attnkern {
+namespace ATTNKERN_ISA {
+
+#define ATTNKERN_STR2(x) #x
+#define ATTNKERN_STR(x) ATTNKERN_STR2(x)
+const KernelTable table = {ATTNKERN_STR(ATTNKERN_ISA), &forward_impl<float>,
+                           &forward_impl<double>, &backward_impl<float>,
+                           &backward_impl<double>};
+
+}  // namespace ATTNKERN_ISA
+}  // namespace attnkern
