@@ -103,12 +103,14 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype,
         if dtype == torch.float64:
             raise TypeError("backend='triton' supports float32, float16 and bfloat16, got float64")
         if device.type == "cpu":
-            # The Triton interpreter on CPU tensors: the test harness registers the
-            # launchers as the CPU kernels of the ops (tests/conftest.py).
-            if not ops.triton_interpret_enabled():
+            # The Triton interpreter on CPU tensors, once ops.use_triton_on_cpu() has made
+            # the launchers the CPU kernels of the ops (the Triton tests do).
+            if not ops.triton_on_cpu():
                 raise ValueError(
-                    "backend='triton' on CPU tensors runs the Triton interpreter: set "
-                    "TRITON_INTERPRET=1 in the environment before importing attnkern"
+                    "backend='triton' on CPU tensors runs the Triton kernels in the Triton "
+                    "interpreter: set TRITON_INTERPRET=1 before importing attnkern and call "
+                    "attnkern.ops.use_triton_on_cpu() (for testing; it replaces the C++ CPU "
+                    "kernels in this process)"
                 )
         elif device.type != "cuda":
             raise ValueError(f"backend='triton' needs CUDA (or CPU) tensors, got {device}")

@@ -228,3 +228,34 @@ class AdditiveAttentionFunction(torch.autograd.Function):
 def triton_interpret_enabled() -> bool:
     """True when TRITON_INTERPRET is set: the Triton kernels then run on CPU tensors."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+_TRITON_ON_CPU: list[torch.library.Library] = []
+
+
+def use_triton_on_cpu() -> None:
+    """Run the Triton kernels on CPU tensors, in the Triton interpreter, for this process.
+
+    For testing the Triton kernels without a GPU: needs ``TRITON_INTERPRET=1`` set before
+    attnkern is imported. It registers the Triton launchers as the CPU kernels of
+    ``attnkern::fwd``/``bwd`` in a separate ``torch.library`` fragment, replacing the C++
+    kernels for the rest of the process (every CPU call then runs Triton; PyTorch warns
+    once per op), so the calls go through the same op, autograd and validation as on CUDA.
+    Until this is called, ``backend="triton"`` on CPU tensors raises.
+    """
+    if _TRITON_ON_CPU:
+        return
+    if not HAS_TRITON:
+        raise RuntimeError("use_triton_on_cpu() needs Triton: `pip install triton`")
+    if not triton_interpret_enabled():
+        raise RuntimeError("use_triton_on_cpu() needs TRITON_INTERPRET=1 in the environment "
+                           "before attnkern (and triton) are imported")
+    lib = torch.library.Library("attnkern", "IMPL")  # noqa: TOR901 (kept alive below)
+    lib.impl("fwd", _fwd_triton, "CPU")
+    lib.impl("bwd", _bwd_triton, "CPU")
+    _TRITON_ON_CPU.append(lib)
+
+
+def triton_on_cpu() -> bool:
+    """Whether :func:`use_triton_on_cpu` has replaced the CPU kernels in this process."""
+    return bool(_TRITON_ON_CPU)

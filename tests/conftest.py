@@ -5,10 +5,11 @@ so a kernel that reads or returns memory it never wrote fails loudly (fla's tric
 PyTorch's own switch).
 
 Under ``TRITON_INTERPRET=1`` (the separate pytest run of tests/test_triton*.py) the Triton
-launchers are registered as the CPU kernels of attnkern::fwd/bwd in a test-only
-torch.library fragment, so ``backend="triton"`` on CPU tensors runs the Triton kernels in
-the interpreter through the very same op, autograd and validation as on CUDA. (In that
-process every CPU op call runs Triton: run only the Triton test files there.)
+launchers are registered as the CPU kernels of attnkern::fwd/bwd in a separate
+torch.library fragment (``attnkern.ops.use_triton_on_cpu()``), so ``backend="triton"`` on
+CPU tensors runs the Triton kernels in the interpreter through the very same op, autograd
+and validation as on CUDA. (In that process every CPU op call runs Triton: run only the
+Triton test files there.)
 """
 
 import os
@@ -26,10 +27,7 @@ if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
     from attnkern import ops
 
     if ops.HAS_TRITON:
-        # Overrides the C++ CPU kernels for this process (PyTorch warns once per op).
-        _TRITON_ON_CPU = torch.library.Library("attnkern", "IMPL")
-        _TRITON_ON_CPU.impl("fwd", ops._fwd_triton, "CPU")
-        _TRITON_ON_CPU.impl("bwd", ops._bwd_triton, "CPU")
+        ops.use_triton_on_cpu()  # overrides the C++ CPU kernels for this process
 
 
 def pytest_collection_modifyitems(config, items):
