@@ -228,8 +228,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(args: argparse.Namespace, steps: int, sentences: list[str], eval_sentences: list[str],
             models: dict[str, Seq2Seq], seconds: dict[str, float], device: torch.device) -> None:
-    from .plots import plot_accuracy, plot_attention
-
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = {"attention": "attention", "baseline": "no attention"}
@@ -249,14 +247,21 @@ def _report(args: argparse.Namespace, steps: int, sentences: list[str], eval_sen
     for s, o in zip(sentences, outputs):
         print(f"{s} -> {o}")
 
-    example = " ".join(sentences[0].split(" ")[:TRAIN_MAX_WORDS])
-    weights, out = _attention_map(attention, example, device)
-    written = [plot_attention(weights, example, out, out_dir / "attention.png")]
-    if "baseline" in models:
-        written.append(plot_accuracy(curves, out_dir / "accuracy_vs_length.png"))
+    written: list[Path] = []
+    try:
+        from .plots import plot_accuracy, plot_attention
+    except ImportError:  # matplotlib is the `demo` extra
+        print("matplotlib is not installed (pip install 'attnkern[demo]'): no plots written")
+    else:
+        example = " ".join(sentences[0].split(" ")[:TRAIN_MAX_WORDS])
+        weights, out = _attention_map(attention, example, device)
+        written.append(plot_attention(weights, example, out, out_dir / "attention.png"))
+        if "baseline" in models:
+            written.append(plot_accuracy(curves, out_dir / "accuracy_vs_length.png"))
     if args.save:
         Path(args.save).parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(args.save, models, {"steps": steps, "seed": args.seed})
         written.append(Path(args.save))
-    print("wrote " + ", ".join(str(p) for p in written))
+    if written:
+        print("wrote " + ", ".join(str(p) for p in written))
     sys.stdout.flush()

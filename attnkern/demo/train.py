@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -62,6 +63,30 @@ class TrainResult:
     stopped_by_time: bool = False
 
 
+class _NoBar:
+    """Stands in for a tqdm bar when tqdm (the `demo` extra) is missing or progress is off."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kwargs: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            pass
+        else:
+            return tqdm(total=total, desc=desc, dynamic_ncols=True, mininterval=0.5)
+    return _NoBar()
+
+
 def train(
     model: Seq2Seq,
     sampler: SentenceSampler,
@@ -90,8 +115,6 @@ def train(
     ``max(step / steps, elapsed / time_limit)``, so on a machine too slow for ``steps`` the
     learning rate still anneals and training ends on time (with fewer steps).
     """
-    from tqdm.auto import tqdm
-
     dist_info = dist_info or DistInfo()
     device = torch.device(device)
     model.to(device).train()
@@ -106,8 +129,7 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     result = TrainResult()
     queue: list[list[str]] = []
-    bar = tqdm(total=steps, desc=desc, disable=not (progress and dist_info.is_main),
-               dynamic_ncols=True, mininterval=0.5)
+    bar = _progress_bar(steps, desc, progress and dist_info.is_main)
     t0 = time.perf_counter()
     smooth = None
     full_words = sampler.max_words
