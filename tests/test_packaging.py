@@ -28,6 +28,7 @@ def test_sdist_holds_every_source_and_header(tmp_path):
               for p in glob.glob(os.path.join(REPO, pattern))}
     assert {"csrc/kernels/api.h", "csrc/kernels/vec.h", "csrc/isa.cpp"} <= needed
     needed |= {"setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "attnkern/__init__.py",
-               "attnkern/_cpu.py", "attnkern/ops.py", "attnkern/reference.py"}
+               "attnkern/_cpu.py", "attnkern/ops.py", "attnkern/reference.py",
+               "attnkern/demo/words.txt"}
     assert needed <= names, sorted(needed - names)
     assert not [n for n in names if n.endswith(".so")]
