@@ -12,7 +12,8 @@ $PY -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')
     || need+=("torch==2.13.0")
 for mod_pkg in triton:triton==3.9.0 pytest:pytest pytest_benchmark:pytest-benchmark \
                hypothesis:hypothesis matplotlib:matplotlib tqdm:tqdm numpy:numpy \
-               ruff:ruff mypy:mypy setuptools:setuptools wheel:wheel; do
+               ruff:ruff mypy:mypy setuptools:setuptools wheel:wheel \
+               onnx:onnx==1.23.2 onnxscript:onnxscript==0.7.2 onnxruntime:onnxruntime==1.32.0; do
     mod=${mod_pkg%%:*}; pkg=${mod_pkg#*:}
     $PY -c "import $mod" 2>/dev/null || need+=("$pkg")
 done
