@@ -12,7 +12,7 @@ attnkern/_cpu.py picks the path at import (ATTNKERN_CPU_ISA forces one).
 Environment:
   ATTNKERN_NATIVE=1       add -march=native to every file (a local build for this CPU only)
   ATTNKERN_CXXFLAGS="..." extra flags for every file, last (CI: -mtune=sapphirerapids)
-  ATTNKERN_SANITIZE=1     ASan + UBSan build
+  ATTNKERN_SANITIZE=1     ASan + UBSan build (tools/sanitize.sh builds and tests it in a scratch copy)
 """
 
 import glob

@@ -4,7 +4,7 @@
 ``AdditiveAttentionFunction`` (low-level differentiable entry point), ``prepare_keys`` /
 ``PreparedKeys`` (per-sequence key work done once), ``LocationSensitiveAttention``
 (Tacotron 2's attention, checkpoint-compatible) and ``reference`` (the plain PyTorch
-spec). See README.md and DESIGN.md for the contract.
+spec). See README.md and docs/architecture.md.
 """
 
 from . import reference

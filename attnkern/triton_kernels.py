@@ -62,7 +62,7 @@ from triton.language.extra.cuda import libdevice
 
 __all__ = ["fwd", "bwd", "fwd_config", "bwd_config", "dqdk_config", "num_splits"]
 
-LOG2E = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x * LOG2E)
 # Kernels are interpreted (numpy) iff TRITON_INTERPRET is set when this module is imported,
 # as triton.jit decides at decoration time.
 _COMPILED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") in ("", "0"))
@@ -141,7 +141,7 @@ def _exp2x(x):
     (|r| <= ln2 / 2: truncation 5e-9 relative), 2^n added to the exponent bits. About 1 ulp;
     the same arithmetic runs in the interpreter."""
     y = x * 2.0
-    t = tl.fma(y, 1.4426950408889634, 12582912.0)
+    t = tl.fma(y, LOG2E, 12582912.0)
     nf = t - 12582912.0
     r = tl.fma(nf, -0.693145751953125, y)
     r = tl.fma(nf, -1.428606765330187e-06, r)
@@ -335,8 +335,8 @@ def _fwd_kernel(
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         # A row with nothing usable yet keeps m = -inf; shift by 0 so exp2 sees -inf, not NaN.
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2((m_i - m_safe) * 1.4426950408889634)
-        p = tl.exp2((s - m_safe[:, None]) * 1.4426950408889634)
+        alpha = tl.exp2((m_i - m_safe) * LOG2E)
+        p = tl.exp2((s - m_safe[:, None]) * LOG2E)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         # A masked key's value is never read: p = 0 there, but p @ v would form 0 * NaN.
         v = tl.load(v_base + offs_n[:, None] * svt + offs_d[None, :] * svd,
@@ -396,7 +396,7 @@ def _combine_rows(PO, PL, OUT, LSE, row, offs_d, r_ok, d_ok, rows, Dv, n_splits)
     acc = tl.zeros([row.shape[0], offs_d.shape[0]], dtype=tl.float32)
     for sp in range(0, n_splits):
         ls = tl.load(PL + sp * rows + row, mask=r_ok, other=float("-inf"), cache_modifier=".cg")
-        scale = tl.exp2((ls - mx_safe) * 1.4426950408889634)  # 0 for empty splits
+        scale = tl.exp2((ls - mx_safe) * LOG2E)  # 0 for empty splits
         o = tl.load(PO + (sp * rows + row)[:, None] * Dv + offs_d[None, :],
                     mask=r_ok[:, None] & d_ok[None, :] & (scale > 0.0)[:, None], other=0.0,
                     cache_modifier=".cg")
@@ -426,7 +426,7 @@ def _weights_kernel(S, LSE, MASK, LENS, WTS, Tq, Tk, smb, smt,
     io = m_ok[:, None] & (offs_n < Tk)[None, :]
     lse = tl.load(LSE + b * Tq + offs_m, mask=m_ok, other=float("inf"))
     s = tl.load(S + ptr, mask=io & ok, other=0.0)
-    wts = tl.where(ok, tl.exp2((s - lse[:, None]) * 1.4426950408889634), 0.0)
+    wts = tl.where(ok, tl.exp2((s - lse[:, None]) * LOG2E), 0.0)
     tl.store(WTS + ptr, wts.to(WTS.dtype.element_ty), mask=io)
 
 
@@ -447,7 +447,7 @@ def _probs(q_base, k_base, W, wsum, MASK, GW, LSE, DELTA, DO, V, b, offs_m, offs
     ok = _rows_ok(kv_ok, offs_m, offs_n, Tq, Tk, CAUSAL) & m_ok[:, None]
     lse = tl.load(LSE + b * Tq + offs_m, mask=m_ok, other=float("inf"))
     delta = tl.load(DELTA + b * Tq + offs_m, mask=m_ok, other=0.0)
-    p = tl.where(ok, tl.exp2((s - lse[:, None]) * 1.4426950408889634), 0.0)
+    p = tl.where(ok, tl.exp2((s - lse[:, None]) * LOG2E), 0.0)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < Dv
     do = tl.load(DO + b * sdb + offs_m[:, None] * sdt + offs_d[None, :] * sdd,

@@ -102,10 +102,12 @@ def _vector_functions(so: str) -> dict[str, set[str]]:
         if m:
             fn = m.group(1)
         elif fn is not None and "\t" in line:
-            ins = line.split("\t", 1)[1]
-            if "zmm" in ins or re.search(r"%k[0-7]", ins):
+            # operands only: objdump's "# <symbol>" comments hold names such as
+            # c10::Type::symmetric(), which contain "ymm"
+            ins = line.split("\t", 1)[1].split("#", 1)[0]
+            if re.search(r"%zmm\d|%k[0-7]\b", ins):
                 hits["avx512"].add(fn)
-            elif "ymm" in ins:
+            elif re.search(r"%ymm\d", ins):
                 hits["avx"].add(fn)
     return hits
 

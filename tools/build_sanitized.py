@@ -3,9 +3,9 @@ directory, without touching the in-place build of the working tree.
 
     python tools/build_sanitized.py OUT_DIR [--portable]
 
-Compiles csrc/*.cpp with the production ISA flags (-march=native, so the AVX-512 paths are
-the ones checked; --portable drops it to check the generic paths) plus
--fsanitize=address,undefined, and writes OUT_DIR/_C<ext suffix>. Used by tools/sanitize.sh.
+Runs setup.py's own build (every ISA path, the glue at the baseline) with
+ATTNKERN_SANITIZE=1 (-fsanitize=address,undefined) and, unless --portable, ATTNKERN_NATIVE=1,
+into scratch directories, and writes OUT_DIR/_C<ext suffix>. Used by tools/sanitize.sh.
 """
 
 from __future__ import annotations
@@ -13,37 +13,31 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-
-from setuptools import setup
-from torch.utils.cpp_extension import BuildExtension, CppExtension
+import shutil
+import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAN = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
-       "-fno-omit-frame-pointer"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir")
-    ap.add_argument("--portable", action="store_true", help="no -march=native")
+    ap.add_argument("--portable", action="store_true", help="without ATTNKERN_NATIVE=1")
     args = ap.parse_args()
     out = os.path.abspath(args.out_dir)
-    cflags = ["-O1", "-g", "-fopenmp", *SAN]
-    if not args.portable:
-        cflags.append("-march=native")
-    # Build only (setuptools, not cpp_extension.load): loading an ASan library into a
-    # process that did not preload the ASan runtime aborts.
-    os.chdir(ROOT)  # sources relative to the repository, as setup.py has them
-    setup(
-        name="attnkern-sanitized",
-        ext_modules=[CppExtension("_C", sorted(glob.glob("csrc/*.cpp")),
-                                  extra_compile_args={"cxx": cflags},
-                                  extra_link_args=["-fopenmp", *SAN])],
-        cmdclass={"build_ext": BuildExtension},
-        script_args=["-q", "build_ext", "--build-lib", out,
-                     "--build-temp", os.path.join(out, "build")],
-    )
-    print(glob.glob(os.path.join(out, "_C*.so"))[0])
+    env = dict(os.environ, ATTNKERN_SANITIZE="1")
+    env["ATTNKERN_NATIVE"] = "0" if args.portable else "1"
+    # Build only (not cpp_extension.load): loading an ASan library into a process that did
+    # not preload the ASan runtime aborts.
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext",
+                    "--build-lib", os.path.join(out, "build-lib"),
+                    "--build-temp", os.path.join(out, "build")],
+                   cwd=ROOT, env=env, check=True)
+    (so,) = glob.glob(os.path.join(out, "build-lib", "attnkern", "_C*.so"))
+    dst = os.path.join(out, os.path.basename(so))
+    shutil.copy2(so, dst)
+    print(dst)
 
 
 if __name__ == "__main__":
