@@ -1,7 +1,10 @@
-"""Shared test utilities: input factories, mask kinds, per-dtype tolerances, comparisons.
+"""Shared test utilities: input factories, mask kinds, per-dtype tolerances, running a
+backend on its device, and the one comparison with the reference.
 
 Every backend is compared to ``attnkern.reference`` evaluated in float64 (the spec), with a
-tolerance per dtype.
+tolerance per dtype (``check_against_reference``). Test modules import from here, never
+from each other; the ``backend`` fixture that runs a test on every backend of the process
+is in conftest.py.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import torch
 
 import attnkern
+from attnkern import ops
 
 # (atol, rtol) of a backend in this dtype against the float64 reference.
 TOL = {
@@ -62,35 +66,64 @@ def make_masks(kind, B, Tq, Tk, *, device="cpu", seed=0):
 
 
 def reference64(q, k, v, w, **kw):
-    """The spec evaluated in float64 (on CPU), returning (out, weights)."""
+    """The spec evaluated in float64 (on CPU), returning (leaves, out, weights)."""
     args = [t.detach().double().cpu().requires_grad_(t.requires_grad) for t in (q, k, v, w)]
     kw = {n: (x.cpu() if isinstance(x, torch.Tensor) else x) for n, x in kw.items()}
     out, wts = attnkern.reference.additive_attention(*args, return_weights=True, **kw)
     return args, out, wts
 
 
+def device_of(backend):
+    """Where ``backend`` runs: Triton on CUDA unless the interpreter has taken over the CPU
+    kernels (``ops.triton_on_cpu()``); the rest on CPU."""
+    if backend == "triton" and not ops.triton_on_cpu():
+        return "cuda"
+    return "cpu"
+
+
+def fused(backend):
+    """Whether ``backend`` is a fused kernel (everything but the plain-PyTorch reference)."""
+    return backend != "reference"
+
+
+def run(backend, q, k, v, w, **kw):
+    """(out, weights) from ``backend``, on CPU. Inputs go to the backend's device first
+    (differentiably, a no-op when they are there already), so gradients reach the caller's
+    leaves and every comparison can stay on CPU."""
+    dev = device_of(backend)
+    q, k, v, w = (t.to(dev) for t in (q, k, v, w))
+    kw = {n: (x.to(dev) if isinstance(x, torch.Tensor) else x) for n, x in kw.items()}
+    out, wts = attnkern.additive_attention(q, k, v, w, return_weights=True, backend=backend,
+                                           **kw)
+    return out.cpu(), wts.cpu()
+
+
+def grads_of(outputs, inputs, seed=3):
+    """Gradients of a random linear function of ``outputs`` w.r.t. ``inputs``."""
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((o * torch.randn(o.shape, generator=g).to(o)).sum() for o in outputs)
+    return torch.autograd.grad(loss, inputs, allow_unused=True)
+
+
 def check_against_reference(q, k, v, w, *, backend, grads=True, seed=0, **kw):
-    """Run ``backend`` and the float64 reference; compare output, weights and all 4 grads."""
+    """``backend`` vs the float64 reference: output, weights and (with ``grads``) the four
+    gradients of a random linear loss drawn from ``seed``, with the per-dtype tolerances
+    above. Inputs may be on CPU or already on the backend's device; empty tensors allowed."""
     dtype = q.dtype
-    atol, rtol = TOL[dtype]
-    out, wts = attnkern.additive_attention(q, k, v, w, return_weights=True, backend=backend, **kw)
-    args, rout, rwts = reference64(q, k, v, w, **kw)
+    out, wts = run(backend, q, k, v, w, **kw)
+    args64, rout, rwts = reference64(q, k, v, w, **kw)
     assert out.dtype == dtype and wts.dtype == dtype
     assert out.shape == rout.shape and wts.shape == rwts.shape
-    torch.testing.assert_close(out.double().cpu(), rout.detach(), atol=atol, rtol=rtol)
-    torch.testing.assert_close(wts.double().cpu(), rwts.detach(), atol=atol, rtol=rtol)
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(out.double(), rout.detach(), atol=atol, rtol=rtol)
+    torch.testing.assert_close(wts.double(), rwts.detach(), atol=atol, rtol=rtol)
     if not grads:
         return
-    g = torch.Generator().manual_seed(seed + 7)
-    gout = torch.randn(out.shape, generator=g)
-    gw = torch.randn(wts.shape, generator=g)
-    loss = (out * gout.to(out)).sum() + (wts * gw.to(wts)).sum()
-    grads_k = torch.autograd.grad(loss, (q, k, v, w))
-    rloss = (rout * gout.double()).sum() + (rwts * gw.double()).sum()
-    grads_r = torch.autograd.grad(rloss, args)
     gatol, grtol = GRAD_TOL[dtype]
-    for name, a, b in zip(("query", "key", "value", "weight"), grads_k, grads_r):
-        assert a.dtype == dtype, name
+    for name, a, b in zip(("query", "key", "value", "weight"),
+                          grads_of([out, wts], (q, k, v, w), seed=seed),
+                          grads_of([rout, rwts], args64, seed=seed)):
+        assert a.dtype == dtype and a.shape == b.shape, name
         assert torch.isfinite(a).all(), f"non-finite grad_{name}"
         scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
         torch.testing.assert_close(a.double().cpu(), b, atol=gatol * scale, rtol=grtol,

@@ -1,9 +1,11 @@
 """Property-based tests: random shapes, masks, lengths, causal, strides and dtypes; every
-CPU backend against the float64 reference, forward and backward.
+backend of the process (the ``backend`` fixture of tests/conftest.py) against the float64
+reference, forward and backward.
 
 Profiles (registered here): "ci" (default: derandomised, fixed small budget) and "long"
-(many random examples), selected with ATTNKERN_HYPOTHESIS_PROFILE=long. The Triton backend
-draws from the same strategy in tests/test_triton_edge_cases.py.
+(many random examples), selected with ATTNKERN_HYPOTHESIS_PROFILE=long. Triton draws from
+the same strategy without float64 and with smaller H, and under the interpreter (every tile
+op in numpy) with a fifth of the budget.
 """
 
 from __future__ import annotations
@@ -11,11 +13,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import pytest
 import torch
+from helpers import check_against_reference, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_edge_cases import check_against_reference, run
 
 from attnkern import ops
 from attnkern.reference import valid_keys
@@ -128,13 +129,33 @@ def check_case(case: Case, backend: str) -> None:
         torch.float16, torch.bfloat16) else 1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpp"])
-@given(case=cases())
-def test_backend_matches_reference(backend, case):
-    if backend == "cpp" and not ops.HAS_CPP:
-        pytest.skip(f"attnkern._C not built: {ops.CPP_IMPORT_ERROR}")
-    check_case(case, backend)
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # no float64 in Triton
+
+
+def test_backend_matches_reference(backend):
+    """``check_case`` on the profile's budget of drawn cases (the @given function is built
+    per backend, since the strategy and the budget depend on it)."""
+    strategy, budget = cases(), settings().max_examples
+    if backend == "triton":
+        strategy = cases(dtypes=TRITON_DTYPES, max_tk=40, max_h=20)
+        if ops.triton_on_cpu():
+            budget = budget * 12 // 60
+
+    @settings(max_examples=budget)
+    @given(case=strategy)
+    def matches(case):
+        check_case(case, backend)
+
+    matches()
 
 
 def test_profile_is_selected():
-    assert settings().max_examples == settings.get_profile(PROFILE).max_examples
+    """The profile named by ATTNKERN_HYPOTHESIS_PROFILE is the one in force (not
+    hypothesis' default, nor one loaded by a plugin or another module)."""
+    assert settings.get_current_profile_name() == PROFILE
+    current = settings()
+    if PROFILE == "ci":  # reproducible CI: fixed examples, no example database
+        assert current.derandomize and current.database is None
+        assert current.max_examples == 60
+    else:
+        assert current.max_examples == 2000

@@ -11,16 +11,21 @@ Tests marked ``gpu`` use larger shapes and real-kernel-only features (fast tanh)
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-from helpers import MASK_KINDS, check_against_reference, make_inputs, make_masks, shape_id
+from helpers import (
+    MASK_KINDS,
+    check_against_reference,
+    make_inputs,
+    make_masks,
+    reference64,
+    shape_id,
+)
 
 import attnkern
 from attnkern import ops
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+INTERPRET = ops.triton_interpret_enabled()
 if not ops.HAS_TRITON:
     pytest.skip("Triton is not installed", allow_module_level=True)
 if INTERPRET:
@@ -339,7 +344,6 @@ def test_gpu_fast_tanh_within_stated_tolerance(monkeypatch):
     kw = make_masks("both", 2, 70, 300, device="cuda")
     out, wts = attnkern.additive_attention(q, k, v, w, return_weights=True, backend=BACKEND,
                                            **kw)
-    from helpers import reference64
     _, rout, rwts = reference64(q, k, v, w, **kw)
     torch.testing.assert_close(out.double().cpu(), rout.detach(), atol=2e-3, rtol=2e-3)
     torch.testing.assert_close(wts.double().cpu(), rwts.detach(), atol=2e-3, rtol=2e-3)

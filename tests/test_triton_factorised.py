@@ -8,15 +8,13 @@ on CUDA; skipped otherwise. The probe kernels below call the library's own devic
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from helpers import check_against_reference, make_inputs, make_masks
 
 from attnkern import ops
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+INTERPRET = ops.triton_interpret_enabled()
 if not ops.HAS_TRITON:
     pytest.skip("Triton is not installed", allow_module_level=True)
 if INTERPRET:
