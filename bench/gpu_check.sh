@@ -45,7 +45,7 @@ fi
 mkdir -p "$OUT"
 
 step 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_triton.py \
-    tests/test_triton_factorised.py tests/test_triton_edge_cases.py
+    tests/test_triton_factorised.py tests/test_edge_cases.py tests/test_hypothesis.py -k triton
 # torch.compile baselines compile once per (shape, dtype, mode): 14 graphs here.
 step 300 "$PY" bench/gpu.py --quick --shapes TRAIN,LONG,MEM,DECODE \
     --baselines eager,compile --out "$OUT"
