@@ -8,7 +8,7 @@ instruction count and MUFU count.
                                            #   "loop_mufu_per_elem", "loop_elems"}, ...]
     python bench/kernel_report.py --per-element [--json] [--shape LONG] [--dtype float32]
 
-``--per-element``: one row per (shape in TRAIN/LONG/MEM/DECODE, bench/gpu.py's, with
+``--per-element``: one row per (shape in TRAIN/LONG/MEM/DECODE, bench/shapes.py's, with
 key_lengths) x (dtype float32/bfloat16) x (arch) x (pass forward/backward):
 ``{"shape", "dtype", "arch", "pass", "kernels", "launches", "instructions_per_element",
 "mufu_per_element", "local_bytes_max", ...}``. The element loop of a kernel is the innermost
@@ -298,7 +298,7 @@ def compile_all(archs: tuple[int, ...] = ARCHS, keep_sass: bool = False) -> list
 
 # ------------------------------------------------------------- per-element figures
 
-# bench/gpu.py's shapes (B, Tq, Tk, H, Dv), key_lengths given; DECODE is one decoder step.
+# bench/shapes.py's GPU shapes (B, Tq, Tk, H, Dv), key_lengths given; DECODE is one decoder step.
 PER_ELEMENT_SHAPES = {name: GPU_SHAPES[name].dims for name in ("TRAIN", "LONG", "MEM", "DECODE")}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PASSES = ("forward", "backward")

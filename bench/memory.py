@@ -7,7 +7,7 @@ Prints one JSON object: ``{"results": [{"shape", "backend", "profiler_bytes", "r
 "call_s"}, ...]}``. ``bench/run.py`` calls it so that the GiB-sized eager runs and the glibc
 setting the RSS cross-check needs (a fixed mmap threshold) never touch the process that
 times things, and runs attnkern in a fresh process per shape, so scratch memory its
-kernels keep between calls is counted. See ``common.MEMORY_METHOD`` for the method.
+kernels keep between calls is counted. See ``bench.common.MEMORY_METHOD`` for the method.
 """
 
 from __future__ import annotations
