@@ -1,67 +1,20 @@
-"""Shared by the pytest-benchmark suite and ``bench/run.py``: shapes, inputs, the calls
-being timed, an interleaved median timer, and peak-memory measurement on CPU.
-
-Smoke mode (``ATTNKERN_BENCH_SMOKE=1``, or ``--smoke``) shrinks every shape so the whole
-suite executes in seconds; its figures mean nothing.
+"""Shared by the pytest-benchmark suite, ``bench/run.py`` and ``bench/memory.py``: inputs,
+the calls being timed, and peak-memory measurement on CPU. Shapes: ``bench/shapes.py``;
+the CPU timer: ``bench/cpu_timing.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import gc
-import os
-import statistics
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from baselines import AttentionFn
 from torch import Tensor
 
-
-def smoke_enabled() -> bool:
-    return os.environ.get("ATTNKERN_BENCH_SMOKE", "0") not in ("", "0")
-
-
-@dataclass(frozen=True)
-class Shape:
-    """Problem size; ``step`` = one decoder step (query (B, H), Tq = 1)."""
-
-    B: int
-    Tq: int
-    Tk: int
-    H: int
-    Dv: int
-    step: bool = False
-
-    @property
-    def elements(self) -> int:
-        """Score elements B*Tq*Tk*H: one (i, j, h) tanh term each."""
-        return self.B * self.Tq * self.Tk * self.H
-
-    @property
-    def label(self) -> str:
-        tq = "step" if self.step else f"Tq{self.Tq}"
-        return f"B{self.B}-{tq}-Tk{self.Tk}-H{self.H}-Dv{self.Dv}"
-
-
-# The issue's shapes. DECODE uses key_lengths drawn in [Tk/2, Tk].
-SHAPES = {
-    "TRAIN": Shape(32, 64, 64, 256, 256),
-    "DECODE": Shape(32, 1, 128, 256, 512, step=True),
-    "MEM": Shape(16, 256, 256, 512, 256),
-}
-SMOKE_SHAPES = {
-    "TRAIN": Shape(2, 8, 8, 16, 16),
-    "DECODE": Shape(2, 1, 16, 16, 24, step=True),
-    "MEM": Shape(2, 16, 16, 32, 16),
-}
-
-
-def shapes() -> dict[str, Shape]:
-    return SMOKE_SHAPES if smoke_enabled() else SHAPES
+from bench.baselines import AttentionFn
+from bench.shapes import Shape
 
 
 @dataclass
@@ -124,89 +77,6 @@ def make_call(fn: AttentionFn, inputs: Inputs, mode: str) -> Callable[[], None]:
             sync()
         return fwdbwd
     raise ValueError(f"mode must be 'fwd' or 'fwdbwd', got {mode!r}")
-
-
-# ------------------------------------------------------------------------------- timing
-
-@dataclass
-class Timed:
-    """Per-call seconds of one entry of :func:`interleaved_medians`."""
-
-    samples: list[float]
-    calls_per_sample: int
-    cpu_samples: list[float]  # process CPU seconds per call (all threads), same samples
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-    @property
-    def min(self) -> float:
-        """Least-disturbed sample: noise from other jobs only ever adds time."""
-        return min(self.samples)
-
-    @property
-    def cpu_median(self) -> float:
-        return statistics.median(self.cpu_samples)
-
-    @property
-    def spread(self) -> float:
-        """Interquartile range relative to the median (a noise indicator)."""
-        if len(self.samples) < 4:
-            return 0.0
-        q = statistics.quantiles(self.samples, n=4)
-        return (q[2] - q[0]) / self.median
-
-
-Entry = Callable[[], None] | tuple[Callable[[], None], Callable[[], None]]
-
-
-def interleaved_medians(entries: Mapping[str, Entry], *, repeats: int, warmup: int = 1,
-                        min_sample_s: float = 0.02) -> dict[str, Timed]:
-    """Time several calls side by side so they share the machine's noise.
-
-    ``entries`` maps a name to a call, or to ``(setup, call)`` where ``setup`` runs untimed
-    before each sample (e.g. ``torch.set_num_threads``). Each entry is warmed up, then
-    calibrated to ``n`` calls per sample (a sample lasts >= ``min_sample_s``); then
-    ``repeats`` rounds time one sample of every entry, the order rotating each round.
-    Returns per-call seconds (sample time / n) for every sample.
-    """
-    norm = {name: (e if isinstance(e, tuple) else (_noop, e)) for name, e in entries.items()}
-    counts: dict[str, int] = {}
-    for name, (setup, call) in norm.items():
-        setup()
-        for _ in range(warmup):
-            call()
-        n = 1
-        while True:
-            t = _sample(call, n)
-            if t >= min_sample_s or n >= 1 << 16:
-                break
-            n = max(n + 1, min(n * 10, int(n * min_sample_s / max(t, 1e-9) * 1.2) + 1))
-        counts[name] = n
-    samples: dict[str, list[float]] = {name: [] for name in norm}
-    cpu: dict[str, list[float]] = {name: [] for name in norm}
-    names = list(norm)
-    for r in range(repeats):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            setup, call = norm[name]
-            setup()
-            c0 = time.process_time()
-            samples[name].append(_sample(call, counts[name]) / counts[name])
-            cpu[name].append((time.process_time() - c0) / counts[name])
-    return {name: Timed(samples[name], counts[name], cpu[name]) for name in names}
-
-
-def _noop() -> None:
-    pass
-
-
-def _sample(call: Callable[[], None], n: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(n):
-        call()
-    return time.perf_counter() - t0
 
 
 # ------------------------------------------------------------------------------- memory
@@ -292,13 +162,3 @@ def peak_extra_bytes_rss(call: Callable[[], None]) -> int | None:
     base = _status_kib("VmRSS")
     call()
     return max(0, _status_kib("VmHWM") - base) * 1024
-
-
-@contextlib.contextmanager
-def num_threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)

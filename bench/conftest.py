@@ -6,13 +6,10 @@ suite executes in seconds (the CI smoke test); in smoke mode torch.compile uses 
 """
 
 import os
-import sys
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-for path in (BENCH_DIR, REPO_ROOT):  # `import baselines`; attnkern from this checkout
-    if path not in sys.path:
-        sys.path.insert(0, path)
+# bench/ is a package: pytest imports this file as bench.conftest, with the repository root
+# (the first directory above without an __init__.py) first on sys.path, so `bench.*` and
+# this checkout's attnkern import as they are.
 
 
 def pytest_addoption(parser):

@@ -19,23 +19,21 @@ import sys
 import time
 from typing import Any
 
+if __name__ == "__main__" and not __package__:  # python bench/gpu.py: see bench/_bootstrap.py
+    import _bootstrap  # noqa: F401
+
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from baselines import compiled_attention, eager_attention, eager_attention_mm  # noqa: E402
-
-import attnkern  # noqa: E402
+from bench.baselines import get_backend
+from bench.gpu_timing import event_ms
+from bench.shapes import GPU_SHAPES
 
 # (name, B, Tq, Tk, H, Dv); Tq None = one decoder step (2-D query); lengths in [Tk/2, Tk]
-SHAPES = [
-    ("TRAIN", 32, 64, 64, 256, 256),
-    ("LONG", 16, 256, 1024, 128, 128),
-    ("MEM", 16, 256, 256, 512, 256),
-    ("DECODE", 32, None, 128, 256, 512),
-    ("DECODE-long", 8, None, 8192, 256, 256),
-]
+SHAPES = [(name, s.B, None if s.step else s.Tq, s.Tk, s.H, s.Dv)
+          for name, s in GPU_SHAPES.items()]
+# bench.baselines.BACKENDS names: attnkern's Triton backend and the four baselines, which
+# run on the device of their inputs (CUDA here)
+BACKENDS = ("triton", "eager", "eager-mm", "compile", "compile-mm")
 
 
 def make(B: int, Tq: int | None, Tk: int, H: int, Dv: int, dtype: torch.dtype,
@@ -50,18 +48,8 @@ def make(B: int, Tq: int | None, Tk: int, H: int, Dv: int, dtype: torch.dtype,
     return ts, lengths
 
 
-def fns() -> dict[str, Any]:
-    def ours(q, k, v, w, lengths):
-        return attnkern.additive_attention(q, k, v, w, key_lengths=lengths, backend="triton")
-
-    return {"triton": ours, "eager": eager_attention, "eager-mm": eager_attention_mm,
-            "compile": compiled_attention("mul"), "compile-mm": compiled_attention("mm")}
-
-
 def run_one(fn: Any, args: list[torch.Tensor], lengths: torch.Tensor, mode: str,
             rep_ms: int) -> dict[str, float]:
-    import triton.testing
-
     q, k, v, w = args
     go = None
 
@@ -83,9 +71,8 @@ def run_one(fn: Any, args: list[torch.Tensor], lengths: torch.Tensor, mode: str,
     call()
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base
-    ms = triton.testing.do_bench(call, warmup=max(rep_ms // 4, 10), rep=rep_ms,
-                                 return_mode="median")
-    return {"ms": float(ms), "peak_bytes": float(peak)}
+    ms = event_ms(call, warmup=max(rep_ms // 4, 10), rep=rep_ms)
+    return {"ms": ms, "peak_bytes": float(peak)}
 
 
 def _best(results: dict[str, Any], names: list[str]) -> tuple[float | None, float | None]:
@@ -132,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     shapes = [s for s in SHAPES if s[0] in a.shapes.split(",")]
     keep = {"triton", *a.baselines.split(",")}
-    assert torch.cuda.is_available(), "bench/gpu.py needs CUDA"
+    if not torch.cuda.is_available():
+        print("bench/gpu.py needs CUDA (no CUDA device here)", file=sys.stderr)
+        return 2
     rep = 100 if a.quick else 400
     res: list[dict[str, Any]] = []
     env = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
@@ -155,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 row: dict[str, Any] = {"shape": name, "dims": [B, Tq, Tk, H, Dv],
                                        "dtype": dt_name, "mode": mode, "results": {}}
-                for bname, fn in fns().items():
+                for bname in BACKENDS:
                     if bname not in keep:
                         continue
+                    fn = get_backend(bname)
                     torch.cuda.empty_cache()
                     args, lengths = make(B, Tq, Tk, H, Dv, dtype, mode == "fwdbwd")
                     r: dict[str, Any]

@@ -10,27 +10,24 @@ torch.profiler table of the CUDA kernels it runs.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
+if __name__ == "__main__" and not __package__:  # python bench/gpu_profile.py: bench/_bootstrap.py
+    import _bootstrap  # noqa: F401
+
 import torch
-import triton.testing
 from torch.profiler import ProfilerActivity, profile
 
 import attnkern
 from attnkern import triton_kernels as tk
+from bench.gpu_timing import event_ms, gpu_ms
+from bench.shapes import GPU_SHAPES
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_tune import gpu_ms  # noqa: E402  (bench/ is not a package)
-
-CASES = [  # name, B, Tq, Tk, H, Dv, mode
-    ("TRAIN", 32, 64, 64, 256, 256, "fwd"),
-    ("TRAIN", 32, 64, 64, 256, 256, "fwdbwd"),
-    ("DECODE", 32, 1, 128, 256, 512, "fwd"),
-    ("LONG", 16, 256, 1024, 128, 128, "fwd"),
-    ("LONG", 16, 256, 1024, 128, 128, "fwdbwd"),
-]
+# name, B, Tq, Tk, H, Dv, mode; DECODE as a (B, 1, H) query
+CASES = [(name, *GPU_SHAPES[name].dims, mode)
+         for name, mode in (("TRAIN", "fwd"), ("TRAIN", "fwdbwd"), ("DECODE", "fwd"),
+                            ("LONG", "fwd"), ("LONG", "fwdbwd"))]
 
 
 def main() -> int:
@@ -69,13 +66,12 @@ def main() -> int:
             call()
         host = (time.perf_counter() - t0) / n * 1e3
         torch.cuda.synchronize()
-        ev = triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")
+        ev = event_ms(call, warmup=25, rep=100)
         raw = None
         if not grad:
             qd, kd, vd, wd = (t.detach() for t in (q, k, v, w))
-            raw = triton.testing.do_bench(
-                lambda: tk.fwd(qd, kd, vd, wd, None, lens, False, False),
-                warmup=25, rep=100, return_mode="median")
+            raw = event_ms(lambda: tk.fwd(qd, kd, vd, wd, None, lens, False, False),
+                           warmup=25, rep=100)
         graph_ms = None
         if not grad:
             try:

@@ -18,16 +18,16 @@ import sys
 import time
 from typing import Any
 
+if __name__ == "__main__" and not __package__:  # python bench/gpu_tune.py: see bench/_bootstrap.py
+    import _bootstrap  # noqa: F401
+
 import torch
-import triton.testing
 
 from attnkern import triton_kernels as tk
+from bench.gpu_timing import gpu_ms
+from bench.shapes import GPU_SHAPES
 
-SHAPES = [  # name, B, Tq, Tk, H, Dv
-    ("TRAIN", 32, 64, 64, 256, 256),
-    ("LONG", 16, 256, 1024, 128, 128),
-    ("MEM", 16, 256, 256, 512, 256),
-]
+SHAPES = [(name, *GPU_SHAPES[name].dims) for name in ("TRAIN", "LONG", "MEM")]  # name, B..Dv
 
 
 # Short lists around the current table (the full sweep is candidates()): a lease of a few
@@ -57,21 +57,6 @@ def candidates(kind: str, tq: int) -> list[tk.Config]:
         out.append(tk.Config(bm, bn, bh, warps, 2 if kind == "fwd" else 1))
     random.Random(0).shuffle(out)  # a time-boxed sweep samples the whole space
     return out
-
-
-def gpu_ms(fn: Any, warmup: int = 10, rep: int = 50) -> float:
-    """Median GPU time of fn replayed from a CUDA graph (no host launch cost in it);
-    warmup and rep are do_bench's, in milliseconds."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    return float(triton.testing.do_bench(g.replay, warmup=warmup, rep=rep,
-                                         return_mode="median"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ instruction count and MUFU count.
                                            #   "loop_mufu_per_elem", "loop_elems"}, ...]
     python bench/kernel_report.py --per-element [--json] [--shape LONG] [--dtype float32]
 
-``--per-element``: one row per (shape in TRAIN/LONG/MEM/DECODE, bench/gpu.py's, with
+``--per-element``: one row per (shape in TRAIN/LONG/MEM/DECODE, bench/shapes.py's, with
 key_lengths) x (dtype float32/bfloat16) x (arch) x (pass forward/backward):
 ``{"shape", "dtype", "arch", "pass", "kernels", "launches", "instructions_per_element",
 "mufu_per_element", "local_bytes_max", ...}``. The element loop of a kernel is the innermost
@@ -50,13 +50,16 @@ from typing import Any
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # FMA contraction, the Triton default
 os.environ.pop("TRITON_INTERPRET", None)  # we need real JITFunctions to compile
 
+if __name__ == "__main__" and not __package__:  # python bench/kernel_report.py: bench/_bootstrap.py
+    import _bootstrap  # noqa: F401
+
 import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from attnkern import triton_kernels as tk  # noqa: E402
+from bench.shapes import GPU_SHAPES  # noqa: E402
 
 ARCHS = (80, 90)
 KEYS = ("kernel", "arch", "registers", "local_bytes", "shared_bytes", "sass_instructions",
@@ -295,13 +298,8 @@ def compile_all(archs: tuple[int, ...] = ARCHS, keep_sass: bool = False) -> list
 
 # ------------------------------------------------------------- per-element figures
 
-# bench/gpu.py's shapes (B, Tq, Tk, H, Dv), key_lengths given; DECODE is one decoder step.
-PER_ELEMENT_SHAPES = {
-    "TRAIN": (32, 64, 64, 256, 256),
-    "LONG": (16, 256, 1024, 128, 128),
-    "MEM": (16, 256, 256, 512, 256),
-    "DECODE": (32, 1, 128, 256, 512),
-}
+# bench/shapes.py's GPU shapes (B, Tq, Tk, H, Dv), key_lengths given; DECODE is one decoder step.
+PER_ELEMENT_SHAPES = {name: GPU_SHAPES[name].dims for name in ("TRAIN", "LONG", "MEM", "DECODE")}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PASSES = ("forward", "backward")
 # aten ops that launch nothing (allocation, metadata)

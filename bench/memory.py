@@ -7,21 +7,18 @@ Prints one JSON object: ``{"results": [{"shape", "backend", "profiler_bytes", "r
 "call_s"}, ...]}``. ``bench/run.py`` calls it so that the GiB-sized eager runs and the glibc
 setting the RSS cross-check needs (a fixed mmap threshold) never touch the process that
 times things, and runs attnkern in a fresh process per shape, so scratch memory its
-kernels keep between calls is counted. See ``common.MEMORY_METHOD`` for the method.
+kernels keep between calls is counted. See ``bench.common.MEMORY_METHOD`` for the method.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-for _p in (BENCH_DIR, os.path.dirname(BENCH_DIR)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if __name__ == "__main__" and not __package__:  # python bench/memory.py: see bench/_bootstrap.py
+    import _bootstrap  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,14 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from baselines import backend_available, get_backend
-    from common import (
-        Shape,
+
+    from bench.baselines import backend_available, get_backend
+    from bench.common import (
         make_call,
         make_inputs,
         peak_extra_bytes_profiler,
         peak_extra_bytes_rss,
     )
+    from bench.shapes import Shape
 
     torch.set_num_threads(args.threads)
     rss_for = set(filter(None, args.rss.split(",")))

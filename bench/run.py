@@ -36,11 +36,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-for _p in (BENCH_DIR, REPO_ROOT):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if __name__ == "__main__" and not __package__:  # python bench/run.py: see bench/_bootstrap.py
+    import _bootstrap  # noqa: F401
+
+from bench import BENCH_DIR, REPO_ROOT
+from bench.plots import plots
+from bench.report import METHOD, fmt_bytes, fmt_time, make_row, markdown, readme_fragment
 
 
 @dataclass
@@ -198,45 +199,6 @@ def linear_fit(xs: list[float], ys: list[float]) -> dict[str, float]:
     return {"r2": r2, "intercept": a, "slope": b, "loglog_slope_upper": ll}
 
 
-def fmt_time(s: float | None) -> str:
-    if s is None or (isinstance(s, float) and math.isnan(s)):
-        return "n/a"
-    if s >= 1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.3g} ms"
-    return f"{s * 1e6:.3g} us"
-
-
-def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "n/a"
-    if n < 2**20:
-        return f"{n / 2**10:.1f} KiB"
-    return f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
-
-
-def fmt_num(x: float | None, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:.{digits}g}"
-
-
-def make_row(figure: str, shape: str, ours: float | None, ours_label: str, ours_text: str,
-             base: float | None, base_label: str, base_text: str, ratio: float | None,
-             goal_op: str, goal: float, ratio_text: str | None = None,
-             goal_text: str | None = None) -> dict[str, Any]:
-    passed = None
-    if ratio is not None and not math.isnan(ratio):
-        passed = ratio >= goal if goal_op == ">=" else ratio <= goal
-    return {
-        "figure": figure, "shape": shape,
-        "ours": ours, "ours_label": ours_label, "ours_text": ours_text,
-        "baseline": base, "baseline_label": base_label, "baseline_text": base_text,
-        "ratio": ratio, "ratio_text": ratio_text or (f"{ratio:.2f}x" if ratio else "n/a"),
-        "goal": goal_text or f"{goal_op} {goal:g}x", "goal_op": goal_op, "goal_value": goal,
-        "pass": passed,
-    }
 
 
 # ------------------------------------------------------------------------------ the run
@@ -244,9 +206,9 @@ def make_row(figure: str, shape: str, ours: float | None, ours_label: str, ours_
 class Runner:
     def __init__(self, cfg: Config, threads: int) -> None:
         import torch
-        from common import shapes
 
         import attnkern
+        from bench.shapes import shapes
 
         self.torch = torch
         self.cfg = cfg
@@ -261,8 +223,9 @@ class Runner:
     # -- timing of one problem, several backends side by side
     def time_backends(self, key: str, shape: Any, mode: str, backends: list[str],
                       repeats: int, min_sample_s: float | None = None) -> dict[str, float]:
-        from baselines import get_backend
-        from common import interleaved_medians, make_call, make_inputs
+        from bench.baselines import get_backend
+        from bench.common import make_call, make_inputs
+        from bench.cpu_timing import interleaved_medians
 
         names = [b for b in backends if b != "cpp" or self.has_cpp]
         inputs = make_inputs(shape, requires_grad=mode == "fwdbwd")
@@ -369,8 +332,9 @@ class Runner:
             goal_text="<= 5% of eager's"))
 
     def probe_and_threads_rows(self, fwd_train: dict[str, float]) -> None:
-        from baselines import get_backend
-        from common import interleaved_medians, make_call, make_inputs
+        from bench.baselines import get_backend
+        from bench.common import make_call, make_inputs
+        from bench.cpu_timing import interleaved_medians
 
         shape = self.shapes["TRAIN"]
         src = find_limit_probe()
@@ -436,7 +400,7 @@ class Runner:
         self.rows[-1]["ratio_of_minima"] = ratio_min
 
     def curves(self) -> None:
-        from common import Shape
+        from bench.shapes import Shape
 
         backends = ["cpp", "eager", "compile"]
         def sweep(name: str, shapes: list[Shape]) -> dict[str, list[float]]:
@@ -515,216 +479,6 @@ class Runner:
             (i for i, o in enumerate(order) if o in r["figure"]), len(order)))
 
 
-# ------------------------------------------------------------------------------ output
-
-def markdown(report: dict[str, Any]) -> str:
-    env = report["env"]
-    lines = [
-        "# attnkern CPU benchmark",
-        "",
-        f"{env['date_utc']} on {env['cpu']}, {env['logical_cpus']} logical CPUs, "
-        f"{env['threads']} threads, torch {env['torch']}, float32, C++ path "
-        f"{env.get('cpu_isa')} (ATen {env.get('aten_cpu_capability')}); attnkern commit "
-        f"{env['git_commit']}{' (dirty)' if env['git_dirty'] else ''}, csrc: "
-        f"{env['csrc_commit']}. Command: `{env['command']}`"
-        + (" **SMOKE RUN: tiny shapes, the figures mean nothing.**" if report["smoke"] else ""),
-        "",
-        *goal_table(report),
-    ]
-    lines += ["", "## All timings (medians, side by side per problem)", "",
-              "| problem | backend | median | min | CPU time (all threads) | G score elements/s "
-              "| IQR/median | samples x calls |",
-              "|---|---|---|---|---|---|---|---|"]
-    for key, t in report["timings"].items():
-        for n, b in sorted(t["backends"].items(), key=lambda kv: kv[1]["median_s"]):
-            lines.append(f"| {key} ({t['shape']}) | {n} | {fmt_time(b['median_s'])} | "
-                         f"{fmt_time(b['min_s'])} | {fmt_time(b['cpu_median_s'])} | "
-                         f"{b['Gelem_per_s']:.3f} | {b['iqr_rel']:.0%} | "
-                         f"{b['samples']} x {b['calls_per_sample']} |")
-    mem = report["extra"].get("memory_MEM")
-    if mem:
-        lines += ["", f"## Extra peak memory, forward+backward, MEM {mem['shape']}", "",
-                  "| backend | profiler (PyTorch allocator) | peak RSS growth | reported (max) "
-                  "| profiled call |",
-                  "|---|---|---|---|---|"]
-        for n, f in mem["backends"].items():
-            lines.append(f"| {n} | {fmt_bytes(f['profiler_bytes'])} | "
-                         f"{fmt_bytes(f['rss_bytes'])} | {fmt_bytes(f['bytes'])} | "
-                         f"{f['call_s']:.2f} s |")
-    mc = report["extra"].get("memory_vs_tk")
-    if mc:
-        names = list(mc["bytes"])
-        lines += ["", f"## Extra peak memory vs Tk, forward+backward ({mc['shape']})", "",
-                  "| Tk | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-        for i, tk in enumerate(mc["Tk"]):
-            lines.append(f"| {tk} | " + " | ".join(fmt_bytes(mc["bytes"][n][i]) for n in names)
-                         + " |")
-    for key, var in (("time_vs_tk", "Tk"), ("time_vs_h", "H")):
-        c = report["extra"].get(key)
-        if not c:
-            continue
-        names = list(c["seconds"])
-        lines += ["", f"## Forward time vs {var} ({c['shape']}; minimum of the samples)", "",
-                  f"| {var} | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-        for i, x in enumerate(c[var]):
-            lines.append(f"| {x} | " + " | ".join(fmt_time(c["seconds"][n][i]) for n in names)
-                         + " |")
-        lines.append("| linear fit R^2 | " + " | ".join(
-            f"{c['fit'][n]['r2']:.4f}" for n in names) + " |")
-        lines.append("| log-log slope (upper half) | " + " | ".join(
-            f"{c['fit'][n]['loglog_slope_upper']:.2f}" for n in names) + " |")
-    probe = report["extra"].get("limit_probe")
-    if probe:
-        lines += ["", f"limit_probe ({probe.get('build')}): "
-                  + (", ".join(f"{t} thread(s): " + ", ".join(f"{k} {v:.2f} G/s"
-                                                            for k, v in figs.items())
-                               for t, figs in probe["runs"].items()) or "n/a")]
-    lines += ["", "## Method", ""] + [f"- {m}" for m in report["method"]]
-    return "\n".join(lines) + "\n"
-
-
-def goal_table(report: dict[str, Any]) -> list[str]:
-    lines = ["| figure | shape | attnkern (cpp) | baseline | ratio | goal | result |",
-             "|---|---|---|---|---|---|---|"]
-    for r in report["rows"]:
-        result = {True: "pass", False: "**FAIL**", None: "n/a"}[r["pass"]]
-        lines.append(f"| {r['figure']} | {r['shape']} | {r['ours_text']} | {r['baseline_text']} "
-                     f"| {r['ratio_text']} | {r['goal']} | {result} |")
-    return lines
-
-
-def readme_fragment(report: dict[str, Any], plot_paths: list[str]) -> str:
-    """The README's results section (links relative to the repository root)."""
-    env = report["env"]
-    load = env.get("loadavg_start"), env.get("loadavg_end")
-    lines = [
-        "## Results (CPU)",
-        "",
-        f"Measured {env['date_utc'][:16].replace('T', ' ')} UTC on {env['cpu']} "
-        f"({env['logical_cpus']} logical CPUs, shared with other jobs: load average "
-        f"{load[0][0]:.1f} at the start, {load[1][0]:.1f} at the end), {env['threads']} threads, "
-        f"float32, C++ path {env.get('cpu_isa')} (torch.compile on ATen "
-        f"{env.get('aten_cpu_capability')}), torch {env['torch']}, attnkern commit "
-        f"{env['git_commit']}. "
-        f"Reproduce with `{env['command']}` (about {env['wall_s'] / 60:.0f} min; "
-        "`--quick` for fewer repeats); it writes `bench/results/cpu.json` (every sample "
-        "count, median and spread, the environment), `bench/results/cpu.md` and the plots.",
-        "",
-        *goal_table(report),
-        "",
-        "Speed ratios are between medians measured side by side in one process (backends "
-        "interleaved round by round); the baseline is the faster of the two usual spellings "
-        "of eager additive attention (`(tanh(q+k) * w).sum(-1)` or `tanh(q+k) @ w`), or of "
-        "their torch.compile. Memory: the larger of the PyTorch-allocator peak "
-        "(torch.profiler memory events) and the peak-RSS growth, in a fresh process. "
-        "The pytest-benchmark suite `pytest bench/ --benchmark-only` times every backend on "
-        "the same shapes.",
-        "",
-    ]
-    for path in plot_paths:
-        rel = os.path.relpath(path, REPO_ROOT)
-        title = os.path.splitext(os.path.basename(path))[0].replace("bench_", "").replace(
-            "_", " ")
-        lines.append(f"![{title}]({rel})")
-    return "\n".join(lines) + "\n"
-
-
-def plots(report: dict[str, Any], out_dir: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    styles = {"cpp": ("attnkern cpp", "C0", "o"),
-              "eager": ("eager PyTorch, (tanh * w).sum", "C3", "s"),
-              "eager-mm": ("eager PyTorch, tanh @ w", "C1", "v"),
-              "compile": ("torch.compile", "C2", "^")}
-    env = report["env"]
-    subtitle = f"{env['cpu']}, {env['threads']} threads, float32, {env['date_utc'][:10]}"
-    for key, var, fname in (("time_vs_tk", "Tk", "bench_time_vs_tk.png"),
-                            ("time_vs_h", "H", "bench_time_vs_h.png")):
-        c = report["extra"].get(key)
-        if not c:
-            continue
-        fig, ax = plt.subplots(figsize=(7, 4.8))
-        xs = c[var]
-        for n, ys in c["seconds"].items():
-            label, color, marker = styles.get(n, (n, None, "x"))
-            fit = c["fit"][n]
-            ax.loglog(xs, [y * 1e3 for y in ys], marker=marker, color=color,
-                      label=f"{label} (linear fit R$^2$={fit['r2']:.3f})")
-        if "cpp" in c["seconds"]:  # slope-1 guide through cpp's last point
-            y_end = c["seconds"]["cpp"][-1] * 1e3
-            ax.loglog(xs, [y_end * x / xs[-1] for x in xs], ":", color="gray",
-                      label="linear (slope 1)")
-        _log_ticks(ax, xs)
-        ax.set_xlabel(var)
-        ax.set_ylabel("forward time per call, min of samples (ms)")
-        ax.set_title(f"Forward time vs {var} ({c['shape']})\n{subtitle}", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(out_dir, fname)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    mc = report["extra"].get("memory_vs_tk")
-    if mc:
-        fig, ax = plt.subplots(figsize=(7, 4.8))
-        for n, ys in mc["bytes"].items():
-            label, color, marker = styles.get(n, (n, None, "x"))
-            ax.loglog(mc["Tk"], [max(y, 1) / 2**20 for y in ys], marker=marker, color=color,
-                      label=label)
-        _log_ticks(ax, mc["Tk"])
-        ax.set_xlabel("Tk")
-        ax.set_ylabel("extra peak memory, forward+backward (MiB)")
-        ax.set_title(f"Extra peak memory vs Tk ({mc['shape']})\n{subtitle}", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(out_dir, "bench_memory_vs_tk.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    return written
-
-
-def _log_ticks(ax: Any, xs: list[int]) -> None:
-    """Label the log x axis with the swept values themselves."""
-    from matplotlib.ticker import FixedLocator, NullLocator
-
-    ax.xaxis.set_major_locator(FixedLocator(xs))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([str(x) for x in xs])
-
-
-METHOD = [
-    "float32 on CPU; torch.set_num_threads(threads) for every backend (attnkern's OpenMP "
-    "kernels, eager ATen and Inductor's generated code alike).",
-    "forward = one call under torch.no_grad() (inference; decode steps); forward+backward = "
-    "forward with autograd, then backward(grad_out) into all four inputs.",
-    "Each problem: the backends are warmed up (torch.compile compiles there, static shapes), "
-    "each calibrated to n calls per sample (a sample lasts >= min_sample_s), then in every "
-    "round one sample of each backend, the order rotating round by round, so they share the "
-    "machine's noise. Figures are medians of the rounds' per-call times; ratios are taken "
-    "between medians measured side by side. '(min: ...)' is the same ratio between the "
-    "fastest samples (noise from other jobs only adds time, so the minimum is the estimate "
-    "closest to an idle machine). The Tk and H curves (small calls, where one descheduled "
-    "thread can add milliseconds) use the minimum. CPU time = process CPU seconds per call, "
-    "all threads (OpenMP spin-waiting included).",
-    "Baselines: eager = `(tanh(q[:, :, None] + k[:, None]) * w).sum(-1)`, masked softmax, "
-    "bmm; eager-mm = the same with `tanh(...) @ w[:, None]`; compile / compile-mm = "
-    "torch.compile (Inductor, dynamic=False) of those functions. Each goal row compares with "
-    "the faster (or for memory, the leaner) of the two spellings.",
-    "DECODE masks with key_lengths drawn in [Tk/2, Tk].",
-    "Throughput = B*Tq*Tk*H score elements / forward time; limit_probe (the team's ceiling "
-    "probe, compiled here with the command at its top) is run in the same process run.",
-    "The machine is shared (2 cores, several users): absolute times are noisy; the IQR column "
-    "says how noisy; side-by-side ratios are the figures to read.",
-]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, 1 repeat (seconds)")
@@ -756,14 +510,15 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(plot_dir, exist_ok=True)
 
     import torch
-    from common import MEMORY_METHOD
+
+    from bench.common import MEMORY_METHOD
 
     torch.set_num_threads(args.threads)
     cfg = SMOKE if args.smoke else QUICK if args.quick else FULL
     t_start = time.perf_counter()
     report: dict[str, Any] = {"env": environment(args.threads), "smoke": args.smoke,
                               "quick": args.quick}
-    from baselines import compile_backend
+    from bench.baselines import compile_backend
 
     report["config"] = {**cfg.__dict__, "compile_backend": compile_backend(),
                         "shapes": {n: s.label for n, s in Runner(cfg, args.threads).shapes.items()}}

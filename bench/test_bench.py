@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from baselines import BACKENDS, backend_available, get_backend
-from common import make_call, make_inputs, shapes, smoke_enabled
+
+from bench.baselines import BACKENDS, backend_available, get_backend
+from bench.common import make_call, make_inputs
+from bench.shapes import shapes, smoke_enabled
 
 # DECODE is inference (one decoder step per generated token): forward only.
 CASES = [(name, mode) for name in ("TRAIN", "DECODE", "MEM") for mode in ("fwd", "fwdbwd")
