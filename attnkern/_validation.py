@@ -12,6 +12,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .reference import compute_dtype
+
 BACKENDS = ("auto", "triton", "cpp", "reference")
 _STRIDED = torch.strided
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -152,7 +154,7 @@ def check_inputs(
             f"query, key and weight must share the hidden size H: {_shapes(q, k, v, w)}")
     q3 = q.unsqueeze(1) if step else q
     if key_exp is not None and not (key_exp.shape == k.shape and key_exp.device == device
-                                    and key_exp.dtype == _ACC[dtype]):
+                                    and key_exp.dtype == compute_dtype(dtype)):
         key_exp = None  # not this key's exp(2 key): let the kernel compute it
 
     mask = None
@@ -164,10 +166,6 @@ def check_inputs(
         lengths = _check_lengths(key_lengths, batch, tk, device, q, k, v, w)
 
     return Checked(q3, k, v, w, mask, lengths, step, key_exp)
-
-
-_ACC = {torch.float16: torch.float32, torch.bfloat16: torch.float32,
-        torch.float32: torch.float32, torch.float64: torch.float64}
 
 
 def _shapes(q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> str:
