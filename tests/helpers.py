@@ -130,5 +130,21 @@ def check_against_reference(q, k, v, w, *, backend, grads=True, seed=0, **kw):
                                    msg=lambda m, n=name: f"grad_{n}: {m}")
 
 
+def triton_module_device():
+    """Device of a Triton test module: "cpu" under TRITON_INTERPRET=1, else "cuda"; skips
+    the whole module where Triton is missing or neither is available."""
+    import pytest
+
+    if not ops.HAS_TRITON:
+        pytest.skip("Triton is not installed", allow_module_level=True)
+    if ops.triton_interpret_enabled():
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    pytest.skip("the Triton kernels need CUDA, or TRITON_INTERPRET=1 to run them on CPU "
+                "tensors (`TRITON_INTERPRET=1 pytest tests/test_triton*.py`)",
+                allow_module_level=True)
+
+
 def shape_id(B, Tq, Tk, H, Dv):
     return f"B{B}-Tq{Tq}-Tk{Tk}-H{H}-Dv{Dv}"

@@ -20,22 +20,14 @@ from helpers import (
     make_masks,
     reference64,
     shape_id,
+    triton_module_device,
 )
 
 import attnkern
 from attnkern import ops
 
 INTERPRET = ops.triton_interpret_enabled()
-if not ops.HAS_TRITON:
-    pytest.skip("Triton is not installed", allow_module_level=True)
-if INTERPRET:
-    DEVICE = "cpu"
-elif torch.cuda.is_available():
-    DEVICE = "cuda"
-else:
-    pytest.skip("the Triton kernels need CUDA, or TRITON_INTERPRET=1 to run them on CPU "
-                "tensors (`TRITON_INTERPRET=1 pytest tests/test_triton.py`)",
-                allow_module_level=True)
+DEVICE = triton_module_device()  # skips the module without Triton, or without CUDA/interpreter
 
 from attnkern import triton_kernels as tk  # noqa: E402  (after the skip: imports triton)
 

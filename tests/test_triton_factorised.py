@@ -10,19 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import check_against_reference, make_inputs, make_masks
+from helpers import check_against_reference, make_inputs, make_masks, triton_module_device
 
 from attnkern import ops
 
 INTERPRET = ops.triton_interpret_enabled()
-if not ops.HAS_TRITON:
-    pytest.skip("Triton is not installed", allow_module_level=True)
-if INTERPRET:
-    DEVICE = "cpu"
-elif torch.cuda.is_available():
-    DEVICE = "cuda"
-else:
-    pytest.skip("needs CUDA, or TRITON_INTERPRET=1", allow_module_level=True)
+DEVICE = triton_module_device()  # skips the module without Triton, or without CUDA/interpreter
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
