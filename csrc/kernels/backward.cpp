@@ -11,6 +11,8 @@
 // shapes, so results are bitwise identical run to run and for any thread count.
 #include "kernels.h"
 #include "gemm.h"
+#include "operands.h"
+#include "scratch.h"
 #include "tiles.h"
 
 namespace attnkern {

@@ -11,6 +11,8 @@
 // sees its keys in the same order, so results do not depend on the thread count.
 #include "kernels.h"
 #include "gemm.h"
+#include "operands.h"
+#include "scratch.h"
 #include "tiles.h"
 
 namespace attnkern {
