@@ -1,7 +1,8 @@
 // Runtime ISA dispatch (glue, built for the baseline ISA): which kernel tables this build
 // holds, which of them the CPU (and OS) can run, and the one in use. attnkern/_cpu.py picks
 // it at import from ATTNKERN_CPU_ISA. This file also defines the Python module attnkern._C
-// (importing it loads the library and so registers the kernels of ops.cpp).
+// (importing it loads the library and so registers the kernels of ops.cpp), with test hooks
+// for the kernels' work plans.
 #include <Python.h>
 
 #include <atomic>
@@ -103,12 +104,45 @@ PyObject* set_isa(PyObject*, PyObject* arg) {
   return nullptr;
 }
 
+// Test hooks for the work plans of the table in use (tests/test_plan.py): pure integer
+// functions of the shapes, so they are module functions here rather than torch ops.
+// _C.plan_forward(B, Tq, Tk, Hp, Dv, threads) -> dict of the ForwardPlan fields (api.h).
+PyObject* plan_forward(PyObject*, PyObject* args) {
+  long long B, Tq, Tk, Hp, Dv, threads;
+  if (!PyArg_ParseTuple(args, "LLLLLL", &B, &Tq, &Tk, &Hp, &Dv, &threads)) return nullptr;
+  if (B < 0 || Tq < 0 || Tk < 0 || Hp < 0 || Dv < 0 || threads < 1) {
+    PyErr_SetString(PyExc_ValueError, "attnkern: plan_forward needs sizes >= 0, threads >= 1");
+    return nullptr;
+  }
+  const ForwardPlan p = active_kernels().plan_fwd(B, Tq, Tk, Hp, Dv, threads);
+  return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L}", "KC", (long long)p.KC, "nsplit",
+                       (long long)p.nsplit, "KS", (long long)p.KS, "span", (long long)p.span,
+                       "nspan", (long long)p.nspan, "items", (long long)p.items);
+}
+
+// _C.plan_backward(B, Tk, Hp, Dv) -> dict of the BackwardPlan fields (api.h).
+PyObject* plan_backward(PyObject*, PyObject* args) {
+  long long B, Tk, Hp, Dv;
+  if (!PyArg_ParseTuple(args, "LLLL", &B, &Tk, &Hp, &Dv)) return nullptr;
+  if (B < 0 || Tk < 0 || Hp < 0 || Dv < 0) {
+    PyErr_SetString(PyExc_ValueError, "attnkern: plan_backward needs sizes >= 0");
+    return nullptr;
+  }
+  const BackwardPlan p = active_kernels().plan_bwd(B, Tk, Hp, Dv);
+  return Py_BuildValue("{s:L,s:L,s:L,s:L}", "nsplit", (long long)p.nsplit, "KS",
+                       (long long)p.KS, "KC", (long long)p.KC, "items", (long long)p.items);
+}
+
 PyMethodDef kMethods[] = {
     {"available_isas", available_isas, METH_NOARGS,
      "ISA paths this build holds and this CPU can run, best first."},
     {"built_isas", built_isas, METH_NOARGS, "ISA paths this build holds, best first."},
     {"get_isa", get_isa, METH_NOARGS, "The ISA path in use."},
     {"set_isa", set_isa, METH_O, "Use the named ISA path (see attnkern/_cpu.py)."},
+    {"plan_forward", plan_forward, METH_VARARGS,
+     "plan_forward(B, Tq, Tk, Hp, Dv, threads): the forward's work plan (tests)."},
+    {"plan_backward", plan_backward, METH_VARARGS,
+     "plan_backward(B, Tk, Hp, Dv): the backward's work plan (tests)."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

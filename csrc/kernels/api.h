@@ -33,6 +33,46 @@ using BackwardFn = void (*)(const T* go, const T* gw, const T* q, const T* k, co
                             const MaskArgs& mk, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
                             int64_t Dv, T* dq, T* dk, T* dv, T* dw);
 
+// How forward_impl splits one call into work items (plan_forward in kernels/plan.cpp).
+// Query rows are in blocks of kBQ (8), keys in blocks of kBK (64); nqb = max(1, ceil(Tq/8)).
+// Work item it = (batch b, span sg, split sp), it = (b * nspan + sg) * nsplit + sp.
+// Determinism: KC, nsplit and KS depend only on the shapes, never on the thread count: a
+// split changes a row's rounding (its partial states are merged), so this is what makes
+// results bitwise identical for any thread count. span and nspan may follow the thread
+// count: a span only decides which item computes a row, not the row's arithmetic.
+struct ForwardPlan {
+  int64_t KC;      // keys per chunk (key-side data built once, swept by every block of the
+                   // span): a multiple of kBK, at most max(kBK, round_up(Tk, kBK))
+  int64_t nsplit;  // key splits per (batch, span), >= 1; 1 when B >= 16 or Tk <= KC
+  int64_t KS;      // keys per split, a whole number of chunks (KS % KC == 0); the splits
+                   // cover every key (nsplit * KS >= Tk); a split past Tk is empty (it
+                   // keeps m = -inf, l = 0 and is skipped by the merge)
+  int64_t span;    // query blocks per span, >= 1
+  int64_t nspan;   // spans per batch = ceil(nqb / span): they cover every query block
+                   // (nspan * span >= nqb) and none is empty ((nspan - 1) * span < nqb)
+  int64_t items;   // B * nspan * nsplit
+};
+
+// How backward_impl splits one call (plan_backward in kernels/plan.cpp). Items are
+// (batch, key split), it = b * nsplit + sp, and own their keys (dk, dv need no reduction);
+// every split writes its own dq partial. Depends only on the shapes (no thread count at all).
+struct BackwardPlan {
+  int64_t nsplit;  // key splits per batch, >= 1; 1 when B >= 8 or Tk <= kBK; at most
+                   // ceil(8 / B), so the dq partials stay within 8 x one batch's dq
+  int64_t KS;      // keys per split, a multiple of kBK; the splits cover every key
+                   // (nsplit * KS >= Tk) and none is empty ((nsplit - 1) * KS < Tk)
+  int64_t KC;      // keys per chunk within a split (the last chunk of a split may be
+                   // shorter): a multiple of kBK
+  int64_t items;   // B * nsplit
+};
+
+// Arguments: the sizes (B, Tq, Tk, Dv), Hp = H padded as the ISA's kernels pad it (a
+// multiple of 16 for the vector float path, else H), and for the forward the threads the
+// call may use (1 when it runs inline).
+using ForwardPlanFn = ForwardPlan (*)(int64_t B, int64_t Tq, int64_t Tk, int64_t Hp,
+                                      int64_t Dv, int64_t threads);
+using BackwardPlanFn = BackwardPlan (*)(int64_t B, int64_t Tk, int64_t Hp, int64_t Dv);
+
 // One ISA's kernels (defined in kernels/table.cpp of that ISA's build).
 struct KernelTable {
   const char* name;  // "scalar" | "avx2" | "avx512" | "neon"
@@ -40,6 +80,9 @@ struct KernelTable {
   ForwardFn<double> fwd_d;
   BackwardFn<float> bwd_f;
   BackwardFn<double> bwd_d;
+  // The work plans the kernels above use (reached by tests through attnkern._C).
+  ForwardPlanFn plan_fwd;
+  BackwardPlanFn plan_bwd;
 };
 
 namespace scalar { extern const KernelTable table; }

@@ -18,16 +18,6 @@
 namespace attnkern {
 namespace ATTNKERN_ISA {
 
-namespace {
-// Splits per batch: enough items to keep threads busy for small batches, bounded so the dq
-// partials stay small (at most 8 x one batch's dq).
-int64_t key_splits(int64_t B, int64_t Tk) {
-  const int64_t nkb = (Tk + kBK - 1) / kBK;
-  if (B >= 8 || nkb <= 1) return 1;
-  return std::max<int64_t>(1, std::min(nkb, (8 + B - 1) / B));
-}
-}  // namespace
-
 template <typename T>
 void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek, const T* v,
                    const T* w, const T* lse, const T* delta, const MaskArgs& mask_args,
@@ -37,13 +27,9 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
   KeyParams<T> kpar;
   kpar.init(w, H, Tq, ek != nullptr);
   const int64_t Hp = kpar.Hp;
-  int64_t nsplit = key_splits(B, Tk);
-  const int64_t KS = round_up((Tk + nsplit - 1) / std::max<int64_t>(nsplit, 1), kBK);
-  nsplit = Tk > 0 ? (Tk + KS - 1) / KS : 1;
-  const int64_t items = B * nsplit;
-  // Key chunk: exp(2k) in both layouts, gk, v and dv of each key stay in cache while every
-  // query block of the batch sweeps the chunk.
-  const int64_t KC = chunk_keys(std::min(KS, Tk), (3 * Hp + 2 * Dv) * int64_t(sizeof(float)));
+  // Key splits and chunks: plan_backward (plan.cpp; invariants in api.h), from the shapes only.
+  const BackwardPlan plan = plan_backward(B, Tk, Hp, Dv);
+  const int64_t nsplit = plan.nsplit, KS = plan.KS, KC = plan.KC, items = plan.items;
   constexpr int64_t ldS = round_up(kBK, 16);
 
   Buf<T> gq(nsplit * B * Tq * Hp), dwr(items * Hp), dss(items);

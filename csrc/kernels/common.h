@@ -1,5 +1,6 @@
 // Shared pieces of the attnkern CPU kernels: constants, masks and vector helpers. (The tile
-// kernels are in tiles.h, their operands in operands.h, scratch memory in scratch.h.)
+// kernels are in tiles.h, their operands in operands.h, scratch memory in scratch.h, the work
+// plans in plan.cpp.)
 //
 // Notation: r = 1 / (exp(2x) + 1) with x = q + k, so tanh(x) = 1 - 2r and
 // 1 - tanh(x)^2 = 4 r (1 - r). Scores are s = sum_h w_h (1 - 2 r_h) = sum(w) - 2 sum_h w_h r_h.
@@ -61,7 +62,7 @@ constexpr int64_t kBK = 64;  // keys per block
 constexpr float kSafe = 21.f;
 // Below this many query rows per key chunk the exp(2k) precompute costs as much as it saves.
 constexpr int64_t kFactMinTq = 4;
-// Key chunks (see chunk_keys in operands.h): key-side bytes per chunk, sized for a 1-2 MiB L2
+// Key chunks (see chunk_keys in plan.cpp): key-side bytes per chunk, sized for a 1-2 MiB L2
 // shared with the query side, and a floor on the keys per chunk.
 constexpr int64_t kChunkBytes = int64_t(512) << 10;
 constexpr int64_t kChunkMinKeys = 256;

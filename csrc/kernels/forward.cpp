@@ -7,8 +7,9 @@
 // So the key-side data is built once per item and read from cache, and the cost stays linear
 // in Tk. Keys are split (split-K) when batches x spans are too few to keep the threads busy
 // (long keys with few queries, e.g. one decoder step); the splits' partial states are merged
-// in a fixed order at the end. Spans and splits depend only on the shapes, and every row
-// sees its keys in the same order, so results do not depend on the thread count.
+// in a fixed order at the end. Splits depend only on the shapes (spans, which do not change
+// any row's arithmetic, may follow the thread count; see plan.cpp), and every row sees its
+// keys in the same order, so results do not depend on the thread count.
 #include "kernels.h"
 #include "gemm.h"
 #include "operands.h"
@@ -18,11 +19,6 @@
 namespace attnkern {
 namespace ATTNKERN_ISA {
 
-namespace {
-constexpr int64_t kItems = 16;       // items wanted per call (dynamic schedule, 2..16 threads)
-constexpr int64_t kMinSpanRows = 64;  // rows per span: the span shares one exp(2k) build
-}  // namespace
-
 template <typename T>
 void forward_impl(const T* q, const T* k, const T* ek, const T* v, const T* w,
                   const MaskArgs& mask_args, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
@@ -30,32 +26,18 @@ void forward_impl(const T* q, const T* k, const T* ek, const T* v, const T* w,
   const Masks mk(mask_args);
   constexpr int64_t ldS = round_up(kBK, 16);
   constexpr T ninf = -std::numeric_limits<T>::infinity();
-  const int64_t nqb = (Tq + kBQ - 1) / kBQ;
   KeyParams<T> kpar;
   kpar.init(w, H, Tq, ek != nullptr);  // every span holds min(Tq, >= kBQ) rows
   const int64_t Hp = kpar.Hp;
 
-  // Query spans first (as many as keep >= kMinSpanRows rows each), then key splits of whole
-  // chunks for the items still missing; both from the shapes alone, as the splits change
-  // the rounding (partial states merged). If that leaves threads idle, the spans are cut
-  // finer (down to one block): spans do not change any row's arithmetic, only which item
-  // computes it, so this may depend on the thread count.
-  const int64_t KC = chunk_keys(Tk, (Hp + Dv) * int64_t(sizeof(float)));
-  const int64_t nkc = (Tk + KC - 1) / KC;
-  const int64_t want = (kItems + B - 1) / std::max<int64_t>(B, 1);
-  const int64_t nqb1 = std::max<int64_t>(nqb, 1);
-  const int64_t nspan0 = std::clamp<int64_t>(std::min(want, Tq / kMinSpanRows), 1, nqb1);
-  const int64_t nsplit = std::clamp<int64_t>((want + nspan0 - 1) / nspan0, 1, std::max<int64_t>(nkc, 1));
+  // Query spans, key splits and chunks: plan_forward (plan.cpp; invariants in api.h). Only
+  // the spans may follow the thread count given here.
   const int64_t nt = at::in_parallel_region() || B * Tq * Tk * (H + Dv) < (int64_t(1) << 16)
                          ? 1  // runs inline anyway (see parallel_dynamic, grain_for)
                          : at::get_num_threads();
-  const int64_t nspan1 = B * nspan0 * nsplit >= nt
-                             ? nspan0
-                             : std::min(nqb1, (nt + B * nsplit - 1) / std::max<int64_t>(B * nsplit, 1));
-  const int64_t span = (nqb1 + nspan1 - 1) / nspan1;  // query blocks per span
-  const int64_t nspan = (nqb1 + span - 1) / span;
-  const int64_t KS = ((nkc + nsplit - 1) / nsplit) * KC;  // keys per split (whole chunks)
-  const int64_t items = B * nspan * nsplit;
+  const ForwardPlan plan = plan_forward(B, Tq, Tk, Hp, Dv, nt);
+  const int64_t KC = plan.KC, nsplit = plan.nsplit, KS = plan.KS;
+  const int64_t span = plan.span, nspan = plan.nspan, items = plan.items;
 
   // Running state of every row, per split: m and l (nsplit, B, Tq); the accumulator goes
   // straight to `out` without splits, else to (nsplit, B, Tq, Dv) partials.

@@ -1,5 +1,6 @@
 // Entry points of one ISA's CPU kernels, on contiguous buffers of the accumulation type T
-// (float for float32/float16/bfloat16 inputs, double for float64). Signatures: api.h.
+// (float for float32/float16/bfloat16 inputs, double for float64), and their work plans.
+// Signatures: api.h.
 #pragma once
 
 #include "common.h"
@@ -16,6 +17,11 @@ template <typename T>
 void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek, const T* v,
                    const T* w, const T* lse, const T* delta, const MaskArgs& mk, int64_t B,
                    int64_t Tq, int64_t Tk, int64_t H, int64_t Dv, T* dq, T* dk, T* dv, T* dw);
+
+// The work split of forward_impl / backward_impl (plan.cpp; fields and invariants in api.h).
+ForwardPlan plan_forward(int64_t B, int64_t Tq, int64_t Tk, int64_t Hp, int64_t Dv,
+                         int64_t threads);
+BackwardPlan plan_backward(int64_t B, int64_t Tk, int64_t Hp, int64_t Dv);
 
 }  // namespace ATTNKERN_ISA
 }  // namespace attnkern

@@ -1,9 +1,9 @@
 // The per-call operand data the tile kernels read: KeyParams (padded width, zero-padded
-// weight, which score path), chunk_keys (how many keys a chunk holds), KeyChunk (one chunk of
-// keys: padded keys, exp(2k) rows and transposed tiles, per-block safe flags) and RowSide (one
-// query block: padded rows, exp(2q)). Separate from the tiles because this is the data layout
-// and its preparation (built once per call, chunk or block), while tiles.h is the arithmetic
-// that sweeps it.
+// weight, which score path), KeyChunk (one chunk of keys: padded keys, exp(2k) rows and
+// transposed tiles, per-block safe flags) and RowSide (one query block: padded rows, exp(2q)).
+// Separate from the tiles because this is the data layout and its preparation (built once per
+// call, chunk or block), while tiles.h is the arithmetic that sweeps it; how many keys a
+// chunk holds is part of the work plan (plan.cpp).
 #pragma once
 
 #include "scratch.h"
@@ -38,15 +38,6 @@ struct KeyParams {
     hpass = fact && rows < kFactMinTq;
   }
 };
-
-// Keys to process per chunk: a chunk's key-side data (bytes_per_key each) is built once and
-// swept by every query block of its task, so it is sized to stay in L2 (kChunkBytes).
-// At least kChunkMinKeys so that re-deriving each query block's exp(2q) per chunk stays a
-// small fraction of the chunk's work. A multiple of kBK; depends only on the shapes.
-inline int64_t chunk_keys(int64_t Tk, int64_t bytes_per_key) {
-  const int64_t kc = round_up(kChunkBytes / std::max<int64_t>(bytes_per_key, 1) - kBK + 1, kBK);
-  return std::min(std::max(kc, kChunkMinKeys), std::max(round_up(Tk, kBK), kBK));
-}
 
 // Key-side data of one chunk of keys [c0, c0 + nc) of one batch, built by the thread that
 // uses it (per-thread buffers, reused across chunks):
