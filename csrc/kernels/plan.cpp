@@ -28,11 +28,12 @@ inline int64_t chunk_keys(int64_t Tk, int64_t bytes_per_key) {
 }
 
 // Splits per batch: enough items to keep threads busy for small batches, bounded so the dq
-// partials stay small (at most 8 x one batch's dq).
+// partials stay small (at most 8 x one batch's dq). B = 0 (an empty batch, which bwd does
+// run) must not divide by zero.
 int64_t key_splits(int64_t B, int64_t Tk) {
   const int64_t nkb = (Tk + kBK - 1) / kBK;
   if (B >= 8 || nkb <= 1) return 1;
-  return std::max<int64_t>(1, std::min(nkb, (8 + B - 1) / B));
+  return std::max<int64_t>(1, std::min(nkb, (8 + B - 1) / std::max<int64_t>(B, 1)));
 }
 }  // namespace
 
