@@ -17,11 +17,14 @@ return_weights, key_exp?) -> (out, lse, weights)``
     else an empty ``(0,)`` tensor.
 
 ``attnkern::bwd(grad_out, grad_weights?, query, key, value, weight, lse, delta,
-key_padding_mask?, key_lengths?, causal, key_exp?) -> (grad_query, grad_key, grad_value,
-grad_weight)``
+key_padding_mask?, key_lengths?, causal, key_exp?, probs?) -> (grad_query, grad_key,
+grad_value, grad_weight)``
 
     grad_out (B, Tq, Dv); grad_weights (B, Tq, Tk) or None; lse as saved by fwd;
     delta (B, Tq) in lse's dtype = rowsum(out * grad_out) + rowsum(weights * grad_weights).
+    probs: the forward's weights ``exp(s - lse)`` (B, Tq, Tk) in lse's dtype, or None; when
+    given, the CPU kernel reads p from them instead of recomputing the scores (a backward
+    then evaluates tanh once per element, not twice). The Triton kernels ignore it.
     With p = exp(s - lse) and dp = grad_out . value_j + grad_weights_ij:
     ds = p * (dp - delta), grad_query_i = sum_j ds_ij * w * (1 - t_ij^2) etc.
     Outputs are contiguous, in the input dtype.
@@ -84,6 +87,7 @@ def _bwd_triton(
     key_lengths: Tensor | None,
     causal: bool,
     key_exp: Tensor | None = None,
+    probs: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     triton_kernels = importlib.import_module("attnkern.triton_kernels")
     return triton_kernels.bwd(
@@ -163,7 +167,7 @@ def _fwd_fake(query, key, value, weight, key_padding_mask, key_lengths, causal, 
 
 @torch.library.register_fake("attnkern::bwd", lib=_lib)
 def _bwd_fake(grad_out, grad_weights, query, key, value, weight, lse, delta,
-              key_padding_mask, key_lengths, causal, key_exp=None):
+              key_padding_mask, key_lengths, causal, key_exp=None, probs=None):
     return (
         query.new_empty(query.shape),
         key.new_empty(key.shape),

@@ -26,7 +26,7 @@ using FwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, 
 using BwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor>(
     const Tensor&, const OptTensor&, const Tensor&, const Tensor&, const Tensor&,
     const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, bool,
-    const OptTensor&);
+    const OptTensor&, const OptTensor&);
 
 // Looked up once (the schema is defined by attnkern/ops.py before the first call).
 const c10::TypedOperatorHandle<FwdSig>& fwd_op() {
@@ -84,10 +84,14 @@ class FwdFunction : public torch::autograd::Function<FwdFunction> {
       grad_weights = grads[2];
       delta = delta + (weights.to(acc) * grads[2].to(acc)).sum(-1);
     }
+    // The weights returned by the forward are p itself: in the accumulation dtype (float32
+    // and float64 inputs) the backward reads them instead of recomputing the scores.
+    OptTensor probs;
+    if (return_weights && weights.scalar_type() == acc) probs = weights;
     auto [dq, dk, dv, dw] =
         bwd_op().call(grad_out, grad_weights, query, key, value, weight, lse, delta,
                       optional_of(saved[4]), optional_of(saved[5]), causal,
-                      optional_of(saved[6]));
+                      optional_of(saved[6]), probs);
     // One gradient per forward input: none for the masks, flags and key_exp (a function
     // of key computed without grad; key's gradient comes through key itself).
     return {dq, dk, dv, dw, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};

@@ -180,11 +180,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_run(
     const std::optional<Tensor>& grad_weights, const Tensor& query, const Tensor& key,
     const Tensor& value, const Tensor& weight, const Tensor& lse, const Tensor& delta,
     const std::optional<Tensor>& key_padding_mask, const std::optional<Tensor>& key_lengths,
-    bool causal, const std::optional<Tensor>& key_exp) {
+    bool causal, const std::optional<Tensor>& key_exp, const std::optional<Tensor>& probs) {
   constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
   const auto dtype = query.scalar_type();
   const auto opts = query.options().dtype(acc);
   Tensor q = prep(query, acc), k = prep(key, acc), v = prep(value, acc), w = prep(weight, acc);
+  Tensor pr;
+  if (probs.has_value()) {
+    check_bt(op, "probs", *probs, d, d.Tk, true);
+    TORCH_CHECK(probs->scalar_type() == acc, op, ": probs must be ", acc,
+                " (the accumulation dtype), got ", probs->scalar_type());
+    pr = probs->contiguous();
+  }
   Tensor go = prep(grad_out, acc), ls = prep(lse, acc), dl = prep(delta, acc);
   Tensor gw = grad_weights.has_value() ? prep(*grad_weights, acc) : Tensor();
   Tensor ek = prep_key_exp(op, key_exp, d, acc);
@@ -195,7 +202,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_run(
   const MaskArgs mk = make_masks(d, mask, len, causal);
   backward_kernel<T>(active_kernels())(
       go.data_ptr<T>(), ptr_or_null<T>(gw), q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek),
-      v.data_ptr<T>(), w.data_ptr<T>(), ls.data_ptr<T>(), dl.data_ptr<T>(), mk, d.B, d.Tq, d.Tk,
+      v.data_ptr<T>(), w.data_ptr<T>(), ls.data_ptr<T>(), dl.data_ptr<T>(), ptr_or_null<T>(pr),
+      mk, d.B, d.Tq, d.Tk,
       d.H, d.Dv, dq.data_ptr<T>(), dk.data_ptr<T>(), dv.data_ptr<T>(), dw.data_ptr<T>());
   return {dq.to(dtype), dk.to(dtype), dv.to(dtype), dw.to(dtype)};
 }
@@ -205,7 +213,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
     const Tensor& key, const Tensor& value, const Tensor& weight, const Tensor& lse,
     const Tensor& delta, const std::optional<Tensor>& key_padding_mask,
     const std::optional<Tensor>& key_lengths, bool causal,
-    const std::optional<Tensor>& key_exp) {
+    const std::optional<Tensor>& key_exp, const std::optional<Tensor>& probs) {
   const char* op = "attnkern::bwd";
   const Dims d = check_inputs(op, query, key, value, weight, key_padding_mask, key_lengths);
   check_bt(op, "grad_out", grad_out, d, d.Dv, true);
@@ -214,9 +222,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
   check_bt(op, "delta", delta, d, 0, false);
   if (query.scalar_type() == at::kDouble)
     return bwd_run<double>(op, d, grad_out, grad_weights, query, key, value, weight, lse, delta,
-                           key_padding_mask, key_lengths, causal, key_exp);
+                           key_padding_mask, key_lengths, causal, key_exp, probs);
   return bwd_run<float>(op, d, grad_out, grad_weights, query, key, value, weight, lse, delta,
-                        key_padding_mask, key_lengths, causal, key_exp);
+                        key_padding_mask, key_lengths, causal, key_exp, probs);
 }
 
 }  // namespace

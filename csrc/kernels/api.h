@@ -25,13 +25,14 @@ using ForwardFn = void (*)(const T* q, const T* k, const T* ek, const T* v, cons
                            const MaskArgs& mk, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
                            int64_t Dv, T* out, T* lse, T* wts);
 
-// go (B,Tq,Dv), gw (B,Tq,Tk) or null, lse/delta (B,Tq), ek as above
+// go (B,Tq,Dv), gw (B,Tq,Tk) or null, lse/delta (B,Tq), ek as above, probs (B,Tq,Tk)
+// = the forward's weights exp(s - lse) or null (then recomputed)
 //   -> dq, dk, dv, dw (the shapes of q, k, v, w).
 template <typename T>
 using BackwardFn = void (*)(const T* go, const T* gw, const T* q, const T* k, const T* ek,
                             const T* v, const T* w, const T* lse, const T* delta,
-                            const MaskArgs& mk, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
-                            int64_t Dv, T* dq, T* dk, T* dv, T* dw);
+                            const T* probs, const MaskArgs& mk, int64_t B, int64_t Tq,
+                            int64_t Tk, int64_t H, int64_t Dv, T* dq, T* dk, T* dv, T* dw);
 
 // How forward_impl splits one call into work items (plan_forward in kernels/plan.cpp).
 // Query rows are in blocks of kBQ (8), keys in blocks of kBK (64); nqb = max(1, ceil(Tq/8)).

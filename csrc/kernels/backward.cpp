@@ -20,16 +20,20 @@ namespace ATTNKERN_ISA {
 
 template <typename T>
 void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek, const T* v,
-                   const T* w, const T* lse, const T* delta, const MaskArgs& mask_args,
-                   int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Dv, T* dq, T* dk,
-                   T* dv, T* dw) {
+                   const T* w, const T* lse, const T* delta, const T* probs,
+                   const MaskArgs& mask_args, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                   int64_t Dv, T* dq, T* dk, T* dv, T* dw) {
   const Masks mk(mask_args);
   KeyParams<T> kpar;
   kpar.init(w, H, Tq, ek != nullptr);
+  // With the forward's probs there is no score pass: the gradient pass reads exp(2k) rows
+  // only, so no transposed key tiles are built.
+  if (probs) kpar.hpass = kpar.fact;
   const int64_t Hp = kpar.Hp;
   // Key splits and chunks: plan_backward (plan.cpp; invariants in api.h), from the shapes only.
   const BackwardPlan plan = plan_backward(B, Tk, Hp, Dv);
   const int64_t nsplit = plan.nsplit, KS = plan.KS, KC = plan.KC, items = plan.items;
+  const bool one_block = Tq <= kBQ;  // every item's rows are one query block
   constexpr int64_t ldS = round_up(kBK, 16);
 
   Buf<T> gq(nsplit * B * Tq * Hp), dwr(items * Hp), dss(items);
@@ -59,9 +63,12 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
       for (int64_t c0 = ks0; c0 < ks1; c0 += KC) {
         const int64_t c1 = std::min(c0 + KC, ks1);
         std::fill(gk.get(), gk.get() + (c1 - c0) * Hp, T(0));
-        // dv rows of the chunk are zeroed here, while they are about to be used (this item
-        // owns them), not in a separate pass over B*Tk*Dv.
-        std::fill(dv + (b * Tk + c0) * Dv, dv + (b * Tk + c1) * Dv, T(0));
+        // dv rows of the chunk (this item owns them): with one query block (a decoder
+        // step) its tiles write them (gemm_set: each row written once, never read) and
+        // only the keys no row sees are zeroed below; with several, they are zeroed here,
+        // while about to be used, then accumulated.
+        int64_t dv_set = c0;  // one query block: dv rows [c0, dv_set) written by its tiles
+        if (!one_block) std::fill(dv + (b * Tk + c0) * Dv, dv + (b * Tk + c1) * Dv, T(0));
         if (c0 < jbatch)
           kc.load(kpar, k + (b * Tk + c0) * H, ek ? ek + (b * Tk + c0) * H : nullptr, c1 - c0,
                   /*need_ek=*/true);
@@ -73,13 +80,15 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
           const T* gob = go + (b * Tq + i0) * Dv;
           for (int64_t j0 = c0; j0 < jlim; j0 += kBK) {
             const int64_t nk = std::min(kBK, jlim - j0);
-            tile_scores(kpar, kc, rs, j0 - c0, nk, S.get(), ldS);
+            // p: the forward's weights when given (no score pass), else exp(s - lse)
+            if (!probs) tile_scores(kpar, kc, rs, j0 - c0, nk, S.get(), ldS);
             const T* vb = v + (b * Tk + j0) * Dv;
             gemm_nt(gob, Dv, vb, Dv, DP.get(), ldS, nr, nk, Dv);  // dP = dO V^T
             for (int64_t r = 0; r < nr; ++r) {
               const int64_t i = b * Tq + i0 + r;
               const T lr = lse[i], dl = delta[i];
               const T* gwr = gw ? gw + i * Tk + j0 : nullptr;
+              const T* pr = probs ? probs + i * Tk + j0 : nullptr;
               T* s = S.get() + r * ldS;
               T* p = P.get() + r * ldS;
               const int64_t je = std::min(nk, jend[r] - j0);
@@ -87,7 +96,7 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
               for (int64_t j = 0; j < nk; ++j) {
                 T pj = 0, dsj = 0;
                 if (live && j < je && !mk.padded(b, j0 + j)) {
-                  pj = std::exp(s[j] - lr);
+                  pj = pr ? pr[j] : std::exp(s[j] - lr);
                   T dp = DP[r * ldS + j];
                   if (gwr) dp += gwr[j];
                   dsj = pj * (dp - dl);
@@ -97,12 +106,18 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
                 ds_sum += dsj;
               }
             }
-            // dV += P^T dO
-            gemm_acc(P.get(), 1, ldS, gob, Dv, dv + (b * Tk + j0) * Dv, Dv, nk, nr, Dv);
+            // dV += P^T dO (one query block: dV = P^T dO)
+            if (one_block) {
+              gemm_set(P.get(), 1, ldS, gob, Dv, dv + (b * Tk + j0) * Dv, Dv, nk, nr, Dv);
+              dv_set = j0 + nk;
+            } else {
+              gemm_acc(P.get(), 1, ldS, gob, Dv, dv + (b * Tk + j0) * Dv, Dv, nk, nr, Dv);
+            }
             tile_grads(kpar, kc, rs, j0 - c0, nk, S.get(), ldS, gqb + i0 * Hp,
                        gk.get() + (j0 - c0) * Hp, dwi);
           }
         }
+        if (one_block) std::fill(dv + (b * Tk + dv_set) * Dv, dv + (b * Tk + c1) * Dv, T(0));
         // dk = 4 w gk for the chunk's keys (this item owns them)
         for (int64_t j = c0; j < c1; ++j) {
           const T* g = gk.get() + (j - c0) * Hp;
@@ -132,13 +147,14 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
 
 template void backward_impl<float>(const float*, const float*, const float*, const float*,
                                    const float*, const float*, const float*, const float*,
-                                   const float*, const MaskArgs&, int64_t, int64_t, int64_t,
-                                   int64_t, int64_t, float*, float*, float*, float*);
+                                   const float*, const float*, const MaskArgs&, int64_t,
+                                   int64_t, int64_t, int64_t, int64_t, float*, float*, float*,
+                                   float*);
 template void backward_impl<double>(const double*, const double*, const double*,
                                     const double*, const double*, const double*, const double*,
-                                    const double*, const double*, const MaskArgs&, int64_t,
-                                    int64_t, int64_t, int64_t, int64_t, double*, double*,
-                                    double*, double*);
+                                    const double*, const double*, const double*,
+                                    const MaskArgs&, int64_t, int64_t, int64_t, int64_t,
+                                    int64_t, double*, double*, double*, double*);
 
 }  // namespace ATTNKERN_ISA
 }  // namespace attnkern

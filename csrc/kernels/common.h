@@ -76,6 +76,8 @@ constexpr bool kScorePairs = ATTNKERN_AVX512;      // score_fact: 2 key vectors 
 constexpr int kGemmVecs = ATTNKERN_AVX512 ? 4 : 1;  // gemm_acc: 16-lane column vectors
 constexpr int kNt = ATTNKERN_AVX512 ? 4 : 2;        // gemm_nt: kNt x kNt dot products
 constexpr int kGradKeys = ATTNKERN_AVX512 ? 4 : 2;  // grad_group: keys per pass
+// gemm_acc with at most this many rows of C streams X row by row (see gemm_acc_rows).
+constexpr int64_t kStreamRows = 2;
 
 // Grain for at::parallel_for so that a parallel region is only opened for enough work
 // (tiny calls, e.g. gradcheck or one decoder step of a small model, run inline: an OpenMP

@@ -71,6 +71,64 @@ static inline void gemm_acc_block(const float* A, int64_t sr, int64_t si, const 
     for (int v = 0; v < kGemmVecs; ++v) vmask_store(C + r * ldc + 16 * v, m[v], c[r][v]);
 }
 
+// Few rows of C (a decoder step's forward, M = query rows): walk X row by row, each row
+// read once, front to back, with C's rows (M x N) held in L1. The register-blocked order
+// below instead reads X in column slices down all K rows (a 2 KiB stride for Dv = 512),
+// which the prefetchers follow poorly when X is not in cache (the value rows of a step).
+// Per element the FMA sequence over i is the same in both orders, so results are bitwise
+// identical.
+static inline void gemm_acc_rows(const float* A, int64_t sr, int64_t si, const float* X,
+                                 int64_t ldx, float* C, int64_t ldc, int64_t M, int64_t K,
+                                 int64_t N) {
+  for (int64_t i = 0; i < K; ++i) {
+    const float* x = X + i * ldx;
+    for (int64_t n = 0; i + 1 < K && n < N; n += 16) __builtin_prefetch(x + ldx + n);
+    for (int64_t r = 0; r < M; ++r) {
+      const float a = A[r * sr + i * si];
+      if (a == 0.f) continue;  // a zero coefficient never reads its row of X
+      const vf av = vset1(a);
+      float* c = C + r * ldc;
+      int64_t n = 0;
+      for (; n + 16 <= N; n += 16) vstore(c + n, vfmadd(av, vload(x + n), vload(c + n)));
+      if (n < N) {
+        const vmask m = tail_mask(N - n);
+        vmask_store(c + n, m, vfmadd(av, vmaskz_load(m, x + n), vmaskz_load(m, c + n)));
+      }
+    }
+  }
+}
+
+// Few terms (K <= kBQ: the backward's dV = P^T dO, K = query rows): each row of C is
+// computed in one pass over its N columns from the K rows of X (in L1) and written once,
+// front to back. ACC: C += A X, else C = A X (C not read: rows written for the first time).
+// Per element the FMA sequence over i is that of gemm_acc_block (zero coefficients
+// skipped), so both give bitwise the same C.
+template <bool ACC>
+static inline void gemm_fewk(const float* A, int64_t sr, int64_t si, const float* X,
+                             int64_t ldx, float* C, int64_t ldc, int64_t M, int64_t K,
+                             int64_t N) {
+  for (int64_t r = 0; r < M; ++r) {
+    float a[kBQ];
+    const float* x[kBQ];
+    int nz = 0;
+    for (int64_t i = 0; i < K; ++i) {
+      const float ai = A[r * sr + i * si];
+      if (ai == 0.f) continue;  // a zero coefficient never reads its row of X
+      a[nz] = ai;
+      x[nz++] = X + i * ldx;
+    }
+    float* c = C + r * ldc;
+    for (int64_t n = 0; n < N; n += 16) {
+      const vmask m = tail_mask(N - n);
+      vf acc = ACC ? vmaskz_load(m, c + n) : vzero();
+      for (int t = 0; t < nz; ++t) acc = vfmadd(vset1(a[t]), vmaskz_load(m, x[t] + n), acc);
+      vmask_store(c + n, m, acc);
+    }
+  }
+}
+
+// C (M, N) += A X, register-blocked: column slices of X (K x W) stay in L1 while every
+// row group of C sweeps them.
 static inline void gemm_acc_avx(const float* A, int64_t sr, int64_t si, const float* X,
                                 int64_t ldx, float* C, int64_t ldc, int64_t M, int64_t K,
                                 int64_t N) {
@@ -116,6 +174,11 @@ static inline void gemm_nt_avx(const float* A, int64_t lda, const float* B, int6
         for (int y = 0; y < kNt; ++y) acc[x][y] = vzero();
       for (int64_t n = 0; n < N; n += 16) {
         const vmask m = tail_mask(N - n);
+        // B's next rows (the value rows of the next keys), one line per row per step: a
+        // row is only a few lines long, too short for the hardware prefetchers to ramp up
+        // when the values are not in cache.
+#pragma GCC unroll 4
+        for (int y = 0; y < kNt; ++y) __builtin_prefetch(b[y] + n + kNt * ldb);
         vf bv[kNt];
 #pragma GCC unroll 4
         for (int y = 0; y < kNt; ++y) bv[y] = vmaskz_load(m, b[y] + n);
@@ -151,10 +214,35 @@ inline void gemm_acc(const T* A, int64_t sr, int64_t si, const T* X, int64_t ldx
                      int64_t ldc, int64_t M, int64_t K, int64_t N) {
 #if ATTNKERN_VEC
   if constexpr (std::is_same<T, float>::value) {
+    if (M <= kStreamRows)
+      gemm_acc_rows(A, sr, si, X, ldx, C, ldc, M, K, N);
+    else if (K <= kBQ)
+      gemm_fewk<true>(A, sr, si, X, ldx, C, ldc, M, K, N);
+    else
+      gemm_acc_avx(A, sr, si, X, ldx, C, ldc, M, K, N);
+    return;
+  }
+#endif
+  gemm_acc_ref(A, sr, si, X, ldx, C, ldc, M, K, N);
+}
+
+// C (M, N) = A X: gemm_acc onto zeros, without reading C first (C is being written for the
+// first time, e.g. a decoder step's dV rows).
+template <typename T>
+inline void gemm_set(const T* A, int64_t sr, int64_t si, const T* X, int64_t ldx, T* C,
+                     int64_t ldc, int64_t M, int64_t K, int64_t N) {
+#if ATTNKERN_VEC
+  if constexpr (std::is_same<T, float>::value) {
+    if (K <= kBQ) {
+      gemm_fewk<false>(A, sr, si, X, ldx, C, ldc, M, K, N);
+      return;
+    }
+    for (int64_t r = 0; r < M; ++r) std::fill(C + r * ldc, C + r * ldc + N, 0.f);
     gemm_acc_avx(A, sr, si, X, ldx, C, ldc, M, K, N);
     return;
   }
 #endif
+  for (int64_t r = 0; r < M; ++r) std::fill(C + r * ldc, C + r * ldc + N, T(0));
   gemm_acc_ref(A, sr, si, X, ldx, C, ldc, M, K, N);
 }
 

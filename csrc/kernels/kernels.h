@@ -15,7 +15,8 @@ void forward_impl(const T* q, const T* k, const T* ek, const T* v, const T* w,
 
 template <typename T>
 void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek, const T* v,
-                   const T* w, const T* lse, const T* delta, const MaskArgs& mk, int64_t B,
+                   const T* w, const T* lse, const T* delta, const T* probs,
+                   const MaskArgs& mk, int64_t B,
                    int64_t Tq, int64_t Tk, int64_t H, int64_t Dv, T* dq, T* dk, T* dv, T* dw);
 
 // The work split of forward_impl / backward_impl (plan.cpp; fields and invariants in api.h).
