@@ -303,6 +303,20 @@ def test_step_query_under_fake_tensors():
         assert [tuple(g.shape) for g in grads] == [(2, 8), (2, 11, 8), (2, 11, 5), (8,)]
 
 
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_step_call_has_no_view_nodes(return_weights):
+    """A decoder step's graph is the op's node straight onto the leaves: no unsqueeze of the
+    query before it, no squeeze of its outputs after it."""
+    q, k, v, w = make_inputs(2, 1, 5, 4, 3, step=True)
+    res = attnkern.additive_attention(q, k, v, w, return_weights=return_weights, backend="cpp")
+    for t in res if return_weights else (res,):
+        node = t.grad_fn
+        assert "attnkern" in node.name() or "CppNode" in node.name(), node.name()
+        leaves = [f.variable for f, _ in node.next_functions if f is not None
+                  and hasattr(f, "variable")]
+        assert any(leaf is q for leaf in leaves)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64],
                          ids=lambda d: str(d).split(".")[-1])
 def test_step_query_gradcheck(dtype):
