@@ -140,8 +140,10 @@ def _fwd_onnx(
 
     Returns ``(out, lse, weights)`` as the op does: lse ``(B, Tq)`` in the accumulation
     dtype, ``+inf`` for a row with no usable key; weights ``(B, Tq, Tk)``, or an empty
-    ``(0,)`` tensor without ``return_weights``. ``key_exp`` (the op's optional cache of
-    ``exp(2 * key)``, where the schema has it) changes no value and is ignored.
+    ``(0,)`` tensor without ``return_weights``; for a 2-D (one step) query ``(B, H)``,
+    computed as ``(B, 1, H)``, the Tq dimension dropped: ``(B, Dv)``, ``(B,)``, ``(B, Tk)``.
+    ``key_exp`` (the op's optional cache of ``exp(2 * key)``, where the schema has it)
+    changes no value and is ignored.
     """
     import onnx_ir as ir
     import onnxscript
@@ -156,6 +158,9 @@ def _fwd_onnx(
         return op.Constant(value=ir.tensor(x, dtype=dtype))
 
     q, k, v, w = (op.Cast(t, to=acc) for t in (query, key, value, weight))
+    step = query.shape is not None and len(query.shape) == 2
+    if step:
+        q = op.Unsqueeze(q, const([1], ir.DataType.INT64))
     hidden = op.Tanh(op.Add(op.Unsqueeze(q, const([2], ir.DataType.INT64)),
                             op.Unsqueeze(k, const([1], ir.DataType.INT64))))
     scores = op.MatMul(hidden, w)  # (B, Tq, Tk)
@@ -207,6 +212,11 @@ def _fwd_onnx(
         weights = op.CastLike(alpha, query)
     else:
         weights = op.CastLike(op.ConstantOfShape(const([0], ir.DataType.INT64)), query)
+    if step:
+        tq_axis = const([1], ir.DataType.INT64)
+        out, lse = op.Squeeze(out, tq_axis), op.Squeeze(lse, tq_axis)
+        if return_weights:
+            weights = op.Squeeze(weights, tq_axis)
     return out, lse, weights
 
 

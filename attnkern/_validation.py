@@ -7,7 +7,6 @@ without reading this file.
 from __future__ import annotations
 
 import weakref
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -19,17 +18,20 @@ _STRIDED = torch.strided
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-class Checked(NamedTuple):
-    """Validated, normalised arguments (query always 3-D, lengths int64, masks bool)."""
-
-    query: Tensor  # (B, Tq, H)
-    key: Tensor  # (B, Tk, H)
-    value: Tensor  # (B, Tk, Dv)
-    weight: Tensor  # (H,)
-    key_padding_mask: Tensor | None  # (B, Tk) bool
-    key_lengths: Tensor | None  # (B,) int64, contiguous
-    step: bool  # the query was 2-D
-    key_exp: Tensor | None = None  # exp(2 key) prepared once per sequence, or None
+# What check_inputs returns: validated, normalised arguments, in this order. A plain tuple:
+# it is built at every decoder step, and a NamedTuple costs several times more to build and
+# to read (unpack it instead).
+Checked = tuple[
+    Tensor,  # query (B, Tq, H), or (B, H) for one step (the ops take both)
+    Tensor,  # key (B, Tk, H)
+    Tensor,  # value (B, Tk, Dv)
+    Tensor,  # weight (H,)
+    Tensor | None,  # key_padding_mask (B, Tk) bool
+    Tensor | None,  # key_lengths (B,) int64, contiguous
+    bool,  # step: the query is 2-D
+    Tensor | None,  # key_exp: exp(2 key) prepared once per sequence, or None
+]
+_CPU = torch.device("cpu")
 
 
 def _shape(t: Tensor) -> str:
@@ -85,9 +87,13 @@ def check_inputs(
     return_weights: object = False,
     key_exp: Tensor | None = None,
 ) -> Checked:
-    """Validate the arguments of ``additive_attention`` and normalise them.
+    """Validate the arguments of ``additive_attention`` and normalise them: returns
+    ``(query, key, value, weight, key_padding_mask, key_lengths, step, key_exp)`` (see
+    :data:`Checked`).
 
-    Every check of the public path is here, once. ``weight`` may be ``(H,)`` or ``(1, H)``
+    Every check of the public path is here, once. The query is passed on as it came,
+    ``(B, Tq, H)`` or ``(B, H)`` (one step: the ops take it as is, outputs without Tq).
+    ``weight`` may be ``(H,)`` or ``(1, H)``
     (an ``nn.Linear(H, 1).weight``; used as a view, so gradients reach it). ``key_exp``
     comes from :func:`attnkern.prepare_keys`; it is dropped (the kernel then computes it)
     whenever it does not describe the key actually used, e.g. after an autocast cast.
@@ -125,20 +131,25 @@ def check_inputs(
         else:
             raise ValueError(f"weight must be (H,) or (1, H), got shape {_shape(w)}")
 
-    dtype, device = q.dtype, q.device
-    if not (k.dtype == dtype and v.dtype == dtype and w.dtype == dtype
+    dtype = q.dtype
+    if not (k.dtype is dtype and v.dtype is dtype and w.dtype is dtype
             and dtype in FLOAT_DTYPES):
         q, k, v, w = _check_dtypes(q, k, v, w)
         if k is not key:
             key_exp = None  # autocast cast the key: exp(2 key) no longer matches it
         dtype = q.dtype
-    if not (k.device == device and v.device == device and w.device == device):
-        for name, t in (("key", k), ("value", v), ("weight", w)):
-            if t.device != device:
-                raise ValueError(
-                    f"all inputs must be on one device: query is on {device}, {name} is on "
-                    f"{t.device} (shapes: query {_shape(q)}, {name} {_shape(t)})"
-                )
+    # is_cpu first: reading and comparing four devices costs more than the rest here.
+    if q.is_cpu and k.is_cpu and v.is_cpu and w.is_cpu:
+        device = _CPU
+    else:
+        device = q.device
+        if not (k.device == device and v.device == device and w.device == device):
+            for name, t in (("key", k), ("value", v), ("weight", w)):
+                if t.device != device:
+                    raise ValueError(
+                        f"all inputs must be on one device: query is on {device}, {name} is "
+                        f"on {t.device} (shapes: query {_shape(q)}, {name} {_shape(t)})"
+                    )
 
     step = qdim == 2
     batch, hidden = qshape[0], qshape[-1]
@@ -152,9 +163,9 @@ def check_inputs(
     if kh != hidden or wshape[0] != hidden:
         raise ValueError(
             f"query, key and weight must share the hidden size H: {_shapes(q, k, v, w)}")
-    q3 = q.unsqueeze(1) if step else q
-    if key_exp is not None and not (key_exp.shape == k.shape and key_exp.device == device
-                                    and key_exp.dtype == compute_dtype(dtype)):
+    if key_exp is not None and not (
+            key_exp.shape == kshape and key_exp.dtype is compute_dtype(dtype)
+            and (key_exp.is_cpu if device is _CPU else key_exp.device == device)):
         key_exp = None  # not this key's exp(2 key): let the kernel compute it
 
     mask = None
@@ -165,7 +176,7 @@ def check_inputs(
     if key_lengths is not None:
         lengths = _check_lengths(key_lengths, batch, tk, device, q, k, v, w)
 
-    return Checked(q3, k, v, w, mask, lengths, step, key_exp)
+    return q, k, v, w, mask, lengths, step, key_exp
 
 
 def _shapes(q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> str:

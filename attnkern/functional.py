@@ -59,6 +59,25 @@ def prepare_keys(key: Tensor) -> PreparedKeys:
     return PreparedKeys(key, key_exp)
 
 
+# ATTNKERN_BACKEND is read at every "auto" call (it may change at run time), and
+# os.environ.get of a missing key costs more than the rest of a decoder step's checks (the
+# KeyError path of Mapping.get): read os.environ's own dict, through its key encoding.
+_ENV_NAME = "ATTNKERN_BACKEND"
+_ENVIRON = os.environ
+_ENV_DATA = getattr(_ENVIRON, "_data", None)
+_ENV_KEY = _ENVIRON.encodekey(_ENV_NAME) if _ENV_DATA is not None else None
+
+
+def _env_backend() -> str | None:
+    if os.environ is _ENVIRON and _ENV_DATA is not None:
+        raw = _ENV_DATA.get(_ENV_KEY)
+        return None if raw is None else _ENVIRON.decodevalue(raw)
+    return os.environ.get(_ENV_NAME)
+
+
+_CPU = torch.device("cpu")
+
+
 def _warn_once(key: str, message: str) -> None:
     if key not in _warned:
         _warned.add(key)
@@ -75,7 +94,7 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype,
     reference ("auto", with a warning) or raises (an explicit backend).
     """
     if backend == "auto":
-        env = os.environ.get("ATTNKERN_BACKEND")
+        env = _env_backend()
         if env:
             env = env.strip()
             if env not in ("auto", "triton", "cpp", "reference"):
@@ -88,8 +107,9 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype,
         backend = check_backend(backend)
     if backend == "reference":
         return "reference"
+    on_cpu = device == _CPU  # cheaper than device.type
     if backend == "cpp":
-        if device.type != "cpu":
+        if not on_cpu:
             raise ValueError(f"backend='cpp' runs on CPU tensors, the inputs are on {device}")
         if not ops.HAS_CPP:
             raise RuntimeError(
@@ -102,7 +122,7 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype,
             raise RuntimeError("backend='triton' needs Triton: `pip install triton`")
         if dtype == torch.float64:
             raise TypeError("backend='triton' supports float32, float16 and bfloat16, got float64")
-        if device.type == "cpu":
+        if on_cpu:
             # The Triton interpreter on CPU tensors, once ops.use_triton_on_cpu() has made
             # the launchers the CPU kernels of the ops (the Triton tests do).
             if not ops.triton_on_cpu():
@@ -121,7 +141,7 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype,
             )
         return "op"
     # auto
-    if device.type == "cpu":
+    if on_cpu:
         if ops.HAS_CPP:
             return "op"
         _warn_once("cpp", "attnkern._C is not built; using the slow PyTorch reference on CPU. "
@@ -182,37 +202,50 @@ def additive_attention(
     key_exp = None
     if type(key) is PreparedKeys:
         key, key_exp = key
-    args = check_inputs(query, key, value, weight, key_padding_mask, key_lengths,
-                        causal, return_weights, key_exp)
+    q, k, v, w, mask, lengths, step, key_exp = check_inputs(
+        query, key, value, weight, key_padding_mask, key_lengths, causal, return_weights,
+        key_exp)
     if _onnx.exporting_to_onnx():
         # torch.onnx.export is tracing: the custom ops have no ONNX form, so every backend
         # exports as standard ops (the reference's math), whether or not it could run here.
         check_backend(backend)
         impl = "onnx"
     else:
-        needs_grad = torch.is_grad_enabled() and (
-            args.query.requires_grad or args.key.requires_grad or args.value.requires_grad
-            or args.weight.requires_grad)
-        impl = resolve_backend(backend, args.query.device, args.query.dtype, needs_grad)
-    if impl == "onnx":
-        out, weights = _onnx.attention_standard_ops(
-            args.query, args.key, args.value, args.weight, args.key_padding_mask,
-            args.key_lengths, causal,
-        )
-    elif impl == "reference":
-        out, weights = reference.additive_attention(
-            args.query, args.key, args.value, args.weight,
-            key_padding_mask=args.key_padding_mask, key_lengths=args.key_lengths,
-            causal=causal, return_weights=True,
-        )
-    else:
+        impl = _resolve(backend, q, k, v, w)
+    if impl == "op":
         # The op is differentiable (C++ autograd); under no_grad it goes straight to the
-        # kernel.
-        out, _, weights = ops.fwd(
-            args.query, args.key, args.value, args.weight, args.key_padding_mask,
-            args.key_lengths, causal, return_weights, args.key_exp,
+        # kernel. It takes a 2-D step query as is: outputs (B, Dv), (B, Tk), no squeeze.
+        out, _, weights = ops.fwd(q, k, v, w, mask, lengths, causal, return_weights, key_exp)
+    elif impl == "onnx":
+        out, weights = _onnx.attention_standard_ops(
+            q.unsqueeze(1) if step else q, k, v, w, mask, lengths, causal)
+        if step:
+            out, weights = out.squeeze(1), weights.squeeze(1)
+    else:  # the reference takes a 2-D query itself
+        out, weights = reference.additive_attention(
+            q, k, v, w, key_padding_mask=mask, key_lengths=lengths, causal=causal,
+            return_weights=True,
         )
-    if args.step:
-        out = out.squeeze(1)
-        weights = weights.squeeze(1) if return_weights else weights
     return (out, weights) if return_weights else out
+
+
+_grad_enabled = torch.is_grad_enabled
+
+
+def _resolve(backend: str, q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> str:
+    """resolve_backend for validated inputs, the common case (C++ op on CPU) first: a
+    decoder step pays for no device object and no needs_grad test there."""
+    if backend == "auto":
+        env = _env_backend()
+        if env:
+            return resolve_backend(backend, q.device, q.dtype, _needs_grad(q, k, v, w))
+        if q.is_cpu and ops.HAS_CPP:
+            return "op"
+    elif backend == "cpp" and q.is_cpu and ops.HAS_CPP:
+        return "op"
+    return resolve_backend(backend, q.device, q.dtype, _needs_grad(q, k, v, w))
+
+
+def _needs_grad(q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> bool:
+    return _grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
+                                or w.requires_grad)

@@ -6,7 +6,8 @@ annotated Python signatures of :func:`_fwd_triton` and :func:`_bwd_triton`):
 ``attnkern::fwd(query, key, value, weight, key_padding_mask?, key_lengths?, causal,
 return_weights, key_exp?) -> (out, lse, weights)``
 
-    query (B, Tq, H), key (B, Tk, H), value (B, Tk, Dv), weight (H,): one float dtype.
+    query (B, Tq, H), or (B, H) for one decoder step; key (B, Tk, H), value (B, Tk, Dv),
+    weight (H,): one float dtype.
     key_padding_mask (B, Tk) bool, True = ignored; key_lengths (B,) int64 in [0, Tk].
     key_exp: ``exp(2 * key)`` as a contiguous (B, Tk, H) tensor in the accumulation dtype,
     prepared once per sequence (:func:`attnkern.prepare_keys`); it only saves the kernel the
@@ -14,20 +15,25 @@ return_weights, key_exp?) -> (out, lse, weights)``
     out (B, Tq, Dv) input dtype; lse (B, Tq) log-sum-exp of the usable scores of each row,
     float32 (float64 for float64 inputs), ``+inf`` for a row with no usable key (so that
     ``exp(score - lse)`` is 0 there); weights (B, Tq, Tk) input dtype if return_weights,
-    else an empty ``(0,)`` tensor.
+    else an empty ``(0,)`` tensor. For a 2-D query the Tq dimension is dropped: out (B, Dv),
+    lse (B,), weights (B, Tk) (the kernels see (B, 1, H); no unsqueeze/squeeze, and no view
+    nodes in the autograd graph, around a decoder step).
 
-``attnkern::bwd(grad_out, grad_weights?, query, key, value, weight, lse, delta,
-key_padding_mask?, key_lengths?, causal, key_exp?, probs?) -> (grad_query, grad_key,
+``attnkern::bwd(grad_out, grad_weights?, query, key, value, weight, lse, delta?,
+key_padding_mask?, key_lengths?, causal, key_exp?, out?, weights?) -> (grad_query, grad_key,
 grad_value, grad_weight)``
 
     grad_out (B, Tq, Dv); grad_weights (B, Tq, Tk) or None; lse as saved by fwd;
-    delta (B, Tq) in lse's dtype = rowsum(out * grad_out) + rowsum(weights * grad_weights).
-    probs: the forward's weights ``exp(s - lse)`` (B, Tq, Tk) in lse's dtype, or None; when
-    given, the CPU kernel reads p from them instead of recomputing the scores (a backward
-    then evaluates tanh once per element, not twice). The Triton kernels ignore it.
+    delta (B, Tq) in lse's dtype = rowsum(out * grad_out) + rowsum(weights * grad_weights),
+    or None: then the op computes it from ``out`` (and ``weights`` where grad_weights is
+    given), which must be passed (the autograd backward does this: one pass in the C++
+    kernel rather than separate ATen ops). For a 2-D query every per-row tensor drops Tq.
+    weights, when given in lse's dtype (float32 and float64 inputs), are also p itself: the
+    CPU kernel then reads p from them instead of recomputing the scores (tanh once per
+    element in the backward, not twice). The Triton kernels use them only for delta.
     With p = exp(s - lse) and dp = grad_out . value_j + grad_weights_ij:
     ds = p * (dp - delta), grad_query_i = sum_j ds_ij * w * (1 - t_ij^2) etc.
-    Outputs are contiguous, in the input dtype.
+    Outputs are contiguous, in the input dtype, grad_query in query's shape.
 
 Kernels: CPU from the C++ extension (``csrc/ops.cpp``, ``TORCH_LIBRARY_IMPL(attnkern,
 CPU)``), CUDA from Triton (decomposed under ``torch.compile`` like ``triton_op``, so Inductor
@@ -69,6 +75,11 @@ def _fwd_triton(
 ) -> tuple[Tensor, Tensor, Tensor]:
     # The Triton kernels compute exp(2k) in registers: key_exp is not needed there.
     triton_kernels = importlib.import_module("attnkern.triton_kernels")
+    if query.dim() == 2:  # one decoder step: the launchers take (B, 1, H)
+        out, lse, weights = triton_kernels.fwd(
+            query.unsqueeze(1), key, value, weight, key_padding_mask, key_lengths, causal,
+            return_weights)
+        return out.squeeze(1), lse.squeeze(1), weights.squeeze(1) if return_weights else weights
     return triton_kernels.fwd(
         query, key, value, weight, key_padding_mask, key_lengths, causal, return_weights
     )
@@ -82,18 +93,42 @@ def _bwd_triton(
     value: Tensor,
     weight: Tensor,
     lse: Tensor,
-    delta: Tensor,
+    delta: Tensor | None,
     key_padding_mask: Tensor | None,
     key_lengths: Tensor | None,
     causal: bool,
     key_exp: Tensor | None = None,
-    probs: Tensor | None = None,
+    out: Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     triton_kernels = importlib.import_module("attnkern.triton_kernels")
+    if delta is None:
+        delta = _delta(grad_out, grad_weights, lse, out, weights)
+    if query.dim() == 2:  # one decoder step: the launchers take (B, 1, ...)
+        dq, dk, dv, dw = triton_kernels.bwd(
+            grad_out.unsqueeze(1), None if grad_weights is None else grad_weights.unsqueeze(1),
+            query.unsqueeze(1), key, value, weight, lse.unsqueeze(1), delta.unsqueeze(1),
+            key_padding_mask, key_lengths, causal,
+        )
+        return dq.squeeze(1), dk, dv, dw
     return triton_kernels.bwd(
         grad_out, grad_weights, query, key, value, weight, lse, delta,
         key_padding_mask, key_lengths, causal,
     )
+
+
+def _delta(grad_out: Tensor, grad_weights: Tensor | None, lse: Tensor, out: Tensor | None,
+           weights: Tensor | None) -> Tensor:
+    """bwd's delta pre-pass where the caller passed delta=None (in lse's dtype)."""
+    if out is None or (grad_weights is not None and weights is None):
+        raise RuntimeError("attnkern::bwd: delta is None, so out (and weights, with "
+                           "grad_weights) must be given")
+    acc = lse.dtype
+    delta = (out.to(acc) * grad_out.to(acc)).sum(-1)
+    if grad_weights is not None:
+        assert weights is not None
+        delta = delta + (weights.to(acc) * grad_weights.to(acc)).sum(-1)
+    return delta
 
 
 def _decompose_on_cuda(body: Any) -> Any:
@@ -158,16 +193,16 @@ if HAS_TRITON:
 @torch.library.register_fake("attnkern::fwd", lib=_lib)
 def _fwd_fake(query, key, value, weight, key_padding_mask, key_lengths, causal, return_weights,
               key_exp=None):
-    batch, tq, _ = query.shape
-    out = query.new_empty(batch, tq, value.shape[2])
-    lse = query.new_empty(batch, tq, dtype=compute_dtype(query.dtype))
-    weights = query.new_empty(batch, tq, key.shape[1]) if return_weights else query.new_empty(0)
+    rows = query.shape[:-1]  # (B, Tq), or (B,) for a 2-D (one step) query
+    out = query.new_empty(*rows, value.shape[2])
+    lse = query.new_empty(rows, dtype=compute_dtype(query.dtype))
+    weights = query.new_empty(*rows, key.shape[1]) if return_weights else query.new_empty(0)
     return out, lse, weights
 
 
 @torch.library.register_fake("attnkern::bwd", lib=_lib)
 def _bwd_fake(grad_out, grad_weights, query, key, value, weight, lse, delta,
-              key_padding_mask, key_lengths, causal, key_exp=None, probs=None):
+              key_padding_mask, key_lengths, causal, key_exp=None, out=None, weights=None):
     return (
         query.new_empty(query.shape),
         key.new_empty(key.shape),

@@ -7,7 +7,8 @@
   the timer of each device.
 - ``run`` (CLI + measurement), ``report`` (tables, Markdown), ``plots``: the CPU comparison
   with goals; ``memory``: its peak-memory child process.
-- ``decoders``: real decoder loops; ``gpu``, ``gpu_summary``, ``gpu_check.sh``,
+- ``decoders``: real decoder loops; ``percall``: the per-call cost of one tiny decoder step
+  (checks, dispatch, autograd); ``gpu``, ``gpu_summary``, ``gpu_check.sh``,
   ``gpu_profile``, ``gpu_tune``, ``kernel_report``: the Triton backend on (or without) a GPU.
 - ``test_bench`` + ``conftest``: the pytest-benchmark suite (``pytest bench/ --benchmark-only``).
 """

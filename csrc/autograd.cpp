@@ -1,8 +1,10 @@
 // The one autograd route of attnkern::fwd, registered for every device
 // (TORCH_LIBRARY_IMPL(attnkern, Autograd)): a decoder step then runs no Python autograd code,
 // on CPU (C++ kernels) and CUDA (Triton kernels) alike. Forward redispatches attnkern::fwd
-// below autograd; backward computes the delta pre-pass and calls attnkern::bwd through the
-// dispatcher, so every backend (and fake/meta tensors under torch.compile) takes this path.
+// below autograd; backward calls attnkern::bwd through the dispatcher with delta = None and
+// the saved out (and weights), so the device kernel computes the delta pre-pass itself (the
+// C++ CPU kernel in one pass over each row, the Triton launcher with torch ops); every
+// backend (and fake/meta tensors under torch.compile) takes this path.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
@@ -25,8 +27,8 @@ using FwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, 
                                                   const OptTensor&);
 using BwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor>(
     const Tensor&, const OptTensor&, const Tensor&, const Tensor&, const Tensor&,
-    const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, bool,
-    const OptTensor&, const OptTensor&);
+    const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, const OptTensor&, bool,
+    const OptTensor&, const OptTensor&, const OptTensor&);
 
 // Looked up once (the schema is defined by attnkern/ops.py before the first call).
 const c10::TypedOperatorHandle<FwdSig>& fwd_op() {
@@ -75,23 +77,19 @@ class FwdFunction : public torch::autograd::Function<FwdFunction> {
     const Tensor &out = saved[7], &lse = saved[8], &weights = saved[9];
     const bool causal = ctx->saved_data["causal"].toBool();
     const bool return_weights = ctx->saved_data["return_weights"].toBool();
-    const auto acc = lse.scalar_type();
+    // The loss may not use out (only the weights): the kernel needs some grad_out.
     Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros_like(out);
-    // delta = rowsum(out * grad_out) + rowsum(weights * grad_weights), in lse's dtype.
-    Tensor delta = (out.to(acc) * grad_out.to(acc)).sum(-1);
     OptTensor grad_weights;
-    if (return_weights && grads[2].defined()) {
-      grad_weights = grads[2];
-      delta = delta + (weights.to(acc) * grads[2].to(acc)).sum(-1);
-    }
-    // The weights returned by the forward are p itself: in the accumulation dtype (float32
-    // and float64 inputs) the backward reads them instead of recomputing the scores.
-    OptTensor probs;
-    if (return_weights && weights.scalar_type() == acc) probs = weights;
+    if (return_weights && grads[2].defined()) grad_weights = grads[2];
+    // delta = rowsum(out * grad_out) + rowsum(weights * grad_weights): computed by bwd. The
+    // weights are passed whenever the forward returned them: in the accumulation dtype
+    // (float32 and float64 inputs) the CPU kernel reads p from them instead of recomputing
+    // the scores.
     auto [dq, dk, dv, dw] =
-        bwd_op().call(grad_out, grad_weights, query, key, value, weight, lse, delta,
+        bwd_op().call(grad_out, grad_weights, query, key, value, weight, lse, std::nullopt,
                       optional_of(saved[4]), optional_of(saved[5]), causal,
-                      optional_of(saved[6]), probs);
+                      optional_of(saved[6]), out,
+                      return_weights ? OptTensor(weights) : std::nullopt);
     // One gradient per forward input: none for the masks, flags and key_exp (a function
     // of key computed without grad; key's gradient comes through key itself).
     return {dq, dk, dv, dw, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};

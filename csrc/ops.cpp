@@ -3,11 +3,21 @@
 // can never read out of bounds; inputs of any strides are made contiguous, float16 and
 // bfloat16 are computed in float32. The kernels run through the table of the ISA chosen at
 // import (isa.cpp); this file is glue, built for the baseline ISA.
+//
+// A 2-D query (B, H) is one decoder step: the kernels see it as (B, 1, H) (the same
+// contiguous memory), and the per-row tensors drop the Tq dimension: out (B, Dv), lse (B,),
+// weights (B, Tk), and in bwd grad_out, grad_weights, lse, delta, out, weights likewise.
+// A decoder step thus needs no unsqueeze/squeeze (nor their autograd nodes) around the op.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty_native.h>
+#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "kernels/api.h"
 
@@ -23,17 +33,29 @@ bool is_float(const Tensor& t) {
 
 struct Dims {
   int64_t B, Tq, Tk, H, Dv;
+  bool step;  // 2-D query (B, H): Tq = 1 and no Tq dimension in the per-row tensors
+
+  // Sizes of a per-row tensor: (B, Tq, last) or (B, last) for a step; (B, Tq) or (B,)
+  // without `last`.
+  c10::SmallVector<int64_t, 3> rows(std::optional<int64_t> last = std::nullopt) const {
+    c10::SmallVector<int64_t, 3> s{B};
+    if (!step) s.push_back(Tq);
+    if (last.has_value()) s.push_back(*last);
+    return s;
+  }
 };
 
 // Checks query/key/value/weight and the masks; returns the sizes.
 Dims check_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
                   const Tensor& w, const std::optional<Tensor>& mask,
                   const std::optional<Tensor>& lengths) {
-  TORCH_CHECK(q.dim() == 3, op, ": query must be 3-D (B, Tq, H), got ", q.sizes());
+  TORCH_CHECK(q.dim() == 3 || q.dim() == 2, op,
+              ": query must be 3-D (B, Tq, H) or 2-D (B, H) (one step), got ", q.sizes());
   TORCH_CHECK(k.dim() == 3, op, ": key must be 3-D (B, Tk, H), got ", k.sizes());
   TORCH_CHECK(v.dim() == 3, op, ": value must be 3-D (B, Tk, Dv), got ", v.sizes());
   TORCH_CHECK(w.dim() == 1, op, ": weight must be 1-D (H,), got ", w.sizes());
-  const Dims d{q.size(0), q.size(1), k.size(1), q.size(2), v.size(2)};
+  const bool step = q.dim() == 2;
+  const Dims d{q.size(0), step ? 1 : q.size(1), k.size(1), q.size(-1), v.size(2), step};
   TORCH_CHECK(k.size(0) == d.B && v.size(0) == d.B, op, ": batch sizes differ: query ",
               q.sizes(), ", key ", k.sizes(), ", value ", v.sizes());
   TORCH_CHECK(v.size(1) == d.Tk, op, ": key and value must have the same Tk: key ", k.sizes(),
@@ -75,17 +97,14 @@ Dims check_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor
   return d;
 }
 
-void check_bt(const char* op, const char* name, const Tensor& t, const Dims& d, int64_t last,
-              bool has_last) {
+// A per-row tensor (grad_out, grad_weights, lse, delta, out, weights): d.rows(last).
+void check_rows(const char* op, const char* name, const Tensor& t, const Dims& d,
+                std::optional<int64_t> last) {
   TORCH_CHECK(is_float(t), op, ": ", name, " must be a floating tensor, got ", t.scalar_type());
   TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be on CPU, got ", t.device());
-  if (has_last) {
-    TORCH_CHECK(t.dim() == 3 && t.size(0) == d.B && t.size(1) == d.Tq && t.size(2) == last, op,
-                ": ", name, " must be (", d.B, ", ", d.Tq, ", ", last, "), got ", t.sizes());
-  } else {
-    TORCH_CHECK(t.dim() == 2 && t.size(0) == d.B && t.size(1) == d.Tq, op, ": ", name,
-                " must be (", d.B, ", ", d.Tq, "), got ", t.sizes());
-  }
+  const auto want = d.rows(last);
+  TORCH_CHECK(t.sizes() == at::IntArrayRef(want), op, ": ", name, " must be ",
+              at::IntArrayRef(want), ", got ", t.sizes());
 }
 
 MaskArgs make_masks(const Dims& d, const Tensor& mask, const Tensor& lengths, bool causal) {
@@ -93,7 +112,24 @@ MaskArgs make_masks(const Dims& d, const Tensor& mask, const Tensor& lengths, bo
                   lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr, causal, d.Tq, d.Tk};
 }
 
-Tensor prep(const Tensor& t, at::ScalarType acc) { return t.to(acc).contiguous(); }
+// No dispatcher call when there is nothing to do (the common case: float32, contiguous):
+// a decoder step pays for every no-op to()/contiguous().
+Tensor prep(const Tensor& t, at::ScalarType acc) {
+  if (t.scalar_type() == acc && t.is_contiguous()) return t;
+  return t.to(acc).contiguous();
+}
+
+// An output for the kernel to fill: at::native::empty_cpu is what at::empty dispatches to for
+// CPU tensors (the deterministic NaN fill of uninitialised memory included), minus the
+// dispatcher round trip, which a decoder step pays for every output.
+Tensor new_empty(at::IntArrayRef sizes, at::ScalarType dtype) {
+  return at::native::empty_cpu(sizes, dtype, std::nullopt, std::nullopt, std::nullopt,
+                               std::nullopt);
+}
+
+Tensor cast(const Tensor& t, at::ScalarType dtype) {
+  return t.scalar_type() == dtype ? t : t.to(dtype);
+}
 
 // key_exp = exp(2 * key) (B, Tk, H) in the accumulation dtype, or undefined.
 Tensor prep_key_exp(const char* op, const std::optional<Tensor>& key_exp, const Dims& d,
@@ -141,14 +177,13 @@ std::tuple<Tensor, Tensor, Tensor> fwd_run(const char* op, const Dims& d, const 
                                            const std::optional<Tensor>& key_exp) {
   constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
   const auto dtype = query.scalar_type();
-  const auto opts = query.options().dtype(acc);
   Tensor q = prep(query, acc), k = prep(key, acc), v = prep(value, acc), w = prep(weight, acc);
   Tensor ek = prep_key_exp(op, key_exp, d, acc);
   Tensor mask = key_padding_mask.has_value() ? key_padding_mask->contiguous() : Tensor();
   Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
-  Tensor out = at::empty({d.B, d.Tq, d.Dv}, opts);
-  Tensor lse = at::empty({d.B, d.Tq}, opts);
-  Tensor wts = return_weights ? at::empty({d.B, d.Tq, d.Tk}, opts) : Tensor();
+  Tensor out = new_empty(d.rows(d.Dv), acc);
+  Tensor lse = new_empty(d.rows(), acc);
+  Tensor wts = return_weights ? new_empty(d.rows(d.Tk), acc) : Tensor();
   const MaskArgs mk = make_masks(d, mask, len, causal);
   if (d.B * d.Tq > 0) {
     forward_kernel<T>(active_kernels())(
@@ -156,7 +191,8 @@ std::tuple<Tensor, Tensor, Tensor> fwd_run(const char* op, const Dims& d, const 
         mk, d.B, d.Tq, d.Tk, d.H, d.Dv, out.data_ptr<T>(), lse.data_ptr<T>(),
         ptr_or_null<T>(wts));
   }
-  return {out.to(dtype), lse, return_weights ? wts.to(dtype) : at::empty({0}, query.options())};
+  return {cast(out, dtype), lse,
+          return_weights ? cast(wts, dtype) : new_empty({0}, dtype)};
 }
 
 std::tuple<Tensor, Tensor, Tensor> fwd_cpu(const Tensor& query, const Tensor& key,
@@ -174,57 +210,118 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cpu(const Tensor& query, const Tensor& ke
                         return_weights, key_exp);
 }
 
+// Sum of a[i] * b[i] in double, four independent chains (the glue is built for the
+// baseline ISA: no vector reduction, so break the add latency instead).
+template <typename T>
+double dot(const T* a, const T* b, int64_t n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += double(a[i]) * double(b[i]);
+    s1 += double(a[i + 1]) * double(b[i + 1]);
+    s2 += double(a[i + 2]) * double(b[i + 2]);
+    s3 += double(a[i + 3]) * double(b[i + 3]);
+  }
+  for (; i < n; ++i) s0 += double(a[i]) * double(b[i]);
+  return (s0 + s1) + (s2 + s3);
+}
+
+// The delta pre-pass in one pass over each row: delta = rowsum(out * grad_out)
+// (+ rowsum(weights * grad_weights)), B * Tq values in T written to `delta` (scratch the
+// caller owns: no tensor, no dispatcher call); every input contiguous, in T.
+template <typename T>
+void row_delta(const Dims& d, const Tensor& out, const Tensor& go, const Tensor& wts,
+               const Tensor& gw, T* delta) {
+  const int64_t rows = d.B * d.Tq;
+  const T *o = out.data_ptr<T>(), *g = go.data_ptr<T>();
+  const T *pw = ptr_or_null<T>(wts), *pg = ptr_or_null<T>(gw);
+  const int64_t width = d.Dv + (pw != nullptr ? d.Tk : 0);
+  at::parallel_for(0, rows, std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(width, 1)),
+                   [&](int64_t r0, int64_t r1) {
+                     for (int64_t r = r0; r < r1; ++r) {
+                       double s = dot(o + r * d.Dv, g + r * d.Dv, d.Dv);
+                       if (pw != nullptr) s += dot(pw + r * d.Tk, pg + r * d.Tk, d.Tk);
+                       delta[r] = T(s);
+                     }
+                   });
+}
+
 template <typename T>
 std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_run(
     const char* op, const Dims& d, const Tensor& grad_out,
     const std::optional<Tensor>& grad_weights, const Tensor& query, const Tensor& key,
-    const Tensor& value, const Tensor& weight, const Tensor& lse, const Tensor& delta,
-    const std::optional<Tensor>& key_padding_mask, const std::optional<Tensor>& key_lengths,
-    bool causal, const std::optional<Tensor>& key_exp, const std::optional<Tensor>& probs) {
+    const Tensor& value, const Tensor& weight, const Tensor& lse,
+    const std::optional<Tensor>& delta, const std::optional<Tensor>& key_padding_mask,
+    const std::optional<Tensor>& key_lengths, bool causal, const std::optional<Tensor>& key_exp,
+    const std::optional<Tensor>& out, const std::optional<Tensor>& weights) {
   constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
   const auto dtype = query.scalar_type();
-  const auto opts = query.options().dtype(acc);
   Tensor q = prep(query, acc), k = prep(key, acc), v = prep(value, acc), w = prep(weight, acc);
+  // weights: the forward's exp(s - lse); in T the kernel reads p from them instead of
+  // recomputing the scores (a backward then evaluates tanh once per element, not twice).
   Tensor pr;
-  if (probs.has_value()) {
-    check_bt(op, "probs", *probs, d, d.Tk, true);
-    TORCH_CHECK(probs->scalar_type() == acc, op, ": probs must be ", acc,
-                " (the accumulation dtype), got ", probs->scalar_type());
-    pr = probs->contiguous();
-  }
-  Tensor go = prep(grad_out, acc), ls = prep(lse, acc), dl = prep(delta, acc);
+  if (weights.has_value() && weights->scalar_type() == acc) pr = prep(*weights, acc);
+  Tensor go = prep(grad_out, acc), ls = prep(lse, acc);
   Tensor gw = grad_weights.has_value() ? prep(*grad_weights, acc) : Tensor();
+  Tensor dl;
+  c10::SmallVector<T, 64> dl_scratch;  // delta computed here: a decoder step's few rows
+  const T* dl_ptr = nullptr;
+  if (delta.has_value()) {
+    dl = prep(*delta, acc);
+    dl_ptr = dl.data_ptr<T>();
+  } else {
+    dl_scratch.resize(d.B * d.Tq);
+    row_delta<T>(d, prep(*out, acc), go, gw.defined() ? prep(*weights, acc) : Tensor(), gw,
+                 dl_scratch.data());
+    dl_ptr = dl_scratch.data();
+  }
   Tensor ek = prep_key_exp(op, key_exp, d, acc);
   Tensor mask = key_padding_mask.has_value() ? key_padding_mask->contiguous() : Tensor();
   Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
-  Tensor dq = at::empty({d.B, d.Tq, d.H}, opts), dk = at::empty({d.B, d.Tk, d.H}, opts);
-  Tensor dv = at::empty({d.B, d.Tk, d.Dv}, opts), dw = at::empty({d.H}, opts);
+  Tensor dq = new_empty(query.sizes(), acc), dk = new_empty({d.B, d.Tk, d.H}, acc);
+  Tensor dv = new_empty({d.B, d.Tk, d.Dv}, acc), dw = new_empty({d.H}, acc);
   const MaskArgs mk = make_masks(d, mask, len, causal);
   backward_kernel<T>(active_kernels())(
       go.data_ptr<T>(), ptr_or_null<T>(gw), q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek),
-      v.data_ptr<T>(), w.data_ptr<T>(), ls.data_ptr<T>(), dl.data_ptr<T>(), ptr_or_null<T>(pr),
-      mk, d.B, d.Tq, d.Tk,
-      d.H, d.Dv, dq.data_ptr<T>(), dk.data_ptr<T>(), dv.data_ptr<T>(), dw.data_ptr<T>());
-  return {dq.to(dtype), dk.to(dtype), dv.to(dtype), dw.to(dtype)};
+      v.data_ptr<T>(), w.data_ptr<T>(), ls.data_ptr<T>(), dl_ptr, ptr_or_null<T>(pr), mk, d.B,
+      d.Tq, d.Tk, d.H, d.Dv, dq.data_ptr<T>(), dk.data_ptr<T>(), dv.data_ptr<T>(),
+      dw.data_ptr<T>());
+  return {cast(dq, dtype), cast(dk, dtype), cast(dv, dtype), cast(dw, dtype)};
 }
 
+// delta may be None: the op then computes it from out (and weights, with grad_weights),
+// which is what the autograd backward does (one pass here instead of separate ATen ops).
+// weights, when given in the accumulation dtype, are also the kernel's p (see bwd_run).
 std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
     const Tensor& grad_out, const std::optional<Tensor>& grad_weights, const Tensor& query,
     const Tensor& key, const Tensor& value, const Tensor& weight, const Tensor& lse,
-    const Tensor& delta, const std::optional<Tensor>& key_padding_mask,
+    const std::optional<Tensor>& delta, const std::optional<Tensor>& key_padding_mask,
     const std::optional<Tensor>& key_lengths, bool causal,
-    const std::optional<Tensor>& key_exp, const std::optional<Tensor>& probs) {
+    const std::optional<Tensor>& key_exp, const std::optional<Tensor>& out,
+    const std::optional<Tensor>& weights) {
   const char* op = "attnkern::bwd";
   const Dims d = check_inputs(op, query, key, value, weight, key_padding_mask, key_lengths);
-  check_bt(op, "grad_out", grad_out, d, d.Dv, true);
-  if (grad_weights.has_value()) check_bt(op, "grad_weights", *grad_weights, d, d.Tk, true);
-  check_bt(op, "lse", lse, d, 0, false);
-  check_bt(op, "delta", delta, d, 0, false);
+  check_rows(op, "grad_out", grad_out, d, d.Dv);
+  if (grad_weights.has_value()) check_rows(op, "grad_weights", *grad_weights, d, d.Tk);
+  check_rows(op, "lse", lse, d, std::nullopt);
+  if (weights.has_value()) check_rows(op, "weights", *weights, d, d.Tk);
+  if (delta.has_value()) {
+    check_rows(op, "delta", *delta, d, std::nullopt);
+  } else {
+    TORCH_CHECK(out.has_value(), op,
+                ": delta is None, so out must be given (delta = rowsum(out * grad_out))");
+    check_rows(op, "out", *out, d, d.Dv);
+    if (grad_weights.has_value()) {
+      TORCH_CHECK(weights.has_value(), op,
+                  ": delta is None and grad_weights is given, so weights must be given "
+                  "(delta = rowsum(out * grad_out) + rowsum(weights * grad_weights))");
+    }
+  }
   if (query.scalar_type() == at::kDouble)
     return bwd_run<double>(op, d, grad_out, grad_weights, query, key, value, weight, lse, delta,
-                           key_padding_mask, key_lengths, causal, key_exp, probs);
+                           key_padding_mask, key_lengths, causal, key_exp, out, weights);
   return bwd_run<float>(op, d, grad_out, grad_weights, query, key, value, weight, lse, delta,
-                        key_padding_mask, key_lengths, causal, key_exp, probs);
+                        key_padding_mask, key_lengths, causal, key_exp, out, weights);
 }
 
 }  // namespace

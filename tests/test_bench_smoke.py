@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -80,6 +82,17 @@ def test_run_py_smoke(tmp_path):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     readme = (tmp_path / "results.md").read_text()
     assert "## Results (CPU)" in readme and "bench_time_vs_tk.png" in readme
+
+
+def test_percall_smoke():
+    from attnkern import ops
+
+    if not ops.HAS_CPP:
+        pytest.skip(f"attnkern._C not built: {ops.CPP_IMPORT_ERROR}")
+    proc = _run(["bench/percall.py", "--smoke"], timeout=120)
+    for entry in ("no_grad functional", "no_grad PreparedKeys", "op alone", "fwd+bwd",
+                  "trivial autograd op", "load average"):
+        assert entry in proc.stdout, (entry, proc.stdout)
 
 
 def test_gpu_bench_table_row_and_cpu_refusal():

@@ -219,6 +219,120 @@ def test_opcheck_bwd(sample, with_grad_weights):
                           (gout, gw, q, k, v, w, lse, delta, mask, lengths, causal))
 
 
+@pytest.mark.parametrize("sample", range(4))
+def test_opcheck_bwd_computes_delta(sample):
+    """delta=None: the op computes it from out (and weights): what the autograd does."""
+    q, k, v, w, mask, lengths, causal, _ = _op_samples()[sample]
+    q, k, v, w = (t.detach() for t in (q, k, v, w))
+    out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, mask, lengths, causal, True)
+    g = torch.Generator().manual_seed(sample)
+    gout = torch.randn(out.shape, generator=g).to(out.dtype)
+    gw = torch.randn(wts.shape, generator=g).to(wts.dtype)
+    for grad_w in (None, gw):
+        torch.library.opcheck(torch.ops.attnkern.bwd.default,
+                              (gout, grad_w, q, k, v, w, lse, None, mask, lengths, causal, None,
+                               out, wts if grad_w is not None else None))
+
+
+# ---------------------------------------------------------------- one step: 2-D query
+
+def _step_args(dtype=torch.float32, kind="all", seed=0):
+    B, Tk, H, Dv = 3, 9, 20, 6
+    q, k, v, w = make_inputs(B, 1, Tk, H, Dv, step=True, dtype=dtype, seed=seed,
+                             requires_grad=False)
+    kw = make_masks(kind, B, 1, Tk, seed=seed)
+    return (q, k, v, w, kw.get("key_padding_mask"), kw.get("key_lengths"),
+            kw.get("causal", False))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16],
+                         ids=lambda d: str(d).split(".")[-1])
+def test_step_query_op_equals_one_row_query(dtype):
+    """The ops take a 2-D query (B, H) as the one-row query (B, 1, H) minus the Tq dimension
+    of every per-row tensor (out, lse, weights; grad_out, grad_weights, lse, delta, dq):
+    bitwise the same numbers, the kernels see the same memory."""
+    q, k, v, w, mask, lengths, causal = _step_args(dtype)
+    step = torch.ops.attnkern.fwd(q, k, v, w, mask, lengths, causal, True)
+    rows = torch.ops.attnkern.fwd(q[:, None], k, v, w, mask, lengths, causal, True)
+    assert [tuple(t.shape) for t in step] == [(3, 6), (3,), (3, 9)]
+    for a, b in zip(step, rows):
+        assert torch.equal(a, b.squeeze(1))
+    out, lse, wts = step
+    g = torch.Generator().manual_seed(1)
+    gout = torch.randn(out.shape, generator=g).to(dtype)
+    gw = torch.randn(wts.shape, generator=g).to(dtype)
+    for delta in (None, "given"):
+        d = None
+        if delta == "given":
+            acc = lse.dtype
+            d = (out.to(acc) * gout.to(acc)).sum(-1) + (wts.to(acc) * gw.to(acc)).sum(-1)
+        g_step = torch.ops.attnkern.bwd(gout, gw, q, k, v, w, lse, d, mask, lengths, causal,
+                                        None, out, wts)
+        g_rows = torch.ops.attnkern.bwd(gout[:, None], gw[:, None], q[:, None], k, v, w,
+                                        lse[:, None], None if d is None else d[:, None], mask,
+                                        lengths, causal, None, out[:, None], wts[:, None])
+        assert g_step[0].shape == q.shape
+        assert torch.equal(g_step[0], g_rows[0].squeeze(1))
+        for a, b in zip(g_step[1:], g_rows[1:]):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_opcheck_step_query(return_weights):
+    q, k, v, w, mask, lengths, causal = _step_args()
+    torch.library.opcheck(torch.ops.attnkern.fwd.default,
+                          (q, k, v, w, mask, lengths, causal, return_weights))
+    out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, mask, lengths, causal, True)
+    gout = torch.randn_like(out)
+    gw = torch.randn_like(wts) if return_weights else None
+    torch.library.opcheck(torch.ops.attnkern.bwd.default,
+                          (gout, gw, q, k, v, w, lse, None, mask, lengths, causal, None, out,
+                           wts if return_weights else None))
+
+
+def test_step_query_under_fake_tensors():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q, k, v, w = torch.empty(2, 8), torch.empty(2, 11, 8), torch.empty(2, 11, 5), \
+            torch.empty(8)
+        out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, None, None, False, True)
+        assert out.shape == (2, 5) and lse.shape == (2,) and wts.shape == (2, 11)
+        grads = torch.ops.attnkern.bwd(torch.empty(2, 5), torch.empty(2, 11), q, k, v, w, lse,
+                                       None, None, None, False, None, out, wts)
+        assert [tuple(g.shape) for g in grads] == [(2, 8), (2, 11, 8), (2, 11, 5), (8,)]
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_step_call_has_no_view_nodes(return_weights):
+    """A decoder step's graph is the op's node straight onto the leaves: no unsqueeze of the
+    query before it, no squeeze of its outputs after it."""
+    q, k, v, w = make_inputs(2, 1, 5, 4, 3, step=True)
+    res = attnkern.additive_attention(q, k, v, w, return_weights=return_weights, backend="cpp")
+    for t in res if return_weights else (res,):
+        node = t.grad_fn
+        assert "attnkern" in node.name() or "CppNode" in node.name(), node.name()
+        leaves = [f.variable for f, _ in node.next_functions if f is not None
+                  and hasattr(f, "variable")]
+        assert any(leaf is q for leaf in leaves)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64],
+                         ids=lambda d: str(d).split(".")[-1])
+def test_step_query_gradcheck(dtype):
+    q, k, v, w, mask, lengths, causal = _step_args(torch.float64, kind="both")
+    q, k, v, w = (t.to(dtype).requires_grad_() for t in (q, k, v, w))
+    check_against_reference(q, k, v, w, backend="cpp", key_padding_mask=mask,
+                            key_lengths=lengths)
+    if dtype == torch.float64:
+        def fn(q, k, v, w):
+            return attnkern.additive_attention(q, k, v, w, key_padding_mask=mask,
+                                               key_lengths=lengths, return_weights=True,
+                                               backend="cpp")
+
+        assert torch.autograd.gradcheck(fn, (q, k, v, w))
+
+
 # ---------------------------------------------------------------- op-level semantics
 
 def test_fwd_outputs_and_lse():
@@ -299,7 +413,8 @@ def _good():
 
 
 BAD_FWD = {
-    "query-2d": dict(q=torch.randn(2, 4)),
+    "query-4d": dict(q=torch.randn(1, 2, 3, 4)),
+    "query-2d-H-mismatch": dict(q=torch.randn(2, 3)),  # a 2-D (step) query must match H
     "batch-mismatch": dict(k=torch.randn(3, 5, 4)),
     "H-mismatch": dict(w=torch.randn(5)),
     "Tk-mismatch": dict(v=torch.randn(2, 6, 6)),
@@ -454,7 +569,7 @@ def test_key_exp_bad_input_raises(bad):
                                torch.zeros_like(lse), None, None, False, ke)
 
 
-# ------------------------------------------------- probs (the forward's weights as p)
+# ----------------------------------------- weights in bwd: the forward's weights as p
 
 # (B, Tq, Tk, H, Dv): one query block (a decoder step: dV rows written once, the keys no
 # row sees zeroed) and several; Tk past one key block; the factorised and direct paths.
@@ -472,14 +587,15 @@ def _bwd_ops(q, k, v, w, kw, use_probs, key_exp=None):
     acc = lse.dtype
     delta = (out.to(acc) * gout.to(acc)).sum(-1) + (wts.to(acc) * gw.to(acc)).sum(-1)
     return torch.ops.attnkern.bwd(gout, gw, q, k, v, w, lse, delta, mask, lengths, causal,
-                                  key_exp, wts if use_probs else None)
+                                  key_exp, None, wts if use_probs else None)
 
 
 @pytest.mark.parametrize("shape", PROBS_SHAPES, ids=[shape_id(*s) for s in PROBS_SHAPES])
 @pytest.mark.parametrize("kind", MASK_KINDS)
 @pytest.mark.parametrize("prepared", [False, True], ids=["keys", "key_exp"])
 def test_probs_give_the_same_gradients(shape, kind, prepared):
-    """bwd(probs=weights) reads p instead of recomputing the scores: the same gradients
+    """bwd(weights=...) in the accumulation dtype: the kernel reads p instead of
+    recomputing the scores. The same gradients
     within rounding (p = exp(s - lse) either way), every mask kind, with and without key_exp;
     masked keys (which no row sees) get zero dk and dv."""
     B, Tq, Tk, H, Dv = shape
@@ -510,18 +626,34 @@ def test_probs_float64():
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("bad", ["shape", "dtype"])
-def test_probs_bad_input_raises(bad):
+def test_weights_bad_shape_raises():
     g = _good()
     out, lse, wts = torch.ops.attnkern.fwd(g["q"], g["k"], g["v"], g["w"], None, None, False,
                                            True)
-    probs = {"shape": wts[:, :, :-1], "dtype": wts.double()}[bad]
-    with pytest.raises(RuntimeError, match="attnkern::bwd: probs must be"):
+    with pytest.raises(RuntimeError, match="attnkern::bwd: weights must be"):
         torch.ops.attnkern.bwd(torch.ones_like(out), None, g["q"], g["k"], g["v"], g["w"], lse,
-                               torch.zeros_like(lse), None, None, False, None, probs)
+                               torch.zeros_like(lse), None, None, False, None, None,
+                               wts[:, :, :-1])
 
 
-def test_opcheck_bwd_with_probs():
+def test_weights_in_another_dtype_are_not_p():
+    """float64 weights for float32 inputs are not the kernel's p (it recomputes): same
+    gradients as without them."""
+    q, k, v, w = make_inputs(2, 1, 40, 24, 6, requires_grad=False)
+    kw = make_masks("both", 2, 1, 40)
+    out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, kw.get("key_padding_mask"),
+                                           kw.get("key_lengths"), False, True)
+    gout = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+    delta = (out * gout).sum(-1)
+    args = (gout, None, q, k, v, w, lse, delta, kw.get("key_padding_mask"), kw.get("key_lengths"),
+            False, None, None)
+    plain = torch.ops.attnkern.bwd(*args, None)
+    other = torch.ops.attnkern.bwd(*args, wts.double())
+    for a, b in zip(other, plain):
+        assert torch.equal(a, b)
+
+
+def test_opcheck_bwd_with_weights_as_p():
     q, k, v, w, mask, lengths, causal, _ = _op_samples()[1]
     q, k, v, w = (t.detach() for t in (q, k, v, w))
     out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, mask, lengths, causal, True)
@@ -529,4 +661,4 @@ def test_opcheck_bwd_with_probs():
     delta = (out.to(lse.dtype) * gout.to(lse.dtype)).sum(-1)
     torch.library.opcheck(torch.ops.attnkern.bwd.default,
                           (gout, None, q, k, v, w, lse, delta, mask, lengths, causal, None,
-                           wts.to(lse.dtype)))
+                           None, wts.to(lse.dtype)))

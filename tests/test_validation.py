@@ -357,7 +357,11 @@ OP_CASES = {
     "fwd-mask-short": "F(q, k, v, w, torch.zeros(2, 4, dtype=torch.bool), None, False, False)",
     "fwd-mask-batch": "F(q, k, v, w, torch.zeros(1, 5, dtype=torch.bool), None, False, False)",
     "fwd-mask-float": "F(q, k, v, w, torch.zeros(2, 5), None, False, False)",
-    "fwd-query-2d": "F(q[:, 0], k, v, w, None, None, False, False)",
+    # a 2-D query (B, H) is one step, accepted (tests/test_cpp.py); wrong ones still raise
+    "fwd-query-4d": "F(q[None], k, v, w, None, None, False, False)",
+    "fwd-query-1d": "F(q[0, 0], k, v, w, None, None, False, False)",
+    "fwd-query-2d-hidden": "F(q[:, 0, :3], k, v, w, None, None, False, False)",
+    "fwd-query-2d-batch": "F(q[:1, 0], k, v, w, None, None, False, False)",
     "fwd-key-batch": "F(q, k[:1], v[:1], w, None, None, False, False)",
     "fwd-key-short": "F(q, k[:, :4], v, w, None, None, False, False)",
     "fwd-value-short": "F(q, k, v[:, :4], w, None, None, False, False)",
@@ -381,6 +385,17 @@ OP_CASES = {
         "Bw(go, None, q, k, v, w, lse, delta, torch.zeros(2, 4, dtype=torch.bool), None, False)",
     "bwd-key-short": "Bw(go, None, q, k[:, :4], v, w, lse, delta, None, None, False)",
     "bwd-weight-short": "Bw(go, None, q, k, v, w[:2], lse, delta, None, None, False)",
+    "bwd-step-grad_out-3d":
+        "Bw(go, None, q[:, 0], k, v, w, lse[:, 0], delta[:, 0], None, None, False)",
+    "bwd-step-lse-2d": "Bw(go[:, 0], None, q[:, 0], k, v, w, lse, delta[:, 0], None, None, False)",
+    # delta=None: the op computes it from out (and weights), which must then be given
+    "bwd-no-delta-no-out": "Bw(go, None, q, k, v, w, lse, None, None, None, False)",
+    "bwd-no-delta-out-short":
+        "Bw(go, None, q, k, v, w, lse, None, None, None, False, None, out[:, :2])",
+    "bwd-no-delta-no-weights":
+        "Bw(go, torch.zeros(2, 3, 5), q, k, v, w, lse, None, None, None, False, None, out)",
+    "bwd-no-delta-weights-short": "Bw(go, torch.zeros(2, 3, 5), q, k, v, w, lse, None, None, "
+                                  "None, False, None, out, torch.zeros(2, 3, 4))",
 }
 
 _CHILD = textwrap.dedent("""
