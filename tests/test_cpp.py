@@ -510,7 +510,9 @@ def test_forward_does_not_depend_on_thread_count(shape):
 KEY_EXP_SHAPES = [(4, 1, 37, 24, 12), (3, 1, 130, 32, 8), (2, 2, 70, 48, 5), (2, 9, 33, 20, 7)]
 
 
-def _ops_with_key_exp(q, k, v, w, kw, key_exp):
+def _ops_with_key_exp(q, k, v, w, kw, key_exp, weights_as_p=False):
+    """fwd then bwd through the raw ops: (out, lse, weights, dq, dk, dv, dw); with
+    weights_as_p, bwd is also given the forward's weights (the kernel's p)."""
     mask, lengths = kw.get("key_padding_mask"), kw.get("key_lengths")
     causal = kw.get("causal", False)
     out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, mask, lengths, causal, True, key_exp)
@@ -520,7 +522,7 @@ def _ops_with_key_exp(q, k, v, w, kw, key_exp):
     acc = lse.dtype
     delta = (out.to(acc) * gout.to(acc)).sum(-1) + (wts.to(acc) * gw.to(acc)).sum(-1)
     grads = torch.ops.attnkern.bwd(gout, gw, q, k, v, w, lse, delta, mask, lengths, causal,
-                                   key_exp)
+                                   key_exp, None, wts if weights_as_p else None)
     return (out, lse, wts, *grads)
 
 
@@ -573,56 +575,44 @@ def test_key_exp_bad_input_raises(bad):
 
 # (B, Tq, Tk, H, Dv): one query block (a decoder step: dV rows written once, the keys no
 # row sees zeroed) and several; Tk past one key block; the factorised and direct paths.
-PROBS_SHAPES = [(8, 1, 120, 32, 40), (3, 1, 70, 24, 12), (2, 5, 130, 20, 7),
+WEIGHTS_AS_P_SHAPES = [(8, 1, 120, 32, 40), (3, 1, 70, 24, 12), (2, 5, 130, 20, 7),
                 (2, 20, 65, 48, 33)]
 
 
-def _bwd_ops(q, k, v, w, kw, use_probs, key_exp=None):
-    mask, lengths = kw.get("key_padding_mask"), kw.get("key_lengths")
-    causal = kw.get("causal", False)
-    out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, mask, lengths, causal, True, key_exp)
-    g = torch.Generator().manual_seed(7)
-    gout = torch.randn(out.shape, generator=g).to(out.dtype)
-    gw = torch.randn(wts.shape, generator=g).to(wts.dtype)
-    acc = lse.dtype
-    delta = (out.to(acc) * gout.to(acc)).sum(-1) + (wts.to(acc) * gw.to(acc)).sum(-1)
-    return torch.ops.attnkern.bwd(gout, gw, q, k, v, w, lse, delta, mask, lengths, causal,
-                                  key_exp, None, wts if use_probs else None)
-
-
-@pytest.mark.parametrize("shape", PROBS_SHAPES, ids=[shape_id(*s) for s in PROBS_SHAPES])
+@pytest.mark.parametrize("shape", WEIGHTS_AS_P_SHAPES,
+                         ids=[shape_id(*s) for s in WEIGHTS_AS_P_SHAPES])
 @pytest.mark.parametrize("kind", MASK_KINDS)
 @pytest.mark.parametrize("prepared", [False, True], ids=["keys", "key_exp"])
-def test_probs_give_the_same_gradients(shape, kind, prepared):
-    """bwd(weights=...) in the accumulation dtype: the kernel reads p instead of
-    recomputing the scores. The same gradients
-    within rounding (p = exp(s - lse) either way), every mask kind, with and without key_exp;
-    masked keys (which no row sees) get zero dk and dv."""
+def test_weights_as_p_give_the_same_gradients(shape, kind, prepared):
+    """bwd given the forward's weights in the accumulation dtype reads p from them instead
+    of recomputing the scores: the same gradients within rounding (p = exp(s - lse) either
+    way), every mask kind, with and without key_exp."""
     B, Tq, Tk, H, Dv = shape
     q, k, v, w = make_inputs(B, Tq, Tk, H, Dv, requires_grad=False, seed=Tk + Tq)
     kw = make_masks(kind, B, Tq, Tk)
     key_exp = torch.exp(2 * k) if prepared else None
-    plain = _bwd_ops(q, k, v, w, kw, False, key_exp)
-    probs = _bwd_ops(q, k, v, w, kw, True, key_exp)
-    for a, b in zip(probs, plain):
+    plain = _ops_with_key_exp(q, k, v, w, kw, key_exp)[3:]
+    as_p = _ops_with_key_exp(q, k, v, w, kw, key_exp, weights_as_p=True)[3:]
+    for a, b in zip(as_p, plain):
         torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-6)
 
 
-@pytest.mark.parametrize("shape", [PROBS_SHAPES[0], PROBS_SHAPES[3]],
-                         ids=[shape_id(*PROBS_SHAPES[0]), shape_id(*PROBS_SHAPES[3])])
+@pytest.mark.parametrize("shape", WEIGHTS_AS_P_SHAPES[::3],
+                         ids=[shape_id(*s) for s in WEIGHTS_AS_P_SHAPES[::3]])
 @pytest.mark.parametrize("kind", MASK_KINDS)
-def test_probs_gradients_match_the_reference(shape, kind):
-    """Through autograd (return_weights=True: the C++ backward passes the weights as
-    probs) against the float64 reference, every mask kind, so dk and dv of the keys no row
-    sees must be zero."""
+def test_weights_as_p_gradients_match_the_reference(shape, kind):
+    """Through autograd (return_weights=True: the C++ backward passes the weights, the
+    kernel's p) against the float64 reference, every mask kind, so dk and dv of the keys
+    no row sees must be zero."""
     check_against_reference(*make_inputs(*shape, seed=3), backend="cpp",
                             **make_masks(kind, *shape[:3]))
 
 
-def test_probs_float64():
+def test_weights_as_p_float64():
     q, k, v, w = make_inputs(2, 1, 40, 24, 6, requires_grad=False, dtype=torch.float64)
     kw = make_masks("both", 2, 1, 40)
-    for a, b in zip(_bwd_ops(q, k, v, w, kw, True), _bwd_ops(q, k, v, w, kw, False)):
+    for a, b in zip(_ops_with_key_exp(q, k, v, w, kw, None, weights_as_p=True),
+                    _ops_with_key_exp(q, k, v, w, kw, None)):
         torch.testing.assert_close(a, b)
 
 
