@@ -271,8 +271,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_run(
     dl_ptr = dl.data_ptr<T>();
   } else {
     dl_scratch.resize(d.B * d.Tq);
-    row_delta<T>(d, prep(*out, acc), go, gw.defined() ? prep(*weights, acc) : Tensor(), gw,
-                 dl_scratch.data());
+    // weights in T: pr already holds them (prepared once for both uses)
+    const Tensor wts = !gw.defined() ? Tensor() : pr.defined() ? pr : prep(*weights, acc);
+    row_delta<T>(d, prep(*out, acc), go, wts, gw, dl_scratch.data());
     dl_ptr = dl_scratch.data();
   }
   Tensor ek = prep_key_exp(op, key_exp, d, acc);
