@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import ops
+from ._steps import StepCache, StepOperand, _eager, forget_on_backward, plain
 from ._validation import check_backend
 from .functional import additive_attention
 
@@ -116,30 +118,68 @@ class LocationSensitiveAttention(nn.Module):
                                              attention_location_kernel_size, attention_dim)
         self.score_mask_value = -float("inf")  # tacotron2's attribute, kept for its users
         self.backend = check_backend(backend)
+        # Step-invariant operands (one tensor for every step of an utterance): their
+        # gradients are one GEMM per utterance instead of one per step (see _steps.py).
+        self._memory = StepOperand()  # context = weights @ memory
+        self._query_weight = StepOperand(linear=True)  # query = hidden @ W_q^T
+        # ((conv, dense), their versions, U): see location_filter
+        self._filter = StepCache()
+
+    def location_filter(self) -> Tensor:
+        """``U = dense.W @ conv.W`` ``(attention_dim, 2 * taps)``: the location layer as one
+        linear map of each window (taps zero-padded, see :meth:`location_keys`).
+
+        The same tensor is returned for as long as the parameters are unchanged and no
+        backward pass has reached it, so an utterance's steps share one node (its
+        gradient is summed there and goes to the two weights once).
+        """
+        conv = self.location_layer.location_conv.conv.weight  # (F, 2, kernel)
+        dense = self.location_layer.location_dense.linear_layer.weight  # (A, F)
+        eager = _eager()
+        if eager:
+            key = (conv._version, dense._version, conv.data_ptr(), dense.data_ptr(),
+                   conv.dtype, torch.is_grad_enabled())
+            cached = self._filter.value
+            if (cached is not None and cached[0][0] is conv and cached[0][1] is dense
+                    and cached[1] == key):
+                return cached[2]
+        n_filters, channels, kernel = conv.shape
+        # Each channel's taps padded with zeros to `taps` so that the GEMMs' inner size
+        # channels * taps is a multiple of 16 (62 -> 64 for tacotron2's 2 x 31): the
+        # backward's two GEMMs run about 25% faster at 64 than at 62 (MKL, AVX2).
+        taps = next(t for t in range(kernel, kernel + 16) if channels * t % 16 == 0)
+        conv_w = F.pad(conv, (0, taps - kernel)).reshape(n_filters, channels * taps)
+        combined = dense @ conv_w  # (A, 2 * taps), zero at the padded taps
+        if eager:
+            if combined.requires_grad:
+                # A backward pass through it frees its graph: the next step builds a new one.
+                forget_on_backward(combined, self._filter)
+            self._filter.value = ((conv, dense), key, combined)
+        return combined
 
     def location_keys(self, processed_memory: Tensor, attention_weights_cat: Tensor) -> Tensor:
         """``processed_memory + location_dense(location_conv(attention_weights_cat))``.
 
         One GEMM: the (bias-free) convolution followed by the dense layer is a single
-        linear map of each ``(2, kernel)`` window, ``U = dense.W @ conv.W``, applied to the
+        linear map of each ``(2, kernel)`` window, :meth:`location_filter`, applied to the
         unfolded windows and added to ``processed_memory`` by ``addmm``.
         """
         conv = self.location_layer.location_conv.conv
-        dense = self.location_layer.location_dense.linear_layer.weight  # (A, F)
-        n_filters, channels, kernel = conv.weight.shape
+        combined = self.location_filter()
+        kernel = conv.weight.shape[2]
         pad = int(conv.padding[0])
-        batch, _, steps = attention_weights_cat.shape
-        attention_dim = dense.shape[0]
-        # Each channel's taps padded with zeros to `taps` so that the GEMMs' inner size
-        # channels * taps is a multiple of 16 (62 -> 64 for tacotron2's 2 x 31): the
-        # backward's two GEMMs run about 25% faster at 64 than at 62 (MKL, AVX2).
-        taps = next(t for t in range(kernel, kernel + 16) if channels * t % 16 == 0)
-        # (B, 2, T) -> windows (B * T, 2 * taps), ordered as conv.weight's (channel, tap).
-        windows = F.pad(attention_weights_cat, (pad, pad)).unfold(2, kernel, 1)
-        windows = F.pad(windows.permute(0, 2, 1, 3), (0, taps - kernel))
-        windows = windows.reshape(batch * steps, channels * taps)
-        conv_w = F.pad(conv.weight, (0, taps - kernel)).reshape(n_filters, channels * taps)
-        combined = dense @ conv_w  # (A, 2 * taps), zero at the padded taps
+        batch, channels, steps = attention_weights_cat.shape
+        attention_dim = combined.shape[0]
+        taps = combined.shape[1] // channels
+        # (B, 2, T) -> windows (B * T, 2 * taps), ordered as conv.weight's (channel, tap):
+        # one C++ op (and one for its backward) on CPU in eager mode; standard ops
+        # elsewhere and in exported / compiled graphs (which then need no attnkern op).
+        if attention_weights_cat.is_cpu and ops.HAS_CPP and _eager():
+            windows = ops.location_windows(attention_weights_cat, kernel, pad, taps)
+        else:
+            windows = F.pad(attention_weights_cat, (pad, pad)).unfold(2, kernel, 1)
+            windows = F.pad(windows.permute(0, 2, 1, 3), (0, taps - kernel))
+            windows = windows.reshape(batch * steps, channels * taps)
         keys = torch.addmm(processed_memory.reshape(batch * steps, attention_dim), windows,
                            combined.t())
         return keys.view(batch, steps, attention_dim)
@@ -153,10 +193,21 @@ class LocationSensitiveAttention(nn.Module):
         mask: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         """Return ``(attention_context, attention_weights)`` as tacotron2's ``Attention``."""
-        query = self.query_layer(attention_hidden_state)
+        linear = self.query_layer.linear_layer
+        deferred_w = self._query_weight.attach(linear.weight) if plain(self.query_layer) \
+            else None
+        if deferred_w is None:
+            query = self.query_layer(attention_hidden_state)
+        else:
+            query = F.linear(attention_hidden_state, deferred_w.detached)
+            query = deferred_w.tap(query, attention_hidden_state, fresh=False)
         keys = self.location_keys(processed_memory, attention_weights_cat)
+        deferred_m = self._memory.attach(memory)
         context, weights = additive_attention(
-            query, keys, memory, self.v.linear_layer.weight, key_padding_mask=mask,
-            return_weights=True, backend=self.backend,
+            query, keys, memory if deferred_m is None else deferred_m.detached,
+            self.v.linear_layer.weight, key_padding_mask=mask, return_weights=True,
+            backend=self.backend,
         )
+        if deferred_m is not None:
+            context = deferred_m.tap(context, weights)
         return context, weights

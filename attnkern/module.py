@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ._steps import StepCache, _eager, forget_on_backward, plain
 from ._validation import check_backend
 from .functional import PreparedKeys, additive_attention, prepare_keys
 
@@ -193,7 +195,7 @@ class AdditiveAttention(nn.Module):
             if keys is None:
                 raise ValueError("keys is required unless projected_keys is given")
             self._check_input("keys", keys, (3,), self.key_dim, "(B, Tk, key_dim={})")
-            projected_keys = self.key_proj(keys)  # used once: nothing to prepare
+            projected_keys = self._projected(keys)
         if values is None:
             if keys is None:
                 raise ValueError("values (or keys, its default) is required")
@@ -208,6 +210,34 @@ class AdditiveAttention(nn.Module):
             return context, weights
         assert isinstance(result, Tensor)
         return result, None
+
+    def _projected(self, keys: Tensor) -> Tensor | PreparedKeys:
+        """``key_proj(keys)`` for a call without ``projected_keys``.
+
+        A decoder that passes the same ``keys`` tensor at every step (``layer(query,
+        keys)``, as the tutorial's module is called) gets the same projection back while
+        ``keys`` and ``key_proj`` are unchanged and no backward pass has reached it: its
+        keys are projected once per sequence, and prepared (:func:`prepare_keys`) from the
+        second call on. Eager mode only, and not with hooks on ``key_proj``.
+        """
+        proj = self.key_proj
+        if not (_eager() and plain(proj)):
+            return proj(keys)
+        cache = self.__dict__.get("_key_cache")
+        if cache is None:  # also for modules pickled before this attribute existed
+            cache = self.__dict__["_key_cache"] = StepCache()
+        w = proj.weight
+        key = (keys._version, keys.data_ptr(), w._version, w.data_ptr(), keys.dtype,
+               torch.is_grad_enabled())
+        hit = cache.value
+        if hit is not None and hit[0]() is keys and hit[1] is w and hit[2] == key:
+            if type(hit[3]) is not PreparedKeys:  # used a second time: prepare it once
+                cache.value = (*hit[:3], prepare_keys(hit[3]))
+            return cache.value[3]
+        projected = proj(keys)
+        cache.value = (weakref.ref(keys), w, key, projected)
+        forget_on_backward(projected, cache)
+        return projected
 
     def extra_repr(self) -> str:
         return (

@@ -20,8 +20,8 @@ return_weights, key_exp?) -> (out, lse, weights)``
     nodes in the autograd graph, around a decoder step).
 
 ``attnkern::bwd(grad_out, grad_weights?, query, key, value, weight, lse, delta?,
-key_padding_mask?, key_lengths?, causal, key_exp?, out?, weights?) -> (grad_query, grad_key,
-grad_value, grad_weight)``
+key_padding_mask?, key_lengths?, causal, key_exp?, out?, weights?, value_grad=True) ->
+(grad_query, grad_key, grad_value, grad_weight)``
 
     grad_out (B, Tq, Dv); grad_weights (B, Tq, Tk) or None; lse as saved by fwd;
     delta (B, Tq) in lse's dtype = rowsum(out * grad_out) + rowsum(weights * grad_weights),
@@ -33,6 +33,8 @@ grad_value, grad_weight)``
     element in the backward, not twice). The Triton kernels use them only for delta.
     With p = exp(s - lse) and dp = grad_out . value_j + grad_weights_ij:
     ds = p * (dp - delta), grad_query_i = sum_j ds_ij * w * (1 - t_ij^2) etc.
+    value_grad False: grad_value is an empty ``(0,)`` tensor and the CPU kernel skips the
+    value-gradient pass (the autograd backward does this when value takes no gradient).
     Outputs are contiguous, in the input dtype, grad_query in query's shape.
 
 Kernels: CPU from the C++ extension (``csrc/ops.cpp``, ``TORCH_LIBRARY_IMPL(attnkern,
@@ -100,6 +102,7 @@ def _bwd_triton(
     key_exp: Tensor | None = None,
     out: Tensor | None = None,
     weights: Tensor | None = None,
+    value_grad: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     triton_kernels = importlib.import_module("attnkern.triton_kernels")
     if delta is None:
@@ -110,11 +113,14 @@ def _bwd_triton(
             query.unsqueeze(1), key, value, weight, lse.unsqueeze(1), delta.unsqueeze(1),
             key_padding_mask, key_lengths, causal,
         )
-        return dq.squeeze(1), dk, dv, dw
-    return triton_kernels.bwd(
-        grad_out, grad_weights, query, key, value, weight, lse, delta,
-        key_padding_mask, key_lengths, causal,
-    )
+        dq = dq.squeeze(1)
+    else:
+        dq, dk, dv, dw = triton_kernels.bwd(
+            grad_out, grad_weights, query, key, value, weight, lse, delta,
+            key_padding_mask, key_lengths, causal,
+        )
+    # The Triton kernels write dv in the same pass as dk; without value_grad it is dropped.
+    return dq, dk, dv if value_grad else dv.new_empty(0), dw
 
 
 def _delta(grad_out: Tensor, grad_weights: Tensor | None, lse: Tensor, out: Tensor | None,
@@ -169,6 +175,14 @@ for _name, _fn in (("fwd", _fwd_triton), ("bwd", _bwd_triton)):
     _lib.define(_name + torch.library.infer_schema(_fn, mutates_args=()))
 fwd = torch.ops.attnkern.fwd.default
 bwd = torch.ops.attnkern.bwd.default
+# The location layer's windows (attnkern.LocationSensitiveAttention): im2col of a 1-D
+# convolution with each channel's taps zero-padded to `taps`, (B, C, T) -> (B * T, C * taps),
+# and its adjoint. CPU kernels and autograd in csrc/location.cpp; elsewhere the module builds
+# the windows from standard ops.
+_lib.define("location_windows(Tensor x, int kernel, int pad, int taps) -> Tensor")
+_lib.define("location_windows_backward(Tensor grad, int[] x_size, int kernel, int pad, "
+            "int taps) -> Tensor")
+location_windows = torch.ops.attnkern.location_windows.default
 
 _lib.impl("fwd", _eager_cuda(_fwd_triton), "CUDA")
 _lib.impl("bwd", _eager_cuda(_bwd_triton), "CUDA")
@@ -202,13 +216,24 @@ def _fwd_fake(query, key, value, weight, key_padding_mask, key_lengths, causal, 
 
 @torch.library.register_fake("attnkern::bwd", lib=_lib)
 def _bwd_fake(grad_out, grad_weights, query, key, value, weight, lse, delta,
-              key_padding_mask, key_lengths, causal, key_exp=None, out=None, weights=None):
+              key_padding_mask, key_lengths, causal, key_exp=None, out=None, weights=None,
+              value_grad=True):
     return (
         query.new_empty(query.shape),
         key.new_empty(key.shape),
-        value.new_empty(value.shape),
+        value.new_empty(value.shape) if value_grad else value.new_empty(0),
         weight.new_empty(weight.shape),
     )
+@torch.library.register_fake("attnkern::location_windows", lib=_lib)
+def _location_windows_fake(x, kernel, pad, taps):
+    return x.new_empty(x.shape[0] * x.shape[2], x.shape[1] * taps)
+
+
+@torch.library.register_fake("attnkern::location_windows_backward", lib=_lib)
+def _location_windows_backward_fake(grad, x_size, kernel, pad, taps):
+    return grad.new_empty(x_size)
+
+
 # --------------------------------------------------------------------------- C++ extension
 
 def _load_extension() -> tuple[bool, str]:

@@ -278,10 +278,17 @@ def tutorial_client(B: int = 32, T: int = 30, H: int = 128, seed: int = 0) -> Cl
             outs += layer(query, None, keys, projected_keys=pk, need_weights=True)
         return outs
 
+    def run_layer_per_call(x: dict[str, Tensor], steps: int) -> list[Tensor]:
+        outs: list[Tensor] = []
+        for query in x["queries"].unbind(0)[:steps]:  # the tutorial's call, keys every step
+            outs += layer(query, x["keys"], need_weights=True)
+        return outs
+
     return Client("pytorch/tutorials seq2seq BahdanauAttention", f"B{B} T{T} H{H}", inputs,
                   {"original": run_module(orig), "drop-in": run_module(drop),
-                   "module": run_layer},
-                  {"original": orig, "drop-in": drop, "module": layer})
+                   "module": run_layer, "module, keys per call": run_layer_per_call},
+                  {"original": orig, "drop-in": drop, "module": layer,
+                   "module, keys per call": layer})
 
 
 def tacotron2_client(B: int = 8, T: int = 120, attention_dim: int = 128,
@@ -355,10 +362,19 @@ def opennmt_client(B: int = 16, S: int = 50, d: int = 256, seed: int = 0) -> Cli
             outs += (linear_out(torch.cat([c, source], -1)), align)
         return outs
 
+    def run_layer_per_call(x: dict[str, Tensor], steps: int) -> list[Tensor]:
+        outs: list[Tensor] = []
+        for source in x["sources"].unbind(0)[:steps]:  # OpenNMT's call: the bank every step
+            c, align = layer(source, x["memory_bank"], key_lengths=x["src_len"],
+                             need_weights=True)
+            outs += (linear_out(torch.cat([c, source], -1)), align)
+        return outs
+
     return Client('OpenNMT-py GlobalAttention(attn_type="mlp")', f"B{B} S{S} d{d}", inputs,
                   {"original": run_module(orig), "drop-in": run_module(drop),
-                   "module": run_layer},
-                  {"original": orig, "drop-in": drop, "module": layer})
+                   "module": run_layer, "module, keys per call": run_layer_per_call},
+                  {"original": orig, "drop-in": drop, "module": layer,
+                   "module, keys per call": layer})
 
 
 CLIENTS = {"tutorial": tutorial_client, "tacotron2": tacotron2_client,

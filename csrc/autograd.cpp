@@ -28,7 +28,7 @@ using FwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, 
 using BwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor>(
     const Tensor&, const OptTensor&, const Tensor&, const Tensor&, const Tensor&,
     const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, const OptTensor&, bool,
-    const OptTensor&, const OptTensor&, const OptTensor&);
+    const OptTensor&, const OptTensor&, const OptTensor&, bool);
 
 // Looked up once (the schema is defined by attnkern/ops.py before the first call).
 const c10::TypedOperatorHandle<FwdSig>& fwd_op() {
@@ -84,15 +84,17 @@ class FwdFunction : public torch::autograd::Function<FwdFunction> {
     // delta = rowsum(out * grad_out) + rowsum(weights * grad_weights): computed by bwd. The
     // weights are passed whenever the forward returned them: in the accumulation dtype
     // (float32 and float64 inputs) the CPU kernel reads p from them instead of recomputing
-    // the scores.
+    // the scores. A value that takes no gradient (e.g. attnkern's step-invariant values,
+    // whose gradient is one GEMM per sequence: attnkern/_steps.py) costs no dv pass.
+    const bool value_grad = ctx->needs_input_grad(2);
     auto [dq, dk, dv, dw] =
         bwd_op().call(grad_out, grad_weights, query, key, value, weight, lse, std::nullopt,
                       optional_of(saved[4]), optional_of(saved[5]), causal,
                       optional_of(saved[6]), out,
-                      return_weights ? OptTensor(weights) : std::nullopt);
+                      return_weights ? OptTensor(weights) : std::nullopt, value_grad);
     // One gradient per forward input: none for the masks, flags and key_exp (a function
     // of key computed without grad; key's gradient comes through key itself).
-    return {dq, dk, dv, dw, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    return {dq, dk, value_grad ? dv : Tensor(), dw, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 

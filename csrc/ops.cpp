@@ -253,7 +253,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_run(
     const Tensor& value, const Tensor& weight, const Tensor& lse,
     const std::optional<Tensor>& delta, const std::optional<Tensor>& key_padding_mask,
     const std::optional<Tensor>& key_lengths, bool causal, const std::optional<Tensor>& key_exp,
-    const std::optional<Tensor>& out, const std::optional<Tensor>& weights) {
+    const std::optional<Tensor>& out, const std::optional<Tensor>& weights, bool value_grad) {
   constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
   const auto dtype = query.scalar_type();
   Tensor q = prep(query, acc), k = prep(key, acc), v = prep(value, acc), w = prep(weight, acc);
@@ -280,14 +280,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_run(
   Tensor mask = key_padding_mask.has_value() ? key_padding_mask->contiguous() : Tensor();
   Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
   Tensor dq = new_empty(query.sizes(), acc), dk = new_empty({d.B, d.Tk, d.H}, acc);
-  Tensor dv = new_empty({d.B, d.Tk, d.Dv}, acc), dw = new_empty({d.H}, acc);
+  // value_grad false: the caller takes no value gradient; dv is an empty (0,) tensor.
+  Tensor dv = value_grad ? new_empty({d.B, d.Tk, d.Dv}, acc) : Tensor();
+  Tensor dw = new_empty({d.H}, acc);
   const MaskArgs mk = make_masks(d, mask, len, causal);
   backward_kernel<T>(active_kernels())(
       go.data_ptr<T>(), ptr_or_null<T>(gw), q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek),
       v.data_ptr<T>(), w.data_ptr<T>(), ls.data_ptr<T>(), dl_ptr, ptr_or_null<T>(pr), mk, d.B,
-      d.Tq, d.Tk, d.H, d.Dv, dq.data_ptr<T>(), dk.data_ptr<T>(), dv.data_ptr<T>(),
+      d.Tq, d.Tk, d.H, d.Dv, dq.data_ptr<T>(), dk.data_ptr<T>(), ptr_or_null<T>(dv),
       dw.data_ptr<T>());
-  return {cast(dq, dtype), cast(dk, dtype), cast(dv, dtype), cast(dw, dtype)};
+  return {cast(dq, dtype), cast(dk, dtype),
+          value_grad ? cast(dv, dtype) : new_empty({0}, dtype), cast(dw, dtype)};
 }
 
 // delta may be None: the op then computes it from out (and weights, with grad_weights),
@@ -299,7 +302,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
     const std::optional<Tensor>& delta, const std::optional<Tensor>& key_padding_mask,
     const std::optional<Tensor>& key_lengths, bool causal,
     const std::optional<Tensor>& key_exp, const std::optional<Tensor>& out,
-    const std::optional<Tensor>& weights) {
+    const std::optional<Tensor>& weights, bool value_grad) {
   const char* op = "attnkern::bwd";
   const Dims d = check_inputs(op, query, key, value, weight, key_padding_mask, key_lengths);
   check_rows(op, "grad_out", grad_out, d, d.Dv);
@@ -320,9 +323,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
   }
   if (query.scalar_type() == at::kDouble)
     return bwd_run<double>(op, d, grad_out, grad_weights, query, key, value, weight, lse, delta,
-                           key_padding_mask, key_lengths, causal, key_exp, out, weights);
+                           key_padding_mask, key_lengths, causal, key_exp, out, weights, value_grad);
   return bwd_run<float>(op, d, grad_out, grad_weights, query, key, value, weight, lse, delta,
-                        key_padding_mask, key_lengths, causal, key_exp, out, weights);
+                        key_padding_mask, key_lengths, causal, key_exp, out, weights, value_grad);
 }
 
 }  // namespace

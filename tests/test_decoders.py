@@ -37,13 +37,14 @@ SMALL = {
 
 # Parameter of each variant -> the original's parameter(s) whose gradient it must equal
 # (the tutorial's two biases add inside the tanh: one combined bias gets their gradient).
+_TUTORIAL = {"query_proj.weight": ["Wa.weight"], "query_proj.bias": ["Wa.bias", "Ua.bias"],
+             "key_proj.weight": ["Ua.weight"], "v": ["Va.weight"]}
+_OPENNMT = {"query_proj.weight": ["linear_query.weight"],
+            "query_proj.bias": ["linear_query.bias"],
+            "key_proj.weight": ["linear_context.weight"], "v": ["v.weight"]}
 PARAM_MAP = {
-    "tutorial": {"module": {"query_proj.weight": ["Wa.weight"],
-                            "query_proj.bias": ["Wa.bias", "Ua.bias"],
-                            "key_proj.weight": ["Ua.weight"], "v": ["Va.weight"]}},
-    "opennmt": {"module": {"query_proj.weight": ["linear_query.weight"],
-                           "query_proj.bias": ["linear_query.bias"],
-                           "key_proj.weight": ["linear_context.weight"], "v": ["v.weight"]}},
+    "tutorial": {"module": _TUTORIAL, "module, keys per call": _TUTORIAL},
+    "opennmt": {"module": _OPENNMT, "module, keys per call": _OPENNMT},
 }
 
 

@@ -27,7 +27,7 @@ using ForwardFn = void (*)(const T* q, const T* k, const T* ek, const T* v, cons
 
 // go (B,Tq,Dv), gw (B,Tq,Tk) or null, lse/delta (B,Tq), ek as above, probs (B,Tq,Tk)
 // = the forward's weights exp(s - lse) or null (then recomputed)
-//   -> dq, dk, dv, dw (the shapes of q, k, v, w).
+//   -> dq, dk, dv, dw (the shapes of q, k, v, w); dv may be null (no value gradient).
 template <typename T>
 using BackwardFn = void (*)(const T* go, const T* gw, const T* q, const T* k, const T* ek,
                             const T* v, const T* w, const T* lse, const T* delta,

@@ -67,8 +67,10 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
         // step) its tiles write them (gemm_set: each row written once, never read) and
         // only the keys no row sees are zeroed below; with several, they are zeroed here,
         // while about to be used, then accumulated.
+        // dv is null when the caller takes no value gradient (it accumulates p and dO
+        // itself, e.g. once per sequence): then no dv row is touched.
         int64_t dv_set = c0;  // one query block: dv rows [c0, dv_set) written by its tiles
-        if (!one_block) std::fill(dv + (b * Tk + c0) * Dv, dv + (b * Tk + c1) * Dv, T(0));
+        if (dv && !one_block) std::fill(dv + (b * Tk + c0) * Dv, dv + (b * Tk + c1) * Dv, T(0));
         if (c0 < jbatch)
           kc.load(kpar, k + (b * Tk + c0) * H, ek ? ek + (b * Tk + c0) * H : nullptr, c1 - c0,
                   /*need_ek=*/true);
@@ -107,17 +109,17 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
               }
             }
             // dV += P^T dO (one query block: dV = P^T dO)
-            if (one_block) {
+            if (dv && one_block) {
               gemm_set(P.get(), 1, ldS, gob, Dv, dv + (b * Tk + j0) * Dv, Dv, nk, nr, Dv);
               dv_set = j0 + nk;
-            } else {
+            } else if (dv) {
               gemm_acc(P.get(), 1, ldS, gob, Dv, dv + (b * Tk + j0) * Dv, Dv, nk, nr, Dv);
             }
             tile_grads(kpar, kc, rs, j0 - c0, nk, S.get(), ldS, gqb + i0 * Hp,
                        gk.get() + (j0 - c0) * Hp, dwi);
           }
         }
-        if (one_block) std::fill(dv + (b * Tk + dv_set) * Dv, dv + (b * Tk + c1) * Dv, T(0));
+        if (dv && one_block) std::fill(dv + (b * Tk + dv_set) * Dv, dv + (b * Tk + c1) * Dv, T(0));
         // dk = 4 w gk for the chunk's keys (this item owns them)
         for (int64_t j = c0; j < c1; ++j) {
           const T* g = gk.get() + (j - c0) * Hp;

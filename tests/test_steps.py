@@ -1,0 +1,361 @@
+"""Decoder-step machinery of LocationSensitiveAttention: the location-window ops (C++ im2col
+and its adjoint), the fused backward without a value gradient, and the step-invariant
+operands whose gradient is one GEMM per sequence (attnkern/_steps.py), including what can
+go wrong with them: several backward passes, retained graphs, partial torch.autograd.grad,
+in-place updates, optimizer steps, copies, hooks and torch.compile.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import make_inputs
+
+import attnkern
+from attnkern import _steps, ops
+
+pytestmark = pytest.mark.skipif(not ops.HAS_CPP, reason="attnkern._C not built")
+
+
+def _windows_reference(x, kernel, pad, taps):
+    """The standard-ops chain the op replaces (and the module's non-CPU path)."""
+    B, C, T = x.shape
+    if T == 0:
+        return x.new_zeros(0, C * taps)
+    w = F.pad(x, (pad, kernel - 1 - pad)).unfold(2, kernel, 1)  # (B, C, T, kernel)
+    w = F.pad(w.permute(0, 2, 1, 3), (0, taps - kernel))
+    return w.reshape(B * T, C * taps)
+
+
+GEOMETRIES = [  # (B, C, T, kernel, pad, taps)
+    (8, 2, 120, 31, 15, 32), (3, 2, 11, 5, 2, 8), (2, 3, 4, 7, 3, 7), (1, 1, 1, 1, 0, 1),
+    (2, 2, 6, 4, 0, 5), (2, 2, 6, 4, 3, 4), (0, 2, 5, 3, 1, 4), (2, 2, 0, 3, 1, 4),
+]
+
+
+@pytest.mark.parametrize("geo", GEOMETRIES, ids=lambda g: "B{}-C{}-T{}-k{}-p{}-taps{}".format(*g))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_location_windows_match_standard_ops(geo, dtype):
+    B, C, T, kernel, pad, taps = geo
+    x = torch.randn(B, C, T, dtype=dtype, requires_grad=True)
+    got = ops.location_windows(x, kernel, pad, taps)
+    want = _windows_reference(x, kernel, pad, taps)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)  # a copy: exact
+    g = torch.randn(want.shape, dtype=dtype)
+    (dx,) = torch.autograd.grad(got, x, g) if got.numel() else (torch.zeros_like(x),)
+    # the adjoint against float64 standard ops (bfloat16: the op sums in float32)
+    x64 = x.detach().double().requires_grad_()
+    want64 = _windows_reference(x64, kernel, pad, taps)
+    (dx_ref,) = (torch.autograd.grad(want64, x64, g.double()) if want64.numel()
+                 else (torch.zeros_like(x64),))
+    tol = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 3e-2}[dtype]
+    torch.testing.assert_close(dx.double(), dx_ref, atol=tol, rtol=tol)
+
+
+def test_location_windows_non_contiguous_and_gradcheck():
+    x = torch.randn(3, 9, 2, dtype=torch.float64).transpose(1, 2).requires_grad_()
+    torch.testing.assert_close(ops.location_windows(x, 5, 2, 6),
+                               _windows_reference(x, 5, 2, 6), atol=0, rtol=0)
+    assert torch.autograd.gradcheck(lambda t: ops.location_windows(t, 5, 2, 6), (x,))
+
+
+def test_location_windows_opcheck():
+    x = torch.randn(2, 2, 7, requires_grad=True)
+    torch.library.opcheck(ops.location_windows, (x, 3, 1, 4))
+    torch.library.opcheck(torch.ops.attnkern.location_windows_backward.default,
+                          (torch.randn(14, 8), [2, 2, 7], 3, 1, 4))
+
+
+@pytest.mark.parametrize("args, match", [
+    ((torch.randn(2, 7), 3, 1, 4), "x must be 3-D"),
+    ((torch.randn(2, 2, 7), 0, 0, 4), "kernel must be >= 1"),
+    ((torch.randn(2, 2, 7), 3, 3, 4), "pad must be in"),
+    ((torch.randn(2, 2, 7), 3, 1, 2), "taps must be >= kernel"),
+    ((torch.ones(2, 2, 7, dtype=torch.int64), 3, 1, 4), "floating"),
+])
+def test_location_windows_bad_input(args, match):
+    with pytest.raises(RuntimeError, match=match):
+        ops.location_windows(*args)
+
+
+def test_location_windows_backward_bad_grad_shape():
+    with pytest.raises(RuntimeError, match=r"grad must be \(B \* T, C \* taps\)"):
+        torch.ops.attnkern.location_windows_backward(torch.randn(13, 8), [2, 2, 7], 3, 1, 4)
+
+
+@pytest.mark.parametrize("step", [True, False])
+def test_bwd_without_value_grad_same_other_grads(step):
+    q, k, v, w = make_inputs(3, 5, 70, 16, 9, step=step, requires_grad=False)
+    out, lse, wts = ops.fwd(q, k, v, w, None, None, False, True, None)
+    gout = torch.randn(out.shape)
+    args = (gout, None, q, k, v, w, lse, None, None, None, False, None, out, wts)
+    full = ops.bwd(*args)
+    part = ops.bwd(*args, value_grad=False)
+    assert part[2].shape == (0,)
+    for a, b in zip((full[0], full[1], full[3]), (part[0], part[1], part[3])):
+        assert torch.equal(a, b)
+    torch.library.opcheck(ops.bwd, args, {"value_grad": False})
+
+
+def test_fused_op_skips_value_grad_when_value_needs_none():
+    q, k, v, w = make_inputs(2, 1, 9, 8, 5, step=True)
+    v.requires_grad_(False)
+    out = attnkern.additive_attention(q, k, v, w, backend="cpp")
+    out.sum().backward()
+    assert v.grad is None and q.grad is not None and k.grad is not None
+
+
+# ------------------------------------------------------------ step-invariant operands
+
+ARGS = (10, 12, 16, 4, 5)  # attention_rnn_dim, embedding_dim, attention_dim, filters, kernel
+B, T, STEPS = 3, 11, 5
+
+
+class _Original(torch.nn.Module):
+    """The same math as plain autograd sees it (no step-invariant operands): the module's
+    own layers called one by one."""
+
+    def __init__(self, lsa):
+        super().__init__()
+        self.lsa = lsa
+
+    def forward(self, h, memory, pm, cat, mask):
+        lsa = self.lsa
+        query = lsa.query_layer(h)
+        keys = pm + lsa.location_layer(cat)
+        return attnkern.reference.additive_attention(
+            query, keys, memory, lsa.v.linear_layer.weight, key_padding_mask=mask,
+            return_weights=True)
+
+
+def _loop(mod, memory, hidden, mask, steps=STEPS):
+    pm = mod.lsa.memory_layer(memory) if isinstance(mod, _Original) else mod.memory_layer(memory)
+    weights = memory.new_zeros(B, T)
+    cum = memory.new_zeros(B, T)
+    outs = []
+    for h in hidden[:steps]:
+        cat = torch.stack((weights, cum), 1)
+        context, weights = mod(h, memory, pm, cat, mask)
+        cum = cum + weights
+        outs += (context, weights)
+    return outs
+
+
+def _setup(seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    lsa = attnkern.LocationSensitiveAttention(*ARGS, backend="cpp").to(dtype)
+    memory = torch.randn(B, T, ARGS[1], dtype=dtype, requires_grad=True)
+    hidden = torch.randn(STEPS, B, ARGS[0], dtype=dtype, requires_grad=True)
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    mask[1, 7:] = True
+    return lsa, memory, hidden, mask
+
+
+def _grads(mod, memory, hidden, mask, seed=1, **kw):
+    params = list(mod.parameters())
+    outs = _loop(mod, memory, hidden, mask)
+    g = torch.Generator().manual_seed(seed)
+    cot = [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in outs]
+    return torch.autograd.grad(outs, [memory, hidden, *params], cot, **kw), outs, cot
+
+
+def _close(a, b, what=""):
+    for i, (x, y) in enumerate(zip(a, b)):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5,
+                                   msg=lambda m, i=i: f"{what} {i}: {m}")
+
+
+def test_deferred_gradients_equal_plain_autograd_twice():
+    lsa, memory, hidden, mask = _setup()
+    ref, _, _ = _grads(_Original(lsa), memory, hidden, mask)
+    got1, _, _ = _grads(lsa, memory, hidden, mask)
+    got2, _, _ = _grads(lsa, memory, hidden, mask)  # same module, params, memory: new sinks
+    _close(got1, ref, "first pass")
+    _close(got2, ref, "second pass")
+
+
+def test_deferred_gradients_float64_gradcheck_over_steps():
+    lsa, memory, hidden, mask = _setup(dtype=torch.float64)
+
+    def fn(memory, hidden):
+        return tuple(_loop(lsa, memory, hidden, mask, steps=3))
+
+    assert torch.autograd.gradcheck(fn, (memory, hidden[:3].detach().requires_grad_()))
+
+
+def test_retain_graph_backward_twice_doubles():
+    lsa, memory, hidden, mask = _setup()
+    ref, _, _ = _grads(_Original(lsa), memory, hidden, mask)
+    outs = _loop(lsa, memory, hidden, mask)
+    g = torch.Generator().manual_seed(1)
+    cot = [torch.randn(o.shape, generator=g) for o in outs]
+    torch.autograd.backward(outs, cot, retain_graph=True)
+    torch.autograd.backward(outs, cot)
+    _close([memory.grad, hidden.grad], [2 * ref[0], 2 * ref[1]], "retained")
+    for p, r in zip(lsa.parameters(), ref[2:]):
+        torch.testing.assert_close(p.grad, 2 * r, atol=1e-5, rtol=1e-5)
+
+
+def test_partial_autograd_grad_leaves_nothing_behind():
+    lsa, memory, hidden, mask = _setup()
+    ref, _, _ = _grads(_Original(lsa), memory, hidden, mask)
+    outs = _loop(lsa, memory, hidden, mask)
+    g = torch.Generator().manual_seed(1)
+    cot = [torch.randn(o.shape, generator=g) for o in outs]
+    # a pass that stops short of memory and the weights (their sinks do not run) ...
+    (dh,) = torch.autograd.grad(outs, [hidden], cot, retain_graph=True)
+    torch.testing.assert_close(dh, ref[1], atol=1e-5, rtol=1e-5)
+    # ... leaves no stale steps for the full pass
+    torch.autograd.backward(outs, cot)
+    _close([memory.grad, hidden.grad], ref[:2], "after partial")
+    _close([p.grad for p in lsa.parameters()], ref[2:], "params after partial")
+
+
+def test_memory_changed_in_place_between_steps_starts_a_new_sink():
+    lsa, memory, hidden, mask = _setup()
+    m1 = memory * 1.0  # non-leaf memory, updated in place between the two utterance halves
+    pm = lsa.memory_layer(m1)
+    cat = torch.zeros(B, 2, T)
+    c1, _ = lsa(hidden[0], m1, pm, cat, mask)
+    d1 = lsa._memory._last
+    with torch.no_grad():
+        m1.mul_(1.0)  # bumps the version
+    c2, _ = lsa(hidden[1], m1, pm, cat, mask)
+    assert lsa._memory._last is not d1  # a new sink after the in-place change
+    assert torch.isfinite(c2).all() and torch.isfinite(c1).all()
+
+
+def test_optimizer_steps_between_utterances():
+    lsa, memory, hidden, mask = _setup()
+    twin = copy.deepcopy(lsa)
+    opt_a = torch.optim.SGD(lsa.parameters(), lr=0.1)
+    opt_b = torch.optim.SGD(twin.parameters(), lr=0.1)
+    for it in range(3):
+        for mod, opt in ((lsa, opt_a), (_Original(twin), opt_b)):
+            opt.zero_grad()
+            outs = _loop(mod, memory, hidden, mask)
+            sum(o.square().sum() for o in outs).backward()
+            opt.step()
+        for p, q in zip(lsa.parameters(), twin.parameters()):
+            torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-5, msg=f"iteration {it}")
+
+
+def test_no_deferral_without_grad_or_when_compiling():
+    lsa, memory, hidden, mask = _setup()
+    with torch.no_grad():
+        assert lsa._memory.attach(memory) is None
+    assert lsa._memory.attach(memory.detach()) is None
+    assert lsa._memory.attach(memory) is not None
+    assert lsa._memory.attach(memory.to(torch.bfloat16)) is None
+
+
+def test_copies_and_pickles_start_empty():
+    lsa, memory, hidden, mask = _setup()
+    _loop(lsa, memory, hidden, mask)
+    assert lsa._memory._last is not None
+    for other in (copy.deepcopy(lsa), pickle.loads(pickle.dumps(lsa))):
+        assert other._memory._last is None and other._filter.value is None
+        a, b = _loop(other, memory, hidden, mask), _loop(lsa, memory, hidden, mask)
+        _close(a, b, "copy")
+
+
+def test_query_layer_hooks_still_run():
+    lsa, memory, hidden, mask = _setup()
+    seen = []
+    handle = lsa.query_layer.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    ref, _, _ = _grads(_Original(lsa), memory, hidden, mask)
+    seen.clear()
+    got, _, _ = _grads(lsa, memory, hidden, mask)
+    handle.remove()
+    assert len(seen) == STEPS
+    _close(got, ref, "with hooks")
+
+
+def test_compiled_module_matches_eager():
+    lsa, memory, hidden, mask = _setup()
+    ref, ref_outs, _ = _grads(_Original(lsa), memory, hidden, mask)
+    step = torch.compile(lsa, fullgraph=True, backend="aot_eager")
+    got, outs, _ = _grads(step, memory, hidden, mask)
+    _close(outs, ref_outs, "compiled outputs")
+    _close(got, ref, "compiled grads")
+
+
+def test_accumulator_tags_entries_by_backward_pass():
+    acc = _steps._Accumulator(linear=False, batched=True)
+    acc.add(torch.ones(2, 3), torch.ones(2, 4))  # outside backward: task -1
+    assert acc.take() is not None and acc.entries == []  # taken in the same "task" (-1)
+    acc.entries.append((12345, torch.ones(2, 1, 3), torch.ones(2, 1, 4)))
+    assert acc.take() is None and len(acc.entries) == 1  # another pass's entries stay
+
+
+# ------------------------------------------- AdditiveAttention called with the same keys
+
+def _layer_loop(layer, queries, keys):
+    outs = []
+    for q in queries:
+        outs += layer(q, keys, need_weights=True)
+    return outs
+
+
+def _layer_setup():
+    torch.manual_seed(4)
+    layer = attnkern.AdditiveAttention(6, 5, 8, backend="cpp")
+    keys = torch.randn(3, 7, 5, requires_grad=True)
+    queries = torch.randn(4, 3, 6, requires_grad=True)
+    return layer, keys, queries
+
+
+def _layer_grads(layer, keys, queries, fresh=False):
+    if fresh:  # the uncached computation: a projection per call
+        outs = []
+        for q in queries:
+            outs += layer(q, None, keys, projected_keys=layer.key_proj(keys), need_weights=True)
+    else:
+        outs = _layer_loop(layer, queries, keys)
+    g = torch.Generator().manual_seed(2)
+    cot = [torch.randn(o.shape, generator=g) for o in outs]
+    return torch.autograd.grad(outs, [keys, queries, *layer.parameters()], cot)
+
+
+def test_layer_projects_the_same_keys_once_and_grads_match():
+    layer, keys, queries = _layer_setup()
+    ref = _layer_grads(layer, keys, queries, fresh=True)
+    first = layer(queries[0], keys)[0]
+    pk = layer._key_cache.value[3]
+    layer(queries[1], keys)
+    assert type(layer._key_cache.value[3]) is attnkern.PreparedKeys  # prepared on reuse
+    assert layer._key_cache.value[3].key is pk
+    del first
+    for _ in range(2):  # twice: the first pass reached the cached projection, so rebuild
+        _close(_layer_grads(layer, keys, queries), ref, "cached projection")
+
+
+def test_layer_projection_cache_follows_changes():
+    layer, keys, queries = _layer_setup()
+    layer(queries[0], keys)
+    pk = layer._key_cache.value[3]
+    with torch.no_grad():
+        layer.key_proj.weight.add_(0.1)  # an optimizer step
+    layer(queries[0], keys)
+    assert layer._key_cache.value[3] is not pk
+    pk = layer._key_cache.value[3]
+    with torch.no_grad():
+        out_ng = layer(queries[0], keys)[0]  # grad mode is part of the key
+    assert layer._key_cache.value[3] is not pk
+    ref = layer(queries[0], None, keys, projected_keys=layer.key_proj(keys))[0]
+    torch.testing.assert_close(out_ng, ref.detach(), atol=0, rtol=0)
+    other = keys.detach().clone().requires_grad_()
+    layer(queries[0], other)
+    assert layer._key_cache.value[0]() is other
+
+
+def test_layer_key_proj_hooks_disable_the_cache():
+    layer, keys, queries = _layer_setup()
+    calls = []
+    layer.key_proj.register_forward_hook(lambda m, i, o: calls.append(1))
+    _layer_loop(layer, queries, keys)
+    assert len(calls) == len(queries)
