@@ -359,3 +359,19 @@ def test_layer_key_proj_hooks_disable_the_cache():
     layer.key_proj.register_forward_hook(lambda m, i, o: calls.append(1))
     _layer_loop(layer, queries, keys)
     assert len(calls) == len(queries)
+
+
+def test_inference_steps_follow_weight_updates_and_hooks():
+    lsa, memory, hidden, mask = _setup()
+    ref_mod = _Original(lsa)
+    with torch.no_grad():
+        a = _loop(lsa, memory, hidden, mask)
+        _close(a, _loop(ref_mod, memory, hidden, mask), "no_grad")
+        lsa.query_layer.linear_layer.weight.mul_(0.5)  # the cached W_q^T must follow
+        _close(_loop(lsa, memory, hidden, mask), _loop(ref_mod, memory, hidden, mask),
+               "after an in-place update")
+        seen = []
+        handle = lsa.query_layer.register_forward_hook(lambda m, i, o: seen.append(1))
+        _loop(lsa, memory, hidden, mask)
+        handle.remove()
+    assert len(seen) == STEPS
