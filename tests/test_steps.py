@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from helpers import make_inputs
 
 import attnkern
-from attnkern import _steps, ops
+from attnkern import ops
 
 pytestmark = pytest.mark.skipif(not ops.HAS_CPP, reason="attnkern._C not built")
 
@@ -284,12 +284,27 @@ def test_compiled_module_matches_eager():
     _close(got, ref, "compiled grads")
 
 
-def test_accumulator_tags_entries_by_backward_pass():
-    acc = _steps._Accumulator(linear=False, batched=True)
-    acc.add(torch.ones(2, 3), torch.ones(2, 4))  # outside backward: task -1
-    assert acc.take() is not None and acc.entries == []  # taken in the same "task" (-1)
-    acc.entries.append((12345, torch.ones(2, 1, 3), torch.ones(2, 1, 4)))
-    assert acc.take() is None and len(acc.entries) == 1  # another pass's entries stay
+def test_accumulator_keeps_other_passes_entries():
+    memory = torch.randn(2, 3, 4, requires_grad=True)
+    token = torch.ops.attnkern.step_sink(memory, False)
+    y, p = torch.randn(2, 4, requires_grad=True), torch.rand(2, 3)
+    out = torch.ops.attnkern.step_tap(y, p, token)
+    (gy,) = torch.autograd.grad(out.sum(), [y], retain_graph=True)  # stops short of memory
+    assert torch.equal(gy, torch.ones(2, 4)) and torch.ops.attnkern.step_pending(token) == 1
+    (gm,) = torch.autograd.grad(out.sum(), [memory])  # a new pass: only its own entry
+    assert torch.ops.attnkern.step_pending(token) == 1  # the first pass's entry stays unused
+    torch.testing.assert_close(gm, p[:, :, None].expand(2, 3, 4))  # p^T dy, dy = ones
+
+
+def test_step_ops_check_their_inputs():
+    with pytest.raises(RuntimeError, match="token must be the output of attnkern::step_sink"):
+        torch.ops.attnkern.step_tap(torch.randn(2, 4), torch.rand(2, 3), torch.empty(0))
+    token = torch.ops.attnkern.step_sink(torch.randn(4, 5, requires_grad=True), True)
+    with pytest.raises(RuntimeError, match="step_linear: x"):
+        torch.ops.attnkern.step_linear(torch.randn(2, 3), torch.randn(4, 5),
+                                       torch.randn(5, 4), token)
+    with pytest.raises(RuntimeError, match="2-D .* or 3-D"):
+        torch.ops.attnkern.step_sink(torch.randn(4, requires_grad=True), False)
 
 
 # ------------------------------------------- AdditiveAttention called with the same keys
