@@ -107,15 +107,15 @@ class StepOperand:
                 and ops.HAS_CPP and _eager()):
             return None
         last = self._last
-        # A sink that already ran is reused like any node: a pass that reaches M's freed
-        # graph again fails exactly as plain autograd would.
+        # The steps' nodes hold the token: a backward pass that frees them (no
+        # retain_graph) releases it, so the next step starts a new sink; with retain_graph
+        # the sink is reused like any node.
         if last is not None and last[0]() is operand and last[1] == operand._version:
             token = last[2]()
             if token is not None:
                 return Deferred(operand.detach(), token, last[3])
         seq = _Sequence()
         token = torch.ops.attnkern.step_sink(operand, self.linear)
-        # the steps' nodes hold the token (its tensor keeps this Python object alive)
         self._last = (weakref.ref(operand), operand._version, weakref.ref(token), seq)
         return Deferred(operand.detach(), token, seq)
 

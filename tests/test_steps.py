@@ -392,16 +392,17 @@ def test_inference_steps_follow_weight_updates_and_hooks():
     assert len(seen) == STEPS
 
 
-def test_sink_reused_after_a_backward_while_its_steps_live():
+def test_a_backward_pass_releases_the_sink():
     lsa, memory, hidden, mask = _setup()
     pm = lsa.memory_layer(memory).detach()
     cat = torch.rand(B, 2, T)
     c1, _ = lsa(hidden[0], memory, pm, cat, mask)
-    c1.sum().backward()
+    token = lsa._memory._last[2]()
+    assert token is not None
+    c1.sum().backward()  # frees the steps' saved tensors, the token among them
     first = memory.grad.clone()
     memory.grad = None
-    token = lsa._memory._last[2]()
-    c2, _ = lsa(hidden[0], memory, pm, cat, mask)  # c1 alive: the same sink, run before
-    assert lsa._memory._last[2]() is token
+    del token
+    c2, _ = lsa(hidden[0], memory, pm, cat, mask)  # c1 still alive: a new sink all the same
     c2.sum().backward()
     torch.testing.assert_close(memory.grad, first, atol=1e-6, rtol=1e-6)
