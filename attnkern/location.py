@@ -11,6 +11,7 @@ with a strict ``load_state_dict``.
 
 from __future__ import annotations
 
+import weakref
 from typing import Literal
 
 import torch
@@ -125,6 +126,10 @@ class LocationSensitiveAttention(nn.Module):
         self._query_t = TransposedWeight()  # W_q^T for inference steps
         # ((conv, dense), their versions, U): see location_filter
         self._filter = StepCache()
+        # The utterance (its memory, weakly) the two parameter caches above belong to: they
+        # are rebuilt for each new one, so even a weight edited through .data (which no
+        # version counter sees) is picked up from the next utterance on.
+        self._utterance = StepCache()
 
     def location_filter(self) -> Tensor:
         """``U = dense.W @ conv.W`` ``(attention_dim, 2 * taps)``: the location layer as one
@@ -194,6 +199,10 @@ class LocationSensitiveAttention(nn.Module):
         mask: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         """Return ``(attention_context, attention_weights)`` as tacotron2's ``Attention``."""
+        utterance = self._utterance.value
+        if utterance is None or utterance() is not memory:
+            self._filter.value = self._query_t.value = None
+            self._utterance.value = weakref.ref(memory)
         weight = self.query_layer.linear_layer.weight
         direct = plain(self.query_layer)  # no hooks to run: W_q may be used directly
         deferred_w = self._query_weight.attach(weight) if direct else None

@@ -406,3 +406,16 @@ def test_a_backward_pass_releases_the_sink():
     c2, _ = lsa(hidden[0], memory, pm, cat, mask)  # c1 still alive: a new sink all the same
     c2.sum().backward()
     torch.testing.assert_close(memory.grad, first, atol=1e-6, rtol=1e-6)
+
+
+def test_parameter_caches_are_rebuilt_for_each_utterance():
+    lsa, memory, hidden, mask = _setup()
+    ref_mod = _Original(lsa)
+    with torch.no_grad():
+        _loop(lsa, memory, hidden, mask)
+        # an edit no version counter sees, between two utterances
+        lsa.location_layer.location_dense.linear_layer.weight.data.mul_(0.5)
+        lsa.query_layer.linear_layer.weight.data.mul_(0.5)
+        other = memory.clone()  # the next utterance
+        _close(_loop(lsa, other, hidden, mask), _loop(ref_mod, other, hidden, mask),
+               "next utterance")
