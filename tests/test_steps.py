@@ -155,12 +155,16 @@ def _setup(seed=0, dtype=torch.float32):
     return lsa, memory, hidden, mask
 
 
-def _grads(mod, memory, hidden, mask, seed=1, **kw):
-    params = list(mod.parameters())
+def _outputs(mod, memory, hidden, mask, seed=1):
+    """The loop's outputs and a random cotangent for each."""
     outs = _loop(mod, memory, hidden, mask)
     g = torch.Generator().manual_seed(seed)
-    cot = [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in outs]
-    return torch.autograd.grad(outs, [memory, hidden, *params], cot, **kw), outs, cot
+    return outs, [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in outs]
+
+
+def _grads(mod, memory, hidden, mask, **kw):
+    outs, cot = _outputs(mod, memory, hidden, mask)
+    return torch.autograd.grad(outs, [memory, hidden, *mod.parameters()], cot, **kw), outs, cot
 
 
 def _close(a, b, what=""):
@@ -190,9 +194,7 @@ def test_deferred_gradients_float64_gradcheck_over_steps():
 def test_retain_graph_backward_twice_doubles():
     lsa, memory, hidden, mask = _setup()
     ref, _, _ = _grads(_Original(lsa), memory, hidden, mask)
-    outs = _loop(lsa, memory, hidden, mask)
-    g = torch.Generator().manual_seed(1)
-    cot = [torch.randn(o.shape, generator=g) for o in outs]
+    outs, cot = _outputs(lsa, memory, hidden, mask)
     torch.autograd.backward(outs, cot, retain_graph=True)
     torch.autograd.backward(outs, cot)
     _close([memory.grad, hidden.grad], [2 * ref[0], 2 * ref[1]], "retained")
@@ -203,9 +205,7 @@ def test_retain_graph_backward_twice_doubles():
 def test_partial_autograd_grad_leaves_nothing_behind():
     lsa, memory, hidden, mask = _setup()
     ref, _, _ = _grads(_Original(lsa), memory, hidden, mask)
-    outs = _loop(lsa, memory, hidden, mask)
-    g = torch.Generator().manual_seed(1)
-    cot = [torch.randn(o.shape, generator=g) for o in outs]
+    outs, cot = _outputs(lsa, memory, hidden, mask)
     # a pass that stops short of memory and the weights (their sinks do not run) ...
     (dh,) = torch.autograd.grad(outs, [hidden], cot, retain_graph=True)
     torch.testing.assert_close(dh, ref[1], atol=1e-5, rtol=1e-5)
