@@ -200,7 +200,7 @@ class LocationSensitiveAttention(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Return ``(attention_context, attention_weights)`` as tacotron2's ``Attention``."""
         utterance = self._utterance.value
-        if utterance is None or utterance() is not memory:
+        if (utterance is None or utterance() is not memory) and _eager():
             self._filter.value = self._query_t.value = None
             self._utterance.value = weakref.ref(memory)
         weight = self.query_layer.linear_layer.weight

@@ -34,11 +34,15 @@ using torch::autograd::variable_list;
 struct StepAccumulator : torch::CustomClassHolder {
   StepAccumulator(bool linear, bool batched) : linear(linear), batched(batched) {}
 
-  // (B, K) / (B, N) rows of one step of a batched M get a row dimension
+  // A batched M (B, K, N): a step's (B, K) / (B, N) rows get a row dimension. A 2-D M (a
+  // weight): rows of any leading shape are flattened, (.., K) -> (rows, K).
   void add(Tensor a, Tensor grad) {
     if (batched && a.dim() == 2) {
       a = a.unsqueeze(1);
       grad = grad.unsqueeze(1);
+    } else if (!batched && a.dim() != 2) {
+      a = a.reshape({-1, a.size(-1)});
+      grad = grad.reshape({-1, grad.size(-1)});
     }
     entries.emplace_back(torch::autograd::get_current_graph_task_id(), std::move(a),
                          std::move(grad));

@@ -419,3 +419,16 @@ def test_parameter_caches_are_rebuilt_for_each_utterance():
         other = memory.clone()  # the next utterance
         _close(_loop(lsa, other, hidden, mask), _loop(ref_mod, other, hidden, mask),
                "next utterance")
+
+
+def test_deferred_linear_weight_with_rows_of_any_shape():
+    weight = torch.randn(4, 5, requires_grad=True)
+    token = torch.ops.attnkern.step_sink(weight, True)
+    x = torch.randn(2, 3, 5, requires_grad=True)
+    w = weight.detach()
+    y = torch.ops.attnkern.step_linear(x, w, w.t().contiguous(), token)
+    g = torch.randn(2, 3, 4)
+    dx, dw = torch.autograd.grad(y, [x, weight], g)
+    ref_dx, ref_dw = torch.autograd.grad(torch.nn.functional.linear(x, weight), [x, weight], g)
+    torch.testing.assert_close(dx, ref_dx)
+    torch.testing.assert_close(dw, ref_dw)
