@@ -115,7 +115,35 @@ std::tuple<Tensor, Tensor, Tensor> fwd_autograd(const Tensor& query, const Tenso
   return {res[0], res[1], res[2]};
 }
 
+// attnkern::bwd has no derivative of its own. Where one could be asked for (grad mode on
+// and an input that requires grad: a backward pass with create_graph=True), say so, rather
+// than let PyTorch's fallback for ops without autograd treat it as a constant (silently
+// wrong second derivatives, with only a warning).
+std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_autograd(
+    const Tensor& grad_out, const OptTensor& grad_weights, const Tensor& query,
+    const Tensor& key, const Tensor& value, const Tensor& weight, const Tensor& lse,
+    const OptTensor& delta, const OptTensor& key_padding_mask, const OptTensor& key_lengths,
+    bool causal, const OptTensor& key_exp, const OptTensor& out, const OptTensor& weights,
+    bool value_grad) {
+  if (at::GradMode::is_enabled()) {
+    auto needs = [](const OptTensor& t) { return t.has_value() && t->requires_grad(); };
+    TORCH_CHECK(!(grad_out.requires_grad() || needs(grad_weights) || query.requires_grad() ||
+                  key.requires_grad() || value.requires_grad() || weight.requires_grad() ||
+                  needs(delta) || needs(out) || needs(weights)),
+                "attnkern: gradients of gradients (backward with create_graph=True, "
+                "double backward) are not supported by the fused op; backend='reference' "
+                "supports them");
+  }
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return bwd_op().call(grad_out, grad_weights, query, key, value, weight, lse, delta,
+                       key_padding_mask, key_lengths, causal, key_exp, out, weights,
+                       value_grad);
+}
+
 }  // namespace
 }  // namespace attnkern
 
-TORCH_LIBRARY_IMPL(attnkern, Autograd, m) { m.impl("fwd", &attnkern::fwd_autograd); }
+TORCH_LIBRARY_IMPL(attnkern, Autograd, m) {
+  m.impl("fwd", &attnkern::fwd_autograd);
+  m.impl("bwd", &attnkern::bwd_autograd);
+}

@@ -652,3 +652,14 @@ def test_opcheck_bwd_with_weights_as_p():
     torch.library.opcheck(torch.ops.attnkern.bwd.default,
                           (gout, None, q, k, v, w, lse, delta, mask, lengths, causal, None,
                            None, wts.to(lse.dtype)))
+
+
+def test_gradients_of_gradients_raise_clearly():
+    q, k, v, w = make_inputs(2, 3, 5, 4, 6)
+    out = attnkern.additive_attention(q, k, v, w, backend="cpp")
+    with pytest.raises(RuntimeError, match="gradients of gradients .* not supported"):
+        torch.autograd.grad(out.sum(), [q], create_graph=True)
+    # a plain backward is unaffected
+    out = attnkern.additive_attention(q, k, v, w, backend="cpp")
+    (dq,) = torch.autograd.grad(out.sum(), [q])
+    assert dq.shape == q.shape
