@@ -46,13 +46,41 @@ __all__ = ["StepCache", "StepOperand", "TransposedWeight", "forget_on_backward",
 _PLAIN = (Tensor, torch.nn.Parameter)  # no subclasses (fake, functional, DTensor, ...)
 
 
-class _Sequence:
-    """One sink's Python-side state: for a linear weight, ``W^T`` contiguous."""
-
-    __slots__ = ("transposed",)
+class StepCache:
+    """A value a module keeps for a few tensors: :meth:`lookup` returns it while those
+    tensors are the same objects (weakly referenced) with the same version, storage and
+    dtype, and the ``extra`` key (e.g. grad mode) is equal; else None. One tuple, read and
+    replaced whole (threads sharing a module never mix two entries). Not part of the
+    module's state: copies and pickles start empty.
+    """
 
     def __init__(self) -> None:
-        self.transposed: Tensor | None = None
+        self.value: tuple[tuple[Any, ...], tuple[Any, ...], Any] | None = None
+
+    def lookup(self, tensors: tuple[Tensor, ...], *extra: Any) -> Any:
+        hit = self.value
+        if hit is None:
+            return None
+        refs, stamp, value = hit
+        for ref, t in zip(refs, tensors):
+            if ref() is not t:
+                return None
+        return value if stamp == (_stamp(tensors), extra) else None
+
+    def store(self, tensors: tuple[Tensor, ...], value: Any, *extra: Any) -> Any:
+        self.value = (tuple(weakref.ref(t) for t in tensors), (_stamp(tensors), extra), value)
+        return value
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"value": None}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StepCache:
+        return type(self)()
+
+
+def _stamp(tensors: tuple[Tensor, ...]) -> tuple[tuple[int, int, torch.dtype], ...]:
+    # the version misses edits through .data; the storage pointer catches a .data swap
+    return tuple((t._version, t.data_ptr(), t.dtype) for t in tensors)
 
 
 class Deferred(NamedTuple):
@@ -61,7 +89,6 @@ class Deferred(NamedTuple):
 
     detached: Tensor
     token: Tensor
-    seq: _Sequence
 
     def tap(self, y: Tensor, a: Tensor) -> Tensor:
         """``y = a @ M`` computed from ``detached`` -> a copy of y whose gradient with
@@ -69,14 +96,12 @@ class Deferred(NamedTuple):
         N)``, or ``(B, K)``, ``(B, N)`` for one row."""
         return torch.ops.attnkern.step_tap(y, a, self.token)
 
-    def linear(self, x: Tensor) -> Tensor:
-        """``x @ W^T`` for a (bias-free) linear weight W, in one node: forward from a
-        contiguous ``W^T`` (for a decoder step's few rows MKL is about 1.5x faster there
-        than from ``W``), backward ``dx = dy @ W``; W's gradient deferred."""
-        seq = self.seq
-        if seq.transposed is None:  # once per sink: per weight version and utterance
-            seq.transposed = self.detached.t().contiguous()
-        return torch.ops.attnkern.step_linear(x, self.detached, seq.transposed, self.token)
+    def linear(self, x: Tensor, weight_t: Tensor) -> Tensor:
+        """``x @ W^T`` for a (bias-free) linear weight W, in one node: forward from
+        ``weight_t``, W^T contiguous (:class:`TransposedWeight`; for a decoder step's few
+        rows MKL is about 1.5x faster there than from ``W``), backward ``dx = dy @ W``;
+        W's gradient deferred."""
+        return torch.ops.attnkern.step_linear(x, self.detached, weight_t, self.token)
 
 
 def _eager() -> bool:
@@ -88,8 +113,8 @@ def _eager() -> bool:
 class StepOperand:
     """A module's handle on one step-invariant operand (the tensor it saw last, weakly).
 
-    ``attach(M)`` returns a :class:`Deferred` for the same tensor (same object, same
-    version) as long as some step of its graph is alive, a new one otherwise, and None
+    ``attach(M)`` returns a :class:`Deferred` for the same tensor (same object, version
+    and storage) as long as some step of its graph is alive, a new one otherwise, and None
     where deferral does not apply (the caller then uses ``M`` as is). ``linear``: the steps
     compute ``a @ M^T`` (an ``nn.Linear`` weight). Not part of the module's state: copies
     and pickles start empty.
@@ -97,47 +122,22 @@ class StepOperand:
 
     def __init__(self, linear: bool = False) -> None:
         self.linear = linear
-        # (weakref to M, its _version, weakref to the token, _Sequence): one tuple, read
-        # and replaced whole (threads sharing a module never mix two sequences).
-        self._last: tuple[Any, int, Any, _Sequence] | None = None
+        self._last = StepCache()  # M -> weakref to its sink's token
 
     def attach(self, operand: Tensor) -> Deferred | None:
         if not (type(operand) in _PLAIN and operand.requires_grad and torch.is_grad_enabled()
                 and operand.is_cpu and operand.dtype in (torch.float32, torch.float64)
                 and ops.HAS_CPP and _eager()):
             return None
-        last = self._last
         # The steps' nodes hold the token: a backward pass that frees them (no
         # retain_graph) releases it, so the next step starts a new sink; with retain_graph
         # the sink is reused like any node.
-        if last is not None and last[0]() is operand and last[1] == operand._version:
-            token = last[2]()
-            if token is not None:
-                return Deferred(operand.detach(), token, last[3])
-        seq = _Sequence()
-        token = torch.ops.attnkern.step_sink(operand, self.linear)
-        self._last = (weakref.ref(operand), operand._version, weakref.ref(token), seq)
-        return Deferred(operand.detach(), token, seq)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"linear": self.linear, "_last": None}
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> StepOperand:
-        return StepOperand(self.linear)
-
-
-class StepCache:
-    """A module's per-sequence value (``.value``), e.g. a tensor shared by an utterance's
-    steps; not part of the module's state: copies and pickles start empty."""
-
-    def __init__(self) -> None:
-        self.value: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"value": None}
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> StepCache:
-        return StepCache()
+        ref = self._last.lookup((operand,))
+        token = ref() if ref is not None else None
+        if token is None:
+            token = torch.ops.attnkern.step_sink(operand, self.linear)
+            self._last.store((operand,), weakref.ref(token))
+        return Deferred(operand.detach(), token)
 
 
 def forget_on_backward(tensor: Tensor, cache: StepCache) -> None:
@@ -164,18 +164,10 @@ def plain(module: nn.Module) -> bool:
 
 class TransposedWeight(StepCache):
     """``W.detach().t().contiguous()`` of a weight, kept while the weight is unchanged
-    (same object, version, storage and dtype): for inference steps ``x @ W^T``."""
+    (same object, version, storage and dtype): for decoder steps ``x @ W^T``."""
 
     def get(self, weight: Tensor) -> Tensor:
         if not _eager():
             return weight.t()
-        key = (weight._version, weight.data_ptr(), weight.dtype)
-        hit = self.value
-        if hit is not None and hit[0] is weight and hit[1] == key:
-            return hit[2]
-        wt = weight.detach().t().contiguous()
-        self.value = (weight, key, wt)
-        return wt
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> TransposedWeight:
-        return TransposedWeight()
+        wt = self.lookup((weight,))
+        return wt if wt is not None else self.store((weight,), weight.detach().t().contiguous())

@@ -11,7 +11,6 @@ with a strict ``load_state_dict``.
 
 from __future__ import annotations
 
-import weakref
 from typing import Literal
 
 import torch
@@ -123,10 +122,9 @@ class LocationSensitiveAttention(nn.Module):
         # gradients are one GEMM per utterance instead of one per step (see _steps.py).
         self._memory = StepOperand()  # context = weights @ memory
         self._query_weight = StepOperand(linear=True)  # query = hidden @ W_q^T
-        self._query_t = TransposedWeight()  # W_q^T for inference steps
-        # ((conv, dense), their versions, U): see location_filter
-        self._filter = StepCache()
-        # The utterance (its memory, weakly) the two parameter caches above belong to: they
+        self._query_t = TransposedWeight()  # W_q^T, contiguous, for every step
+        self._filter = StepCache()  # (conv, dense) -> U: see location_filter
+        # The utterance (its memory) the two parameter caches above belong to: they
         # are rebuilt for each new one, so even a weight edited through .data (which no
         # version counter sees) is picked up from the next utterance on.
         self._utterance = StepCache()
@@ -143,12 +141,9 @@ class LocationSensitiveAttention(nn.Module):
         dense = self.location_layer.location_dense.linear_layer.weight  # (A, F)
         eager = _eager()
         if eager:
-            key = (conv._version, dense._version, conv.data_ptr(), dense.data_ptr(),
-                   conv.dtype, torch.is_grad_enabled())
-            cached = self._filter.value
-            if (cached is not None and cached[0][0] is conv and cached[0][1] is dense
-                    and cached[1] == key):
-                return cached[2]
+            cached = self._filter.lookup((conv, dense), torch.is_grad_enabled())
+            if cached is not None:
+                return cached
         n_filters, channels, kernel = conv.shape
         # Each channel's taps padded with zeros to `taps` so that the GEMMs' inner size
         # channels * taps is a multiple of 16 (62 -> 64 for tacotron2's 2 x 31): the
@@ -157,10 +152,9 @@ class LocationSensitiveAttention(nn.Module):
         conv_w = F.pad(conv, (0, taps - kernel)).reshape(n_filters, channels * taps)
         combined = dense @ conv_w  # (A, 2 * taps), zero at the padded taps
         if eager:
-            if combined.requires_grad:
-                # A backward pass through it frees its graph: the next step builds a new one.
-                forget_on_backward(combined, self._filter)
-            self._filter.value = ((conv, dense), key, combined)
+            # A backward pass through it frees its graph: the next step builds a new one.
+            forget_on_backward(combined, self._filter)
+            self._filter.store((conv, dense), combined, torch.is_grad_enabled())
         return combined
 
     def location_keys(self, processed_memory: Tensor, attention_weights_cat: Tensor) -> Tensor:
@@ -199,18 +193,17 @@ class LocationSensitiveAttention(nn.Module):
         mask: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         """Return ``(attention_context, attention_weights)`` as tacotron2's ``Attention``."""
-        utterance = self._utterance.value
-        if (utterance is None or utterance() is not memory) and _eager():
+        if _eager() and self._utterance.lookup((memory,)) is None:  # a new utterance
             self._filter.value = self._query_t.value = None
-            self._utterance.value = weakref.ref(memory)
+            self._utterance.store((memory,), True)
         weight = self.query_layer.linear_layer.weight
         direct = plain(self.query_layer)  # no hooks to run: W_q may be used directly
         deferred_w = self._query_weight.attach(weight) if direct else None
         if deferred_w is not None:
-            query = deferred_w.linear(attention_hidden_state)
+            query = deferred_w.linear(attention_hidden_state, self._query_t.get(weight))
         elif direct and not (weight.requires_grad and torch.is_grad_enabled()):
-            # inference: from the contiguous W_q^T, kept per weight version (a decoder
-            # step's few rows run about 1.5x faster there)
+            # inference: from the contiguous W_q^T too (a decoder step's few rows run
+            # about 1.5x faster there)
             query = attention_hidden_state @ self._query_t.get(weight)
         else:
             query = self.query_layer(attention_hidden_state)

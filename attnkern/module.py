@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -226,17 +225,13 @@ class AdditiveAttention(nn.Module):
         cache = self.__dict__.get("_key_cache")
         if cache is None:  # also for modules pickled before this attribute existed
             cache = self.__dict__["_key_cache"] = StepCache()
-        w = proj.weight
-        key = (keys._version, keys.data_ptr(), w._version, w.data_ptr(), keys.dtype,
-               torch.is_grad_enabled())
-        hit = cache.value
-        if hit is not None and hit[0]() is keys and hit[1] is w and hit[2] == key:
-            if type(hit[3]) is not PreparedKeys:  # used a second time: prepare it once
-                cache.value = (*hit[:3], prepare_keys(hit[3]))
-            return cache.value[3]
-        projected = proj(keys)
-        cache.value = (weakref.ref(keys), w, key, projected)
-        forget_on_backward(projected, cache)
+        tensors, grad = (keys, proj.weight), torch.is_grad_enabled()
+        projected = cache.lookup(tensors, grad)
+        if projected is None:
+            projected = cache.store(tensors, proj(keys), grad)
+            forget_on_backward(projected, cache)
+        elif type(projected) is not PreparedKeys:  # used a second time: prepare it once
+            projected = cache.store(tensors, prepare_keys(projected), grad)
         return projected
 
     def extra_repr(self) -> str:

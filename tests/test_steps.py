@@ -221,11 +221,11 @@ def test_memory_changed_in_place_between_steps_starts_a_new_sink():
     pm = lsa.memory_layer(m1)
     cat = torch.zeros(B, 2, T)
     c1, _ = lsa(hidden[0], m1, pm, cat, mask)
-    d1 = lsa._memory._last
+    d1 = lsa._memory._last.value
     with torch.no_grad():
         m1.mul_(1.0)  # bumps the version
     c2, _ = lsa(hidden[1], m1, pm, cat, mask)
-    assert lsa._memory._last is not d1  # a new sink after the in-place change
+    assert lsa._memory._last.value is not d1  # a new sink after the in-place change
     assert torch.isfinite(c2).all() and torch.isfinite(c1).all()
 
 
@@ -256,9 +256,9 @@ def test_no_deferral_without_grad_or_when_compiling():
 def test_copies_and_pickles_start_empty():
     lsa, memory, hidden, mask = _setup()
     _loop(lsa, memory, hidden, mask)
-    assert lsa._memory._last is not None
+    assert lsa._memory._last.value is not None
     for other in (copy.deepcopy(lsa), pickle.loads(pickle.dumps(lsa))):
-        assert other._memory._last is None and other._filter.value is None
+        assert other._memory._last.value is None and other._filter.value is None
         a, b = _loop(other, memory, hidden, mask), _loop(lsa, memory, hidden, mask)
         _close(a, b, "copy")
 
@@ -340,10 +340,10 @@ def test_layer_projects_the_same_keys_once_and_grads_match():
     layer, keys, queries = _layer_setup()
     ref = _layer_grads(layer, keys, queries, fresh=True)
     first = layer(queries[0], keys)[0]
-    pk = layer._key_cache.value[3]
+    pk = layer._key_cache.value[2]
     layer(queries[1], keys)
-    assert type(layer._key_cache.value[3]) is attnkern.PreparedKeys  # prepared on reuse
-    assert layer._key_cache.value[3].key is pk
+    assert type(layer._key_cache.value[2]) is attnkern.PreparedKeys  # prepared on reuse
+    assert layer._key_cache.value[2].key is pk
     del first
     for _ in range(2):  # twice: the first pass reached the cached projection, so rebuild
         _close(_layer_grads(layer, keys, queries), ref, "cached projection")
@@ -352,20 +352,20 @@ def test_layer_projects_the_same_keys_once_and_grads_match():
 def test_layer_projection_cache_follows_changes():
     layer, keys, queries = _layer_setup()
     layer(queries[0], keys)
-    pk = layer._key_cache.value[3]
+    pk = layer._key_cache.value[2]
     with torch.no_grad():
         layer.key_proj.weight.add_(0.1)  # an optimizer step
     layer(queries[0], keys)
-    assert layer._key_cache.value[3] is not pk
-    pk = layer._key_cache.value[3]
+    assert layer._key_cache.value[2] is not pk
+    pk = layer._key_cache.value[2]
     with torch.no_grad():
         out_ng = layer(queries[0], keys)[0]  # grad mode is part of the key
-    assert layer._key_cache.value[3] is not pk
+    assert layer._key_cache.value[2] is not pk
     ref = layer(queries[0], None, keys, projected_keys=layer.key_proj(keys))[0]
     torch.testing.assert_close(out_ng, ref.detach(), atol=0, rtol=0)
     other = keys.detach().clone().requires_grad_()
     layer(queries[0], other)
-    assert layer._key_cache.value[0]() is other
+    assert layer._key_cache.value[0][0]() is other
 
 
 def test_layer_key_proj_hooks_disable_the_cache():
@@ -397,7 +397,7 @@ def test_a_backward_pass_releases_the_sink():
     pm = lsa.memory_layer(memory).detach()
     cat = torch.rand(B, 2, T)
     c1, _ = lsa(hidden[0], memory, pm, cat, mask)
-    token = lsa._memory._last[2]()
+    token = lsa._memory._last.value[2]()
     assert token is not None
     c1.sum().backward()  # frees the steps' saved tensors, the token among them
     first = memory.grad.clone()
