@@ -10,9 +10,9 @@ spec). See README.md and docs/architecture.md.
 from . import reference
 from ._cpu import cpu_isa
 from ._onnx import onnx_translation_table
+from ._registry import from_module, replace_attention
 from .functional import PreparedKeys, additive_attention, prepare_keys
-from .location import LocationSensitiveAttention
-from .module import AdditiveAttention
+from .modules import AdditiveAttention, LocationSensitiveAttention
 from .ops import AdditiveAttentionFunction
 
 __version__ = "0.1.0"
@@ -24,8 +24,10 @@ __all__ = [
     "PreparedKeys",
     "additive_attention",
     "cpu_isa",
+    "from_module",
     "onnx_translation_table",
     "prepare_keys",
     "reference",
+    "replace_attention",
     "__version__",
 ]

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import ops
-from ._steps import StepCache, StepOperand, TransposedWeight, _eager, forget_on_backward, plain
-from ._validation import check_backend
-from .functional import additive_attention
+from .. import ops
+from .._steps import StepCache, StepOperand, TransposedWeight, _eager, forget_on_backward, plain
+from .._validation import check_backend
+from ..functional import additive_attention
 
 __all__ = ["LocationSensitiveAttention"]
 

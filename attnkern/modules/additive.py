@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._steps import StepCache, _eager, forget_on_backward, plain
-from ._validation import check_backend
-from .functional import PreparedKeys, additive_attention, prepare_keys
+from .._steps import StepCache, _eager, forget_on_backward, plain
+from .._validation import check_backend
+from ..functional import PreparedKeys, additive_attention, prepare_keys
 
 __all__ = ["AdditiveAttention"]
 

@@ -1,0 +1,86 @@
+"""``replace_attention`` / ``from_module``: toolkit attention modules -> attnkern drop-ins.
+
+Toolkit classes are recognised by their qualified name (``type(m).__module__ + "." +
+type(m).__qualname__``), so attnkern imports none of the toolkits. A module file registers
+its loaders with :func:`converts`::
+
+    @converts("espnet.nets.pytorch_backend.rnn.attentions.AttAdd",
+              "espnet2.legacy.nets.pytorch_backend.rnn.attentions.AttAdd")
+    def _from_espnet_att_add(module: nn.Module) -> nn.Module: ...
+
+A loader builds the drop-in with the original's constructor arguments (read from the
+module), loads its state_dict strictly, and returns it on the original's device and dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+__all__ = ["converts", "from_module", "replace_attention", "supported"]
+
+Loader = Callable[[nn.Module], nn.Module]
+_LOADERS: dict[str, Loader] = {}
+
+
+def converts(*qualnames: str) -> Callable[[Loader], Loader]:
+    """Register ``loader`` for the classes named (module path + qualified class name)."""
+
+    def register(loader: Loader) -> Loader:
+        for name in qualnames:
+            if name in _LOADERS:
+                raise RuntimeError(f"two attnkern loaders for {name}")
+            _LOADERS[name] = loader
+        return loader
+
+    return register
+
+
+def _qualname(module: nn.Module) -> str:
+    cls = type(module)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def supported() -> list[str]:
+    """The qualified class names :func:`from_module` converts."""
+    return sorted(_LOADERS)
+
+
+def from_module(module: nn.Module) -> nn.Module:
+    """One toolkit attention module -> its attnkern drop-in (weights carried over, same
+    device, dtype and training mode). Raises ``TypeError`` for an unsupported class."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"from_module: module must be an nn.Module, got {type(module).__name__}")
+    loader = _LOADERS.get(_qualname(module))
+    if loader is None:
+        raise TypeError(
+            f"from_module: {_qualname(module)} is not a supported attention module; "
+            f"supported: {', '.join(supported())}")
+    new = loader(module)
+    new.train(module.training)
+    return new
+
+
+def replace_attention(model: nn.Module) -> list[tuple[str, type, type]]:
+    """Replace every supported attention submodule of ``model`` in place by its attnkern
+    drop-in (weights carried over). Returns ``[(qualified_name, old_cls, new_cls)]``;
+    modules attnkern does not support are left alone. ``model`` itself is not replaced
+    (use :func:`from_module` for a bare attention module)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"replace_attention: model must be an nn.Module, got {type(model).__name__}")
+    report: list[tuple[str, type, type]] = []
+
+    def visit(parent: nn.Module, prefix: str) -> None:
+        for child_name, child in list(parent.named_children()):
+            full = f"{prefix}.{child_name}" if prefix else child_name
+            if _qualname(child) in _LOADERS:
+                new = from_module(child)
+                setattr(parent, child_name, new)
+                report.append((full, type(child), type(new)))
+            else:
+                visit(child, full)
+
+    visit(model, "")
+    return report
