@@ -12,15 +12,27 @@ from ._cpu import cpu_isa
 from ._onnx import onnx_translation_table
 from ._registry import from_module, replace_attention
 from .functional import PreparedKeys, additive_attention, prepare_keys
-from .modules import AdditiveAttention, LocationSensitiveAttention
+from .modules import (
+                      AdditiveAttention,
+                      AdditiveState,
+                      BahdanauAttention,
+                      LocationSensitiveAttention,
+                      LocationState,
+                      TorchaudioAttention,
+)
 from .ops import AdditiveAttentionFunction
+from .state import DecodingState
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdditiveAttention",
     "AdditiveAttentionFunction",
+    "AdditiveState",
+    "BahdanauAttention",
+    "DecodingState",
     "LocationSensitiveAttention",
+    "LocationState",
     "PreparedKeys",
     "additive_attention",
     "cpu_isa",
@@ -28,6 +40,7 @@ __all__ = [
     "onnx_translation_table",
     "prepare_keys",
     "reference",
+    "TorchaudioAttention",
     "replace_attention",
     "__version__",
 ]

@@ -8,8 +8,11 @@ its loaders with :func:`converts`::
               "espnet2.legacy.nets.pytorch_backend.rnn.attentions.AttAdd")
     def _from_espnet_att_add(module: nn.Module) -> nn.Module: ...
 
-A loader builds the drop-in with the original's constructor arguments (read from the
-module), loads its state_dict strictly, and returns it on the original's device and dtype.
+A name ``"*.ClassName"`` matches that class in any module (for classes users copy into
+their own scripts, as the PyTorch tutorial's; such a loader checks the layout and returns
+None where it does not match). A loader builds the drop-in with the original's constructor
+arguments (read from the module), loads its state_dict strictly, and returns it on the
+original's device and dtype.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from torch import nn
 
 __all__ = ["converts", "from_module", "replace_attention", "supported"]
 
-Loader = Callable[[nn.Module], nn.Module]
+# A loader returns the drop-in, or None where the module is not one it can convert (a class
+# whose qualified name matches but whose layout does not, e.g. another "model.Attention").
+Loader = Callable[[nn.Module], nn.Module | None]
 _LOADERS: dict[str, Loader] = {}
 
 
@@ -52,13 +57,19 @@ def from_module(module: nn.Module) -> nn.Module:
     device, dtype and training mode). Raises ``TypeError`` for an unsupported class."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"from_module: module must be an nn.Module, got {type(module).__name__}")
-    loader = _LOADERS.get(_qualname(module))
-    if loader is None:
+    new = _convert(module)
+    if new is None:
         raise TypeError(
             f"from_module: {_qualname(module)} is not a supported attention module; "
             f"supported: {', '.join(supported())}")
-    new = loader(module)
-    new.train(module.training)
+    return new
+
+
+def _convert(module: nn.Module) -> nn.Module | None:
+    loader = _LOADERS.get(_qualname(module)) or _LOADERS.get("*." + type(module).__name__)
+    new = loader(module) if loader is not None else None
+    if new is not None:
+        new.train(module.training)
     return new
 
 
@@ -75,8 +86,8 @@ def replace_attention(model: nn.Module) -> list[tuple[str, type, type]]:
     def visit(parent: nn.Module, prefix: str) -> None:
         for child_name, child in list(parent.named_children()):
             full = f"{prefix}.{child_name}" if prefix else child_name
-            if _qualname(child) in _LOADERS:
-                new = from_module(child)
+            new = _convert(child)
+            if new is not None:
                 setattr(parent, child_name, new)
                 report.append((full, type(child), type(new)))
             else:

@@ -35,6 +35,14 @@ class PreparedKeys(NamedTuple):
     def shape(self) -> torch.Size:
         return self.key.shape
 
+    def _no_arithmetic(self, other: object) -> PreparedKeys:
+        raise TypeError(
+            "PreparedKeys is not a tensor: to add a term to the keys, add it to .key "
+            "(`prepared.key + term`, the (B, Tk, H) key tensor) and pass that sum as the keys; "
+            "its prepared exp does not apply to the sum")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _no_arithmetic
+
 
 # A named pytree node, so torch.export.save / AOTInductor packages can serialise programs
 # whose inputs hold PreparedKeys (what AdditiveAttention.project_keys returns).

@@ -17,8 +17,25 @@ parameter changed after ``start`` (an optimizer step, a ``.data`` edit) takes ef
 next ``start``. The modules keep no per-sequence state of their own.
 
 Fields are per-hypothesis (batch first: ``reorder`` indexes them) unless declared with
-:func:`shared` (the same for every hypothesis: parameters folded at start, weight-gradient
-store tokens), which ``reorder`` passes through.
+:func:`shared` (the same for every hypothesis: parameters folded at start, the query
+weight's gradient store), which ``reorder`` passes through, or :func:`batch_store` (a
+weight-gradient store of a batched operand, which ``reorder`` drops: the reordered rows
+are a new tensor, whose gradient plain autograd then carries).
+
+Weight-gradient stores (Megatron's and zero-bubble's ``WeightGradStore``): a decoder step
+``y_s = a_s @ M`` with an operand ``M`` that is the same tensor at every step (the values,
+the query layer's weight) records its ``(a_s, dy_s)`` in the store instead of adding a
+``dM`` per step, and when autograd reaches ``M`` one GEMM gives the whole gradient,
+
+    dM = sum_s a_s^T dy_s = A^T G      (for an nn.Linear weight y = a @ W^T: dW = G^T A)
+
+the same gradient up to float summation order. The store is a 0-element tensor (the
+*token*) whose autograd node holds the records; each step's node has the token as an
+input, so the store runs after every step of that backward pass. Records are tagged with
+the autograd graph task: a pass that stops short of ``M`` (``torch.autograd.grad`` of
+other inputs) leaves nothing for the next. The nodes are C++ (csrc/steps.cpp), so a step
+runs no Python autograd code. A store exists only where it pays and is safe (see
+:func:`weight_grad_store`); elsewhere the field is None and the step uses plain autograd.
 """
 
 from __future__ import annotations
@@ -29,14 +46,23 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["DecodingState", "register", "shared"]
+from . import ops
+from ._onnx import exporting_to_onnx
+
+__all__ = ["DecodingState", "batch_store", "record", "record_linear", "register", "shared",
+           "weight_grad_store"]
 
 S = TypeVar("S", bound="DecodingState")
 
 
 def shared(default: Any = None) -> Any:
     """A state field that is the same for every hypothesis (not indexed by ``reorder``)."""
-    return dataclasses.field(default=default, metadata={"shared": True})
+    return dataclasses.field(default=default, metadata={"reorder": "keep"})
+
+
+def batch_store(default: Any = None) -> Any:
+    """A weight-gradient store of a batched operand: ``reorder`` drops it (sets None)."""
+    return dataclasses.field(default=default, metadata={"reorder": "drop"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,16 +83,84 @@ class DecodingState:
                 "reorder: index must be a 1-D torch.long tensor, got "
                 + (f"{index.dtype} of shape {tuple(index.shape)}" if isinstance(index, Tensor)
                    else type(index).__name__))
-        changes = {}
+        changes: dict[str, Tensor | None] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Tensor) and not f.metadata.get("shared"):
+            rule = f.metadata.get("reorder")
+            if rule == "drop":
+                changes[f.name] = None
+            elif isinstance(value, Tensor) and rule is None:
                 changes[f.name] = value.index_select(0, index.to(value.device))
         return dataclasses.replace(self, **changes)
 
 
 def register(cls: type[S]) -> type[S]:
     """Class decorator for a state dataclass: register it as a pytree node (and with
-    ``torch.export`` for serialisation). Use below ``@dataclasses.dataclass(frozen=True)``."""
+    ``torch.export`` for serialisation). Use below ``@dataclasses.dataclass(frozen=True)``.
+
+    No field name may be a prefix of another (``memory`` and ``memory_store``): torch
+    2.13's ``torch.export`` writes the unlifted module's input guards by plain string
+    replacement of ``state.<field>`` and produces invalid code otherwise."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    clash = [(a, b) for a in names for b in names if a != b and b.startswith(a)]
+    if clash:
+        raise TypeError(f"{cls.__name__}: field {clash[0][0]!r} is a prefix of "
+                        f"{clash[0][1]!r} (torch.export cannot guard such a state)")
     torch.export.register_dataclass(cls, serialized_type_name=f"attnkern.{cls.__name__}")
     return cls
+
+
+# ------------------------------------------------------------------ weight-gradient stores
+
+_PLAIN = (Tensor, torch.nn.Parameter)  # no subclasses (fake, functional, DTensor, ...)
+
+
+def eager() -> bool:
+    """Plain eager execution: not compiling, tracing, exporting, under functorch
+    transforms or CPU autocast (where the stores and the modules' C++ helpers step aside)."""
+    return not (torch.compiler.is_compiling() or torch.jit.is_tracing()
+                or exporting_to_onnx() or torch._C._are_functorch_transforms_active()
+                or torch.is_autocast_enabled("cpu"))
+
+
+def weight_grad_store(operand: Tensor, linear: bool = False) -> Tensor | None:
+    """A new store (its token) for ``operand``, or None where a store does not apply: grad
+    mode off, an operand that takes no gradient, not a plain float32/float64 CPU tensor,
+    the C++ extension missing, or not eager. ``linear``: the steps compute ``a @ M^T``
+    (``M`` an ``nn.Linear`` weight ``(N, K)``); else ``a @ M`` with ``M`` ``(K, N)`` or
+    batched ``(B, K, N)``."""
+    if not (type(operand) in _PLAIN and operand.requires_grad and torch.is_grad_enabled()
+            and operand.is_cpu and operand.dtype in (torch.float32, torch.float64)
+            and ops.HAS_CPP and eager()):
+        return None
+    token: Tensor = torch.ops.attnkern.step_sink(operand, linear)
+    return token
+
+
+def usable(token: Tensor | None) -> bool:
+    """Whether a step may record into ``token`` now (grad mode on, eager)."""
+    return token is not None and torch.is_grad_enabled() and eager()
+
+
+def record(token: Tensor, y: Tensor, a: Tensor) -> Tensor:
+    """``y = a @ M`` computed from ``M.detach()`` -> a copy of ``y`` whose gradient with
+    respect to ``M`` goes to the store; ``a`` ``(B, rows, K)``, ``y`` ``(B, rows, N)``, or
+    ``(B, K)``, ``(B, N)`` for one row."""
+    out: Tensor = torch.ops.attnkern.step_tap(y, a, token)
+    return out
+
+
+def record_linear(token: Tensor, x: Tensor, weight: Tensor, weight_t: Tensor) -> Tensor:
+    """``x @ W^T`` for a bias-free linear weight ``W`` in one node: forward from
+    ``weight_t`` (``W^T`` contiguous: for a decoder step's few rows MKL is about 1.5x faster
+    there than from ``W``), backward ``dx = dy @ W``; ``W``'s gradient to the store."""
+    out: Tensor = torch.ops.attnkern.step_linear(x, weight.detach(), weight_t, token)
+    return out
+
+
+def hooks_free(module: torch.nn.Module) -> bool:
+    """No forward hooks on ``module``, its children or globally (so computing with its
+    parameters directly skips nobody's hook)."""
+    mm = torch.nn.modules.module
+    return not (mm._global_forward_hooks or mm._global_forward_pre_hooks
+                or any(m._forward_hooks or m._forward_pre_hooks for m in module.modules()))

@@ -1,8 +1,9 @@
 """Decoder-step machinery of LocationSensitiveAttention: the location-window ops (C++ im2col
-and its adjoint), the fused backward without a value gradient, and the step-invariant
-operands whose gradient is one GEMM per sequence (attnkern/_steps.py), including what can
-go wrong with them: several backward passes, retained graphs, partial torch.autograd.grad,
-in-place updates, optimizer steps, copies, hooks and torch.compile.
+and its adjoint), the fused backward without a value gradient, and the weight-gradient
+stores of step-invariant operands (one GEMM per sequence, attnkern/state.py), including
+what can go wrong with them: several backward passes, retained graphs, partial
+torch.autograd.grad, in-place updates, optimizer steps, copies, hooks and torch.compile.
+Everything through public behaviour (outputs and gradients against plain autograd).
 """
 
 from __future__ import annotations
@@ -215,18 +216,24 @@ def test_partial_autograd_grad_leaves_nothing_behind():
     _close([p.grad for p in lsa.parameters()], ref[2:], "params after partial")
 
 
-def test_memory_changed_in_place_between_steps_starts_a_new_sink():
+def test_memory_changed_in_place_between_steps_reads_the_new_values():
     lsa, memory, hidden, mask = _setup()
     m1 = memory * 1.0  # non-leaf memory, updated in place between the two utterance halves
-    pm = lsa.memory_layer(m1)
-    cat = torch.zeros(B, 2, T)
+    pm = lsa.memory_layer(m1).detach()
+    cat = torch.rand(B, 2, T)
     c1, _ = lsa(hidden[0], m1, pm, cat, mask)
-    d1 = lsa._memory._last.value
     with torch.no_grad():
-        m1.mul_(1.0)  # bumps the version
-    c2, _ = lsa(hidden[1], m1, pm, cat, mask)
-    assert lsa._memory._last.value is not d1  # a new sink after the in-place change
-    assert torch.isfinite(c2).all() and torch.isfinite(c1).all()
+        m1.mul_(2.0)  # bumps the version: the next call starts a new store
+    c2, w2 = lsa(hidden[1], m1, pm, cat, mask)
+    ref, _ = _Original(lsa)(hidden[1], m1, pm, cat, mask)
+    torch.testing.assert_close(c2, ref, atol=1e-5, rtol=1e-5)
+    # the second half's gradient reaches memory through its own store (m1 = memory * 1:
+    # the no_grad doubling is no graph op), though the first half's
+    # saved values changed, as for any autograd graph; its store needs none of them)
+    (g,) = torch.autograd.grad(c2.sum(), [memory])
+    torch.testing.assert_close(g, w2.detach()[:, :, None].expand_as(memory), atol=1e-5,
+                               rtol=1e-5)
+    assert torch.isfinite(c1).all()
 
 
 def test_optimizer_steps_between_utterances():
@@ -244,23 +251,28 @@ def test_optimizer_steps_between_utterances():
             torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-5, msg=f"iteration {it}")
 
 
-def test_no_deferral_without_grad_or_when_compiling():
+def test_no_store_without_grad_or_off_plain_float_cpu():
+    from attnkern.state import weight_grad_store
+
     lsa, memory, hidden, mask = _setup()
     with torch.no_grad():
-        assert lsa._memory.attach(memory) is None
-    assert lsa._memory.attach(memory.detach()) is None
-    assert lsa._memory.attach(memory) is not None
-    assert lsa._memory.attach(memory.to(torch.bfloat16)) is None
+        assert weight_grad_store(memory) is None
+    assert weight_grad_store(memory.detach()) is None
+    assert weight_grad_store(memory) is not None
+    assert weight_grad_store(memory.to(torch.bfloat16)) is None
+    with torch.no_grad():
+        assert lsa.start(memory).grad_store_memory is None
 
 
-def test_copies_and_pickles_start_empty():
+def test_copies_and_pickles_give_the_same_results():
     lsa, memory, hidden, mask = _setup()
-    _loop(lsa, memory, hidden, mask)
-    assert lsa._memory._last.value is not None
+    ref, ref_outs, _ = _grads(_Original(lsa), memory, hidden, mask)
+    _loop(lsa, memory, hidden, mask)  # the module has made (and holds) a state
     for other in (copy.deepcopy(lsa), pickle.loads(pickle.dumps(lsa))):
-        assert other._memory._last.value is None and other._filter.value is None
-        a, b = _loop(other, memory, hidden, mask), _loop(lsa, memory, hidden, mask)
-        _close(a, b, "copy")
+        got, outs, _ = _grads(other, memory, hidden, mask)
+        _close(outs, ref_outs, "copy outputs")
+        _close(got[:2], ref[:2], "copy input grads")
+        _close(got[2:], ref[2:], "copy parameter grads")
 
 
 def test_query_layer_hooks_still_run():
@@ -284,15 +296,14 @@ def test_compiled_module_matches_eager():
     _close(got, ref, "compiled grads")
 
 
-def test_accumulator_keeps_other_passes_entries():
+def test_store_keeps_other_passes_records_apart():
     memory = torch.randn(2, 3, 4, requires_grad=True)
     token = torch.ops.attnkern.step_sink(memory, False)
     y, p = torch.randn(2, 4, requires_grad=True), torch.rand(2, 3)
     out = torch.ops.attnkern.step_tap(y, p, token)
     (gy,) = torch.autograd.grad(out.sum(), [y], retain_graph=True)  # stops short of memory
-    assert torch.equal(gy, torch.ones(2, 4)) and torch.ops.attnkern.step_pending(token) == 1
-    (gm,) = torch.autograd.grad(out.sum(), [memory])  # a new pass: only its own entry
-    assert torch.ops.attnkern.step_pending(token) == 1  # the first pass's entry stays unused
+    assert torch.equal(gy, torch.ones(2, 4))
+    (gm,) = torch.autograd.grad(out.sum(), [memory])  # a new pass: only its own record
     torch.testing.assert_close(gm, p[:, :, None].expand(2, 3, 4))  # p^T dy, dy = ones
 
 
@@ -336,36 +347,65 @@ def _layer_grads(layer, keys, queries, fresh=False):
     return torch.autograd.grad(outs, [keys, queries, *layer.parameters()], cot)
 
 
-def test_layer_projects_the_same_keys_once_and_grads_match():
+def test_layer_called_with_the_same_keys_grads_match_twice():
     layer, keys, queries = _layer_setup()
     ref = _layer_grads(layer, keys, queries, fresh=True)
-    first = layer(queries[0], keys)[0]
-    pk = layer._key_cache.value[2]
-    layer(queries[1], keys)
-    assert type(layer._key_cache.value[2]) is attnkern.PreparedKeys  # prepared on reuse
-    assert layer._key_cache.value[2].key is pk
-    del first
-    for _ in range(2):  # twice: the first pass reached the cached projection, so rebuild
-        _close(_layer_grads(layer, keys, queries), ref, "cached projection")
+    for _ in range(2):  # twice: the first pass reached the kept projection, so re-project
+        _close(_layer_grads(layer, keys, queries), ref, "kept projection")
 
 
-def test_layer_projection_cache_follows_changes():
+def _fresh(layer, q, keys):
+    return layer(q, None, keys, projected_keys=layer.key_proj(keys), need_weights=True)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+def test_layer_follows_every_change_of_keys_and_weights(grad):
     layer, keys, queries = _layer_setup()
-    layer(queries[0], keys)
-    pk = layer._key_cache.value[2]
+    with torch.set_grad_enabled(grad):
+        edits = [
+            lambda: layer.key_proj.weight.data.mul_(0.5),  # no version counter sees it
+            lambda: keys.data.mul_(2.0),
+            lambda: layer.key_proj.weight.data.copy_(torch.randn(8, 5)),
+        ]
+        for i, edit in enumerate(edits):
+            layer(queries[0], keys)
+            layer(queries[1], keys)  # kept and prepared
+            edit()
+            got = layer(queries[2], keys, need_weights=True)
+            _close(got, _fresh(layer, queries[2], keys), f".data edit {i}")
+        with torch.no_grad():
+            layer.key_proj.weight.add_(0.1)  # an optimizer step
+        _close(layer(queries[0], keys, need_weights=True), _fresh(layer, queries[0], keys),
+               "optimizer step")
+        other = keys.detach().clone().mul_(3).requires_grad_()
+        _close(layer(queries[0], other, need_weights=True), _fresh(layer, queries[0], other),
+               "other keys")
+
+
+def test_layer_two_threads_two_sequences_no_cross_talk():
+    import threading
+
+    layer, keys, queries = _layer_setup()
+    other = torch.randn_like(keys)
     with torch.no_grad():
-        layer.key_proj.weight.add_(0.1)  # an optimizer step
-    layer(queries[0], keys)
-    assert layer._key_cache.value[2] is not pk
-    pk = layer._key_cache.value[2]
-    with torch.no_grad():
-        out_ng = layer(queries[0], keys)[0]  # grad mode is part of the key
-    assert layer._key_cache.value[2] is not pk
-    ref = layer(queries[0], None, keys, projected_keys=layer.key_proj(keys))[0]
-    torch.testing.assert_close(out_ng, ref.detach(), atol=0, rtol=0)
-    other = keys.detach().clone().requires_grad_()
-    layer(queries[0], other)
-    assert layer._key_cache.value[0][0]() is other
+        refs = {id(k): [_fresh(layer, q, k) for q in queries] for k in (keys, other)}
+    errors = []
+
+    def run(k):
+        try:
+            with torch.no_grad():
+                for _ in range(30):
+                    for q, r in zip(queries, refs[id(k)]):
+                        _close(layer(q, k, need_weights=True), r, "thread")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (keys, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
 
 
 def test_layer_key_proj_hooks_disable_the_cache():
@@ -392,18 +432,15 @@ def test_inference_steps_follow_weight_updates_and_hooks():
     assert len(seen) == STEPS
 
 
-def test_a_backward_pass_releases_the_sink():
+def test_a_backward_pass_between_steps_then_more_steps():
     lsa, memory, hidden, mask = _setup()
     pm = lsa.memory_layer(memory).detach()
     cat = torch.rand(B, 2, T)
     c1, _ = lsa(hidden[0], memory, pm, cat, mask)
-    token = lsa._memory._last.value[2]()
-    assert token is not None
-    c1.sum().backward()  # frees the steps' saved tensors, the token among them
+    c1.sum().backward()  # frees the steps' graph: the next call prepares anew
     first = memory.grad.clone()
     memory.grad = None
-    del token
-    c2, _ = lsa(hidden[0], memory, pm, cat, mask)  # c1 still alive: a new sink all the same
+    c2, _ = lsa(hidden[0], memory, pm, cat, mask)  # c1 still alive
     c2.sum().backward()
     torch.testing.assert_close(memory.grad, first, atol=1e-6, rtol=1e-6)
 

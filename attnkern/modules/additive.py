@@ -2,22 +2,126 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from .._steps import StepCache, _eager, forget_on_backward, plain
+from .._registry import converts
 from .._validation import check_backend
 from ..functional import PreparedKeys, additive_attention, prepare_keys
+from ..state import DecodingState, eager, hooks_free, register
+from ._checks import check_positive_ints
 
-__all__ = ["AdditiveAttention"]
+__all__ = ["AdditiveAttention", "AdditiveState", "BahdanauAttention"]
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class AdditiveState(DecodingState):
+    """One sequence's decoding state (see attnkern/state.py): ``projected_keys`` ``(B, Tk,
+    H)``, ``keys_exp`` their prepared exp (:func:`attnkern.prepare_keys`, or None),
+    ``values`` ``(B, Tk, Dv)``, ``key_padding_mask`` ``(B, Tk)`` bool and ``key_lengths``
+    ``(B,)``, or None."""
+
+    projected_keys: Tensor
+    values: Tensor
+    keys_exp: Tensor | None = None
+    key_padding_mask: Tensor | None = None
+    key_lengths: Tensor | None = None
+
+    @property
+    def prepared_keys(self) -> PreparedKeys:
+        return PreparedKeys(self.projected_keys, self.keys_exp)
+
+
+class _HeldKeys(NamedTuple):
+    """The one key projection ``forward`` keeps between calls (see _held_projection)."""
+
+    keys: weakref.ref[Tensor]
+    version: int
+    grad: bool
+    copies: tuple[Tensor, ...]  # keys and the projection's parameters, as projected
+    projected: Tensor | PreparedKeys
+    alive: list[bool]  # emptied when a backward pass reaches the projection
+
+
+def _same(copies: tuple[Tensor, ...], tensors: tuple[Tensor, ...]) -> bool:
+    return len(copies) == len(tensors) and all(
+        a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+        for a, b in zip(copies, tensors))
+
+
+def _held_projection(owner: nn.Module, proj: nn.Module, keys: Tensor) -> Tensor | PreparedKeys:
+    """``proj(keys)``, kept on ``owner`` for its next call by one rule.
+
+    For a decoder that passes the same ``keys`` at every step (as the tutorial's module is
+    called): the next call reuses the projection while ``keys`` is the same tensor (object
+    and version) in the same grad mode, no backward pass has reached the projection, and
+    ``keys`` and ``proj``'s parameters equal the copies taken when it was made, compared
+    elementwise at each call (an edit through ``.data``, which no version counter sees, is
+    picked up). It is prepared (:func:`prepare_keys`) on its first reuse. Eager mode only,
+    and not with hooks on ``proj`` (they run at every call). One projection is kept, read
+    and replaced whole, so threads sharing a module never mix two.
+    """
+    if not (eager() and hooks_free(proj)):
+        out: Tensor = proj(keys)
+        return out
+    tensors = (keys, *proj.parameters())
+    grad = torch.is_grad_enabled()
+    held = owner.__dict__.get("_held")  # read once (threads); absent in old pickles
+    if (held is not None and held.alive and held.keys() is keys
+            and held.version == keys._version and held.grad == grad
+            and _same(held.copies, tensors)):
+        if type(held.projected) is PreparedKeys:
+            return held.projected
+        prepared = prepare_keys(held.projected)  # used a second time: prepare it once
+        owner.__dict__["_held"] = held._replace(projected=prepared)
+        return prepared
+    projected: Tensor = proj(keys)
+    alive = [True]
+    if projected.requires_grad:
+        projected.register_hook(_Forget(alive))
+    owner.__dict__["_held"] = _HeldKeys(weakref.ref(keys), keys._version, grad,
+                                        tuple(t.detach().clone() for t in tensors), projected,
+                                        alive)
+    return projected
+
+
+class _Forget:
+    """A tensor hook that marks a held projection consumed (backward may free its graph)."""
+
+    def __init__(self, alive: list[bool]) -> None:
+        self.alive = alive
+
+    def __call__(self, grad: Tensor) -> None:
+        self.alive.clear()
 
 
 def _state(source: nn.Module | Mapping[str, Tensor]) -> Mapping[str, Tensor]:
     return source.state_dict() if isinstance(source, nn.Module) else source
+
+
+def _check_input(name: str, x: object, ranks: tuple[int, ...], dim: int, form: str,
+                 param: Tensor) -> None:
+    """Fail before nn.Linear does, with the argument's name and what was seen."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in ranks or x.shape[-1] != dim:
+        raise ValueError(f"{name} must be {form.format(dim)}, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
+    if x.device != param.device:
+        raise ValueError(f"{name} is on {x.device}, the layer's parameters are on {param.device}")
+    if x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"{name} has dtype {x.dtype}, the layer's parameters are {param.dtype} "
+            "(convert the layer with .to(dtype) or use torch.autocast)"
+        )
 
 
 class AdditiveAttention(nn.Module):
@@ -55,10 +159,7 @@ class AdditiveAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        for name, val in (("query_dim", query_dim), ("key_dim", key_dim),
-                          ("hidden_dim", hidden_dim)):
-            if not isinstance(val, int) or isinstance(val, bool) or val <= 0:
-                raise ValueError(f"{name} must be a positive int, got {val!r}")
+        check_positive_ints(query_dim=query_dim, key_dim=key_dim, hidden_dim=hidden_dim)
         factory = {"device": device, "dtype": dtype}
         self.query_dim, self.key_dim, self.hidden_dim = query_dim, key_dim, hidden_dim
         self.normalize = normalize
@@ -70,6 +171,7 @@ class AdditiveAttention(nn.Module):
             self.g = nn.Parameter(torch.empty((), device=device, dtype=dtype))
         else:
             self.register_parameter("g", None)
+        self._held: _HeldKeys | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -93,9 +195,44 @@ class AdditiveAttention(nn.Module):
         """Project and prepare the keys once per sequence: ``(B, Tk, key_dim)`` ->
         :class:`attnkern.PreparedKeys` (``.key`` is the ``(B, Tk, hidden_dim)`` projection,
         through which gradients reach ``keys`` and ``key_proj``). Pass it as
-        ``projected_keys=`` to every decoder step."""
+        ``projected_keys=`` to every decoder step. To add a per-step term to the keys, add
+        it to ``.key`` (``prepared.key + term`` is the keys to pass: the prepared exp no
+        longer applies to a sum)."""
         self._check_input("keys", keys, (3,), self.key_dim, "(B, Tk, key_dim={})")
         return prepare_keys(self.key_proj(keys))
+
+    def start(self, keys: Tensor, values: Tensor | None = None, *,
+              key_padding_mask: Tensor | None = None,
+              key_lengths: Tensor | None = None) -> AdditiveState:
+        """Start a sequence: ``keys`` ``(B, Tk, key_dim)`` projected and prepared once,
+        ``values`` ``(B, Tk, Dv)`` (default: the keys), ``key_padding_mask`` ``(B, Tk)``
+        bool (True = padding) and/or ``key_lengths`` ``(B,)``."""
+        prepared = self.project_keys(keys)
+        if values is None:
+            values = keys
+        elif not isinstance(values, Tensor) or values.dim() != 3 or \
+                values.shape[:2] != keys.shape[:2]:
+            seen = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+            raise ValueError(f"values must be (B={keys.shape[0]}, Tk={keys.shape[1]}, Dv) "
+                             f"(B, Tk of keys), got {seen}")
+        return AdditiveState(prepared.key, values, prepared.key_exp, key_padding_mask,
+                             key_lengths)
+
+    def step(self, query: Tensor, state: AdditiveState, *,
+             causal: bool = False) -> tuple[Tensor, Tensor, AdditiveState]:
+        """One decoder step (or a block of steps): ``query`` ``(B, query_dim)`` (or ``(B,
+        Tq, query_dim)``) -> ``(context (B, Dv), weights (B, Tk), state)``; content-based
+        attention carries nothing from step to step, so the state comes back unchanged."""
+        if not isinstance(state, AdditiveState):
+            raise TypeError(f"state must be an AdditiveState (from start()), got "
+                            f"{type(state).__name__}")
+        self._check_input("query", query, (2, 3), self.query_dim,
+                          "(B, Tq, query_dim={0}) or (B, query_dim={0})")
+        context, weights = additive_attention(
+            self.query_proj(query), state.prepared_keys, state.values, self.score_vector(),
+            key_padding_mask=state.key_padding_mask, key_lengths=state.key_lengths,
+            causal=causal, return_weights=True, backend=self.backend)
+        return context, weights, state
 
     @classmethod
     def from_bahdanau_tutorial(cls, source: nn.Module | Mapping[str, Tensor],
@@ -151,23 +288,7 @@ class AdditiveAttention(nn.Module):
 
     def _check_input(self, name: str, x: object, ranks: tuple[int, ...], dim: int,
                      form: str) -> None:
-        """Fail before nn.Linear does, with the argument's name and what was seen."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() not in ranks or x.shape[-1] != dim:
-            raise ValueError(f"{name} must be {form.format(dim)}, got shape {tuple(x.shape)}")
-        param = self.key_proj.weight
-        if not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
-        if x.device != param.device:
-            raise ValueError(
-                f"{name} is on {x.device}, the layer's parameters are on {param.device}"
-            )
-        if x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(
-                f"{name} has dtype {x.dtype}, the layer's parameters are {param.dtype} "
-                "(convert the layer with .to(dtype) or use torch.autocast)"
-            )
+        _check_input(name, x, ranks, dim, form, self.key_proj.weight)
 
     def forward(
         self,
@@ -211,28 +332,15 @@ class AdditiveAttention(nn.Module):
         return result, None
 
     def _projected(self, keys: Tensor) -> Tensor | PreparedKeys:
-        """``key_proj(keys)`` for a call without ``projected_keys``.
+        """``key_proj(keys)`` for a call without ``projected_keys``, by the rule of
+        :func:`_held_projection` (:meth:`start` / :meth:`step` keep nothing)."""
+        return _held_projection(self, self.key_proj, keys)
 
-        A decoder that passes the same ``keys`` tensor at every step (``layer(query,
-        keys)``, as the tutorial's module is called) gets the same projection back while
-        ``keys`` and ``key_proj`` are unchanged and no backward pass has reached it: its
-        keys are projected once per sequence, and prepared (:func:`prepare_keys`) from the
-        second call on. Eager mode only, and not with hooks on ``key_proj``.
-        """
-        proj = self.key_proj
-        if not (_eager() and plain(proj)):
-            return proj(keys)
-        cache = self.__dict__.get("_key_cache")
-        if cache is None:  # also for modules pickled before this attribute existed
-            cache = self.__dict__["_key_cache"] = StepCache()
-        tensors, grad = (keys, proj.weight), torch.is_grad_enabled()
-        projected = cache.lookup(tensors, grad)
-        if projected is None:
-            projected = cache.store(tensors, proj(keys), grad)
-            forget_on_backward(projected, cache)
-        elif type(projected) is not PreparedKeys:  # used a second time: prepare it once
-            projected = cache.store(tensors, prepare_keys(projected), grad)
-        return projected
+    def __getstate__(self) -> dict[str, Any]:
+        # copies and pickles (deepcopy goes through here too) start without the held keys
+        state = self.__dict__.copy()
+        state["_held"] = None
+        return state
 
     def extra_repr(self) -> str:
         return (
@@ -240,3 +348,75 @@ class AdditiveAttention(nn.Module):
             f"bias={self.query_proj.bias is not None}, normalize={self.normalize}, "
             f"backend={self.backend!r}"
         )
+
+
+class BahdanauAttention(nn.Module):
+    """The PyTorch seq2seq tutorial's ``BahdanauAttention`` on the fused op: same
+    constructor (``hidden_size``), parameters and state_dict (``Wa``, ``Ua``, ``Va``, each
+    an ``nn.Linear(hidden_size, ...)``), ``forward(query, keys)`` and return values.
+
+    ``Va(tanh(Wa(query) + Ua(keys)))``, softmax over the keys, ``bmm(weights, keys)``:
+    query ``(B, 1, H)``, keys ``(B, T, H)`` -> ``(context (B, 1, H), weights (B, 1, T))``.
+    ``Va``'s bias shifts every score alike, which the softmax cancels (its gradient is 0,
+    as the original's up to rounding). ``Ua(keys)`` follows :func:`_held_projection`'s
+    rule (the tutorial's decoder passes the same encoder outputs at every step).
+    ``start(keys)`` / ``step(query, state)`` as :class:`AdditiveAttention`.
+    """
+
+    def __init__(self, hidden_size: int, *, backend: str = "auto") -> None:
+        super().__init__()
+        check_positive_ints(hidden_size=hidden_size)
+        self.Wa = nn.Linear(hidden_size, hidden_size)
+        self.Ua = nn.Linear(hidden_size, hidden_size)
+        self.Va = nn.Linear(hidden_size, 1)
+        self.hidden_size = hidden_size
+        self.backend = check_backend(backend)
+        self._held: _HeldKeys | None = None
+
+    def _check(self, name: str, x: object, ranks: tuple[int, ...], form: str) -> None:
+        _check_input(name, x, ranks, self.hidden_size, form, self.Ua.weight)
+
+    def forward(self, query: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+        self._check("query", query, (3,), "(B, 1, hidden_size={})")
+        self._check("keys", keys, (3,), "(B, T, hidden_size={})")
+        if query.shape[0] != keys.shape[0]:
+            raise ValueError(f"query and keys must have the same batch, got query "
+                             f"{tuple(query.shape)} and keys {tuple(keys.shape)}")
+        context, weights = additive_attention(
+            self.Wa(query), _held_projection(self, self.Ua, keys), keys, self.Va.weight,
+            return_weights=True, backend=self.backend)
+        return context, weights
+
+    def start(self, keys: Tensor) -> AdditiveState:
+        """Start a sequence: ``keys`` ``(B, T, hidden_size)`` (also the values)."""
+        self._check("keys", keys, (3,), "(B, T, hidden_size={})")
+        prepared = prepare_keys(self.Ua(keys))
+        return AdditiveState(prepared.key, keys, prepared.key_exp)
+
+    def step(self, query: Tensor, state: AdditiveState) -> tuple[Tensor, Tensor, AdditiveState]:
+        """``query`` ``(B, 1, H)`` -> ``(context (B, 1, H), weights (B, 1, T), state)``."""
+        self._check("query", query, (2, 3), "(B, 1, hidden_size={})")
+        context, weights = additive_attention(
+            self.Wa(query), state.prepared_keys, state.values, self.Va.weight,
+            key_padding_mask=state.key_padding_mask, key_lengths=state.key_lengths,
+            return_weights=True, backend=self.backend)
+        return context, weights, state
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_held"] = None  # copies and pickles start without the last keys' projection
+        return state
+
+
+@converts("*.BahdanauAttention")
+def _from_tutorial(old: Any) -> BahdanauAttention | None:
+    """The tutorial's ``BahdanauAttention`` (users copy it into their own module)."""
+    wa, ua, va = (getattr(old, n, None) for n in ("Wa", "Ua", "Va"))
+    if not (isinstance(wa, nn.Linear) and isinstance(ua, nn.Linear)
+            and isinstance(va, nn.Linear) and va.out_features == 1):
+        return None
+    new = BahdanauAttention(wa.in_features)
+    ref = old.state_dict()
+    new = new.to(device=wa.weight.device, dtype=wa.weight.dtype)
+    new.load_state_dict(ref, strict=True)
+    return new

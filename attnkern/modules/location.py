@@ -1,28 +1,360 @@
-"""``LocationSensitiveAttention``: a checkpoint-compatible drop-in for NVIDIA/tacotron2's
-``model.Attention`` (Chorowski et al. 2015, as used by Tacotron 2).
+"""Location-sensitive attention (Chorowski et al. 2015, as Tacotron 2 uses it) on the fused op.
 
-Same constructor arguments, ``forward`` signature and return, ``memory_layer``, and
-``state_dict`` keys and shapes (``query_layer.linear_layer.weight``,
-``memory_layer.linear_layer.weight``, ``v.linear_layer.weight``,
-``location_layer.location_conv.conv.weight``,
-``location_layer.location_dense.linear_layer.weight``), so a tacotron2 checkpoint loads
-with a strict ``load_state_dict``.
+``e[b, j] = v . tanh(W_q h_b + W_m m_bj + U f_bj)`` with location features
+``f = conv([previous weights, cumulative weights])``, softmax over the unmasked encoder
+steps, context ``sum_j alpha_bj memory_bj``.
+
+Two checkpoint-compatible drop-ins share the math (:class:`_LocationAttention`):
+
+- :class:`LocationSensitiveAttention`, NVIDIA/tacotron2's ``model.Attention``
+  (``query_layer.linear_layer.weight``, ``memory_layer.linear_layer.weight``,
+  ``v.linear_layer.weight``, ``location_layer.location_conv.conv.weight``,
+  ``location_layer.location_dense.linear_layer.weight``);
+- :class:`TorchaudioAttention`, torchaudio's ``models.tacotron2._Attention`` (the same
+  parameters as plain ``nn.Linear`` / ``nn.Conv1d``: ``query_layer.weight``, ...).
+
+A decoder step, the data path: this file (the query layer, the location keys) ->
+attnkern/state.py (the weight-gradient stores) -> attnkern/functional.py -> the op.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+import weakref
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
-from .._steps import StepCache, StepOperand, TransposedWeight, _eager, forget_on_backward, plain
+from .._registry import converts
 from .._validation import check_backend
 from ..functional import additive_attention
+from ..state import (
+    DecodingState,
+    batch_store,
+    eager,
+    hooks_free,
+    record,
+    record_linear,
+    register,
+    shared,
+    usable,
+    weight_grad_store,
+)
+from ._checks import check_dims, check_positive_ints
 
-__all__ = ["LocationSensitiveAttention"]
+__all__ = ["LocationSensitiveAttention", "LocationState", "TorchaudioAttention"]
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class LocationState(DecodingState):
+    """One utterance's decoding state (see attnkern/state.py).
+
+    Per hypothesis: ``memory`` ``(B, T, embedding_dim)``, ``processed_memory`` ``(B, T,
+    attention_dim)``, ``previous_weights`` and ``cumulative_weights`` ``(B, T)`` (the
+    previous step's and the running sum: the location features' two channels),
+    ``key_padding_mask`` ``(B, T)`` bool (True = padding) and ``key_lengths`` ``(B,)``, or
+    None. Shared: ``location_filter`` ``(attention_dim, 2 * taps)`` (the location conv and
+    dense folded, :meth:`_LocationAttention.location_filter`), ``query_weight_t``
+    ``(attention_rnn_dim, attention_dim)`` (``W_q^T`` contiguous, or None with hooks on
+    the query layer), ``grad_store_query`` (``W_q``'s weight-gradient store); ``grad_store_memory``
+    (``memory``'s; dropped by ``reorder``).
+    """
+
+    memory: Tensor
+    processed_memory: Tensor
+    previous_weights: Tensor
+    cumulative_weights: Tensor
+    key_padding_mask: Tensor | None = None
+    key_lengths: Tensor | None = None
+    location_filter: Tensor | None = shared()
+    query_weight_t: Tensor | None = shared()
+    grad_store_query: Tensor | None = shared()
+    grad_store_memory: Tensor | None = batch_store()
+
+
+class _Prepared(NamedTuple):
+    """What a step takes from the state besides its tensors (see :class:`LocationState`)."""
+
+    location_filter: Tensor
+    query_weight_t: Tensor | None
+    grad_store_query: Tensor | None
+    grad_store_memory: Tensor | None
+
+
+class _Held(NamedTuple):
+    """The one state the tacotron2-protocol ``forward`` keeps between calls (see its rule)."""
+
+    memory: weakref.ref[Tensor]
+    memory_version: int
+    grad: bool
+    params: tuple[Tensor, ...]  # copies of the parameters folded into `prepared`
+    prepared: _Prepared
+    alive: list[bool]  # emptied when a backward pass reaches the prepared tensors
+
+
+class _LocationAttention(nn.Module):
+    """The math both drop-ins share; subclasses lay out the parameters (their state_dict)
+    and say where each weight is (:meth:`_weights`)."""
+
+    location_conv: nn.Conv1d  # set by subclasses (the conv whose padding counts)
+    query_linear: nn.Module  # the module that computes the query (its hooks are honoured)
+
+    def _setup(self, attention_rnn_dim: int, embedding_dim: int, attention_dim: int,
+               n_filters: int, kernel_size: int, backend: str) -> None:
+        self.attention_rnn_dim, self.embedding_dim = attention_rnn_dim, embedding_dim
+        self.attention_dim = attention_dim
+        self.score_mask_value = -float("inf")  # the originals' attribute, kept for users
+        self.backend = check_backend(backend)
+        self._held: _Held | None = None
+
+    def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(W_q (A, rnn), W_m (A, emb), v (1, A), conv (F, 2, kernel), dense (A, F))."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ per utterance
+
+    def location_filter(self) -> Tensor:
+        """``U = dense.W @ conv.W`` ``(attention_dim, 2 * taps)``: the (bias-free) location
+        conv followed by the dense layer, one linear map of each ``(2, taps)`` window.
+
+        Each channel's taps are zero-padded to ``taps`` so that the GEMMs' inner size ``2 *
+        taps`` is a multiple of 16 (62 -> 64 for tacotron2's 2 x 31): the backward's two
+        GEMMs run about 25% faster at 64 than at 62 (MKL, AVX2). Computed fresh at each call
+        (from the current parameters): :meth:`start` does it once per utterance.
+        """
+        _, _, _, conv, dense = self._weights()
+        n_filters, channels, kernel = conv.shape
+        taps = next(t for t in range(kernel, kernel + 16) if channels * t % 16 == 0)
+        conv_w = F.pad(conv, (0, taps - kernel)).reshape(n_filters, channels * taps)
+        return dense @ conv_w
+
+    def _prepare(self, memory: Tensor) -> _Prepared:
+        wq = self._weights()[0]
+        direct = hooks_free(self.query_linear)  # no hooks to run: W_q may be used directly
+        wq_t = wq.detach().t().contiguous() if direct and eager() else None
+        return _Prepared(
+            self.location_filter(), wq_t,
+            weight_grad_store(wq, linear=True) if wq_t is not None else None,
+            weight_grad_store(memory))
+
+    def start(self, memory: Tensor, *, key_padding_mask: Tensor | None = None,
+              key_lengths: Tensor | None = None,
+              processed_memory: Tensor | None = None) -> LocationState:
+        """Start an utterance: ``memory`` ``(B, T, embedding_dim)``; ``key_padding_mask``
+        ``(B, T)`` bool (True = padding; tacotron2's ``mask``) and/or ``key_lengths``
+        ``(B,)``; ``processed_memory`` (default ``memory_layer(memory)``). The state
+        starts with zero previous and cumulative weights, as tacotron2's decoder does."""
+        self._check("memory", memory, (None, None, self.embedding_dim),
+                    "(B, T, embedding_dim={2})")
+        batch, steps = memory.shape[:2]
+        if processed_memory is None:
+            processed_memory = self.memory_projection(memory)
+        self._check("processed_memory", processed_memory, (batch, steps, self.attention_dim),
+                    "(B={0}, T={1}, attention_dim={2}) (memory_layer(memory))")
+        zeros = memory.new_zeros(batch, steps)
+        p = self._prepare(memory)
+        return LocationState(memory, processed_memory, zeros, zeros, key_padding_mask,
+                             key_lengths, p.location_filter, p.query_weight_t, p.grad_store_query,
+                             p.grad_store_memory)
+
+    def memory_projection(self, memory: Tensor) -> Tensor:
+        """``processed_memory = memory_layer(memory)`` ``(B, T, attention_dim)``."""
+        out: Tensor = self.memory_layer(memory)  # type: ignore[operator]
+        return out
+
+    def step(self, attention_hidden_state: Tensor,
+             state: LocationState) -> tuple[Tensor, Tensor, LocationState]:
+        """One decoder step: ``attention_hidden_state`` ``(B, attention_rnn_dim)`` ->
+        ``(attention_context (B, embedding_dim), attention_weights (B, T), new state)``;
+        the new state's previous weights are these, its cumulative weights add them."""
+        if not isinstance(state, LocationState):
+            raise TypeError(f"state must be a LocationState (from start()), got "
+                            f"{type(state).__name__}")
+        if state.location_filter is None:
+            raise ValueError("state has no location_filter: make it with start()")
+        memory = state.memory
+        self._check("attention_hidden_state", attention_hidden_state,
+                    (memory.shape[0], self.attention_rnn_dim),
+                    "(B={0}, attention_rnn_dim={1}) (the state's batch)")
+        cat = torch.stack((state.previous_weights, state.cumulative_weights), 1)
+        context, weights = self._attend(
+            attention_hidden_state, memory, state.processed_memory, cat,
+            state.key_padding_mask, state.key_lengths,
+            _Prepared(state.location_filter, state.query_weight_t, state.grad_store_query,
+                      state.grad_store_memory))
+        return context, weights, state.replace(
+            previous_weights=weights, cumulative_weights=state.cumulative_weights + weights)
+
+    # ------------------------------------------------------------------ a step
+
+    def location_keys(self, processed_memory: Tensor, attention_weights_cat: Tensor,
+                      location_filter: Tensor | None = None) -> Tensor:
+        """``processed_memory + location_dense(location_conv(attention_weights_cat))``:
+        ``(B, T, attention_dim)``, one GEMM of the unfolded windows with
+        :meth:`location_filter` (computed here if not given), added by ``addmm``."""
+        combined = self.location_filter() if location_filter is None else location_filter
+        kernel = self.location_conv.kernel_size[0]
+        pad = int(self.location_conv.padding[0])  # type: ignore[index]
+        batch, channels, steps = attention_weights_cat.shape
+        attention_dim = combined.shape[0]
+        taps = combined.shape[1] // channels
+        # (B, 2, T) -> windows (B * T, 2 * taps), ordered as conv.weight's (channel, tap):
+        # one C++ op (and one for its backward) on CPU in eager mode; standard ops
+        # elsewhere and in exported / compiled graphs (which then need no attnkern op).
+        if attention_weights_cat.is_cpu and ops.HAS_CPP and eager():
+            windows = ops.location_windows(attention_weights_cat, kernel, pad, taps)
+        else:
+            windows = F.pad(attention_weights_cat, (pad, pad)).unfold(2, kernel, 1)
+            windows = F.pad(windows.permute(0, 2, 1, 3), (0, taps - kernel))
+            windows = windows.reshape(batch * steps, channels * taps)
+        keys = torch.addmm(processed_memory.reshape(batch * steps, attention_dim), windows,
+                           combined.t())
+        return keys.view(batch, steps, attention_dim)
+
+    def _attend(self, hidden: Tensor, memory: Tensor, processed_memory: Tensor, cat: Tensor,
+                mask: Tensor | None, lengths: Tensor | None,
+                prepared: _Prepared) -> tuple[Tensor, Tensor]:
+        wq, _, v, _, _ = self._weights()
+        wq_t, q_store = prepared.query_weight_t, prepared.grad_store_query
+        m_store = prepared.grad_store_memory
+        if wq_t is None or not hooks_free(self.query_linear):  # hooks to run: call it
+            query = self.query_linear(hidden)
+        elif usable(q_store):
+            query = record_linear(q_store, hidden, wq_t.t(), wq_t)  # type: ignore[arg-type]
+        elif wq.requires_grad and torch.is_grad_enabled():
+            query = F.linear(hidden, wq)
+        else:  # inference: from the contiguous W_q^T (a step's few rows: ~1.5x faster)
+            query = hidden @ wq_t
+        keys = self.location_keys(processed_memory, cat, prepared.location_filter)
+        deferred = usable(m_store)
+        context, weights = additive_attention(
+            query, keys, memory.detach() if deferred else memory, v, key_padding_mask=mask,
+            key_lengths=lengths, return_weights=True, backend=self.backend)
+        if deferred:
+            context = record(m_store, context, weights)  # type: ignore[arg-type]
+        return context, weights
+
+    # ------------------------------------------------------------------ tacotron2's protocol
+
+    def forward(
+        self,
+        attention_hidden_state: Tensor,
+        memory: Tensor,
+        processed_memory: Tensor,
+        attention_weights_cat: Tensor,
+        mask: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        """``(attention_context (B, embedding_dim), attention_weights (B, T))`` as the
+        original's ``forward``: ``attention_hidden_state`` ``(B, attention_rnn_dim)``,
+        ``memory`` ``(B, T, embedding_dim)``, ``processed_memory`` ``(B, T,
+        attention_dim)``, ``attention_weights_cat`` ``(B, 2, T)`` (previous and cumulative
+        weights), ``mask`` ``(B, T)`` bool (True = padding) or None. A row whose steps are
+        all masked gives zeros (the originals give NaN there).
+
+        The rule for the state this protocol keeps (at most one, for the last utterance):
+        the next call reuses what it prepared (the folded location filter, ``W_q^T``, the
+        weight-gradient stores) while ``memory`` is the same tensor (object and version) in
+        the same grad mode, no backward pass has reached the prepared tensors, and the
+        parameters they were made from equal the module's, compared elementwise at each
+        call (so an edit through ``.data``, which no version counter sees, is picked up at
+        the next call). Otherwise it prepares anew. Everything else comes from the
+        arguments, at every call. :meth:`start` / :meth:`step` keep no state at all.
+        """
+        b, t = self._check_step(attention_hidden_state, memory, processed_memory,
+                                attention_weights_cat, mask)
+        prepared = self._held_state(memory)
+        return self._attend(attention_hidden_state, memory, processed_memory,
+                            attention_weights_cat, mask, None, prepared)
+
+    def _held_state(self, memory: Tensor) -> _Prepared:
+        params = self._folded_params()
+        grad = torch.is_grad_enabled()
+        held = self._held  # read once: another thread may replace it
+        if (held is not None and held.alive and held.memory() is memory
+                and held.memory_version == memory._version and held.grad == grad
+                and all(a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+                        for a, b in zip(held.params, params))):
+            return held.prepared
+        if not eager():  # compiled / exported graphs: nothing kept between calls
+            return self._prepare(memory)
+        prepared = self._prepare(memory)
+        alive = [True]
+        for t in (prepared.location_filter, prepared.grad_store_query, prepared.grad_store_memory):
+            if t is not None and t.requires_grad:
+                t.register_hook(_Forget(alive))
+        self._held = _Held(weakref.ref(memory), memory._version, grad,
+                           tuple(p.detach().clone() for p in params), prepared, alive)
+        return prepared
+
+    def _folded_params(self) -> tuple[Tensor, Tensor, Tensor]:
+        wq, _, _, conv, dense = self._weights()
+        return wq, conv, dense
+
+    # ------------------------------------------------------------------ checks
+
+    def _check(self, name: str, x: object, dims: tuple[int | None, ...], form: str,
+               like: Tensor | None = None) -> None:
+        check_dims(name, x, dims, form, self._weights()[0] if like is None else like)
+
+    def _check_step(self, hidden: Tensor, memory: Tensor, processed_memory: Tensor,
+                    cat: Tensor, mask: Tensor | None) -> tuple[int, int]:
+        like = self._weights()[0]
+        self._check("memory", memory, (None, None, self.embedding_dim),
+                    "(B, T, embedding_dim={2})", like)
+        b, t = memory.shape[:2]
+        self._check("attention_hidden_state", hidden, (b, self.attention_rnn_dim),
+                    "(B={0}, attention_rnn_dim={1}) (B of memory)", like)
+        self._check("processed_memory", processed_memory, (b, t, self.attention_dim),
+                    "(B={0}, T={1}, attention_dim={2}) (B, T of memory)", like)
+        channels = self.location_conv.in_channels
+        self._check("attention_weights_cat", cat, (b, channels, t),
+                    "(B={0}, {1}, T={2}) (previous and cumulative weights; B, T of memory)",
+                    like)
+        if mask is not None:
+            if not isinstance(mask, Tensor) or mask.dtype != torch.bool or \
+                    tuple(mask.shape) != (b, t):
+                seen = (f"{mask.dtype} of shape {tuple(mask.shape)}" if isinstance(mask, Tensor)
+                        else type(mask).__name__)
+                raise ValueError(f"mask must be a bool tensor of shape (B={b}, T={t}) (True = "
+                                 f"padding) or None, got {seen}")
+        return b, t
+
+    def __getstate__(self) -> dict[str, object]:
+        # copies and pickles (deepcopy goes through here too) start without the held state
+        state = self.__dict__.copy()
+        state["_held"] = None
+        return state
+
+
+class _Forget:
+    """A tensor hook that marks a held state consumed (a backward pass may free its graph)."""
+
+    def __init__(self, alive: list[bool]) -> None:
+        self.alive = alive
+
+    def __call__(self, grad: Tensor) -> None:
+        self.alive.clear()
+
+
+def _check_geometry(attention_rnn_dim: int, embedding_dim: int, attention_dim: int,
+                    n_filters: int, kernel_size: int) -> None:
+    check_positive_ints(attention_rnn_dim=attention_rnn_dim, embedding_dim=embedding_dim,
+                        attention_dim=attention_dim,
+                        attention_location_n_filters=n_filters,
+                        attention_location_kernel_size=kernel_size)
+    if kernel_size % 2 == 0:
+        # padding (k - 1) // 2 gives T - 1 location features for an even k: the originals
+        # then fail adding them to the T encoder steps.
+        raise ValueError(
+            f"attention_location_kernel_size must be odd (the location features keep the T "
+            f"encoder steps only for an odd kernel), got {kernel_size}")
+
+
+# ---------------------------------------------------------------------- NVIDIA/tacotron2
 
 
 class _LinearNorm(nn.Module):
@@ -70,32 +402,24 @@ class _LocationLayer(nn.Module):
         return self.location_dense(processed)
 
 
-class LocationSensitiveAttention(nn.Module):
-    """Location-sensitive additive attention, tacotron2's ``Attention`` on the fused op.
-
-    ``e[b, j] = v . tanh(W_q h_b + W_m m_bj + U f_bj)`` with location features
-    ``f = conv(attention_weights_cat)``, softmax over the unmasked encoder steps, context
-    ``sum_j alpha_bj memory_bj``. The middle (tanh, score, softmax, context, and their
-    backward) is one call of :func:`attnkern.additive_attention`: the query is
-    ``W_q h`` and the keys ``processed_memory + U f`` (the location term changes every step,
-    so there is no per-sequence preparation to reuse).
+class LocationSensitiveAttention(_LocationAttention):
+    """Location-sensitive additive attention: NVIDIA/tacotron2's ``model.Attention`` on the
+    fused op (same constructor arguments, ``forward``, ``memory_layer``, state_dict).
 
     Args:
         attention_rnn_dim: size of the attention RNN state (the query).
         embedding_dim: size of the encoder outputs (``memory``).
         attention_dim: size of the attention MLP.
         attention_location_n_filters: channels of the location convolution.
-        attention_location_kernel_size: its (odd) kernel size.
+        attention_location_kernel_size: its kernel size (odd: an even one raises).
         backend: passed to :func:`attnkern.additive_attention` (keyword only; an addition
             to tacotron2's arguments).
 
-    Shapes (``forward``):
-        attention_hidden_state ``(B, attention_rnn_dim)``; memory ``(B, T, embedding_dim)``;
-        processed_memory ``(B, T, attention_dim)`` = ``self.memory_layer(memory)``, once per
-        utterance; attention_weights_cat ``(B, 2, T)`` (previous and cumulative weights);
-        mask ``(B, T)`` bool, True = padding, or None. Returns ``(attention_context (B,
-        embedding_dim), attention_weights (B, T))``. A row whose steps are all masked gives
-        zeros (tacotron2 gives NaN there).
+    Use it as tacotron2's decoder does (``processed_memory = attn.memory_layer(memory)``
+    once, then ``attn(attention_hidden_state, memory, processed_memory,
+    attention_weights_cat, mask)`` each step), or with the explicit state: ``state =
+    attn.start(memory, key_padding_mask=mask)``, then ``context, weights, state =
+    attn.step(attention_hidden_state, state)``.
     """
 
     def __init__(
@@ -109,6 +433,8 @@ class LocationSensitiveAttention(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
+        _check_geometry(attention_rnn_dim, embedding_dim, attention_dim,
+                        attention_location_n_filters, attention_location_kernel_size)
         self.query_layer = _LinearNorm(attention_rnn_dim, attention_dim, bias=False,
                                        w_init_gain="tanh")
         self.memory_layer = _LinearNorm(embedding_dim, attention_dim, bias=False,
@@ -116,104 +442,119 @@ class LocationSensitiveAttention(nn.Module):
         self.v = _LinearNorm(attention_dim, 1, bias=False)
         self.location_layer = _LocationLayer(attention_location_n_filters,
                                              attention_location_kernel_size, attention_dim)
-        self.score_mask_value = -float("inf")  # tacotron2's attribute, kept for its users
-        self.backend = check_backend(backend)
-        # Step-invariant operands (one tensor for every step of an utterance): their
-        # gradients are one GEMM per utterance instead of one per step (see _steps.py).
-        self._memory = StepOperand()  # context = weights @ memory
-        self._query_weight = StepOperand(linear=True)  # query = hidden @ W_q^T
-        self._query_t = TransposedWeight()  # W_q^T, contiguous, for every step
-        self._filter = StepCache()  # (conv, dense) -> U: see location_filter
-        # The utterance (its memory) the two parameter caches above belong to: they
-        # are rebuilt for each new one, so even a weight edited through .data (which no
-        # version counter sees) is picked up from the next utterance on.
-        self._utterance = StepCache()
+        self._setup(attention_rnn_dim, embedding_dim, attention_dim,
+                    attention_location_n_filters, attention_location_kernel_size, backend)
 
-    def location_filter(self) -> Tensor:
-        """``U = dense.W @ conv.W`` ``(attention_dim, 2 * taps)``: the location layer as one
-        linear map of each window (taps zero-padded, see :meth:`location_keys`).
+    @property
+    def location_conv(self) -> nn.Conv1d:  # type: ignore[override]
+        return self.location_layer.location_conv.conv
 
-        The same tensor is returned for as long as the parameters are unchanged and no
-        backward pass has reached it, so an utterance's steps share one node (its
-        gradient is summed there and goes to the two weights once).
-        """
-        conv = self.location_layer.location_conv.conv.weight  # (F, 2, kernel)
-        dense = self.location_layer.location_dense.linear_layer.weight  # (A, F)
-        eager = _eager()
-        if eager:
-            cached = self._filter.lookup((conv, dense), torch.is_grad_enabled())
-            if cached is not None:
-                return cached
-        n_filters, channels, kernel = conv.shape
-        # Each channel's taps padded with zeros to `taps` so that the GEMMs' inner size
-        # channels * taps is a multiple of 16 (62 -> 64 for tacotron2's 2 x 31): the
-        # backward's two GEMMs run about 25% faster at 64 than at 62 (MKL, AVX2).
-        taps = next(t for t in range(kernel, kernel + 16) if channels * t % 16 == 0)
-        conv_w = F.pad(conv, (0, taps - kernel)).reshape(n_filters, channels * taps)
-        combined = dense @ conv_w  # (A, 2 * taps), zero at the padded taps
-        if eager:
-            # A backward pass through it frees its graph: the next step builds a new one.
-            forget_on_backward(combined, self._filter)
-            self._filter.store((conv, dense), combined, torch.is_grad_enabled())
-        return combined
+    @property
+    def query_linear(self) -> nn.Module:  # type: ignore[override]
+        return self.query_layer
 
-    def location_keys(self, processed_memory: Tensor, attention_weights_cat: Tensor) -> Tensor:
-        """``processed_memory + location_dense(location_conv(attention_weights_cat))``.
+    def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        loc = self.location_layer
+        return (self.query_layer.linear_layer.weight, self.memory_layer.linear_layer.weight,
+                self.v.linear_layer.weight, loc.location_conv.conv.weight,
+                loc.location_dense.linear_layer.weight)
 
-        One GEMM: the (bias-free) convolution followed by the dense layer is a single
-        linear map of each ``(2, kernel)`` window, :meth:`location_filter`, applied to the
-        unfolded windows and added to ``processed_memory`` by ``addmm``.
-        """
-        conv = self.location_layer.location_conv.conv
-        combined = self.location_filter()
-        kernel = conv.weight.shape[2]
-        pad = int(conv.padding[0])
-        batch, channels, steps = attention_weights_cat.shape
-        attention_dim = combined.shape[0]
-        taps = combined.shape[1] // channels
-        # (B, 2, T) -> windows (B * T, 2 * taps), ordered as conv.weight's (channel, tap):
-        # one C++ op (and one for its backward) on CPU in eager mode; standard ops
-        # elsewhere and in exported / compiled graphs (which then need no attnkern op).
-        if attention_weights_cat.is_cpu and ops.HAS_CPP and _eager():
-            windows = ops.location_windows(attention_weights_cat, kernel, pad, taps)
-        else:
-            windows = F.pad(attention_weights_cat, (pad, pad)).unfold(2, kernel, 1)
-            windows = F.pad(windows.permute(0, 2, 1, 3), (0, taps - kernel))
-            windows = windows.reshape(batch * steps, channels * taps)
-        keys = torch.addmm(processed_memory.reshape(batch * steps, attention_dim), windows,
-                           combined.t())
-        return keys.view(batch, steps, attention_dim)
 
-    def forward(
+# ---------------------------------------------------------------------- torchaudio
+
+
+class _TorchaudioLocationLayer(nn.Module):
+    """torchaudio's ``_LocationLayer``: ``location_conv`` (Conv1d) and ``location_dense``."""
+
+    def __init__(self, attention_n_filter: int, attention_kernel_size: int,
+                 attention_hidden_dim: int) -> None:
+        super().__init__()
+        self.location_conv = nn.Conv1d(2, attention_n_filter, attention_kernel_size,
+                                       padding=(attention_kernel_size - 1) // 2, bias=False)
+        self.location_dense = nn.Linear(attention_n_filter, attention_hidden_dim, bias=False)
+        nn.init.xavier_uniform_(self.location_conv.weight)
+        nn.init.xavier_uniform_(self.location_dense.weight, gain=nn.init.calculate_gain("tanh"))
+
+    def forward(self, attention_weights_cat: Tensor) -> Tensor:
+        return self.location_dense(self.location_conv(attention_weights_cat).transpose(1, 2))
+
+
+class TorchaudioAttention(_LocationAttention):
+    """torchaudio's ``models.tacotron2._Attention`` on the fused op: same constructor
+    arguments (``attention_rnn_dim, encoder_embedding_dim, attention_hidden_dim,
+    attention_location_n_filter, attention_location_kernel_size``), ``forward``, and
+    state_dict (``query_layer.weight``, ``memory_layer.weight``, ``v.weight``,
+    ``location_layer.location_conv.weight``, ``location_layer.location_dense.weight``).
+    ``start`` / ``step`` as :class:`LocationSensitiveAttention`."""
+
+    def __init__(
         self,
-        attention_hidden_state: Tensor,
-        memory: Tensor,
-        processed_memory: Tensor,
-        attention_weights_cat: Tensor,
-        mask: Tensor | None,
-    ) -> tuple[Tensor, Tensor]:
-        """Return ``(attention_context, attention_weights)`` as tacotron2's ``Attention``."""
-        if _eager() and self._utterance.lookup((memory,)) is None:  # a new utterance
-            self._filter.value = self._query_t.value = None
-            self._utterance.store((memory,), True)
-        weight = self.query_layer.linear_layer.weight
-        direct = plain(self.query_layer)  # no hooks to run: W_q may be used directly
-        deferred_w = self._query_weight.attach(weight) if direct else None
-        if deferred_w is not None:
-            query = deferred_w.linear(attention_hidden_state, self._query_t.get(weight))
-        elif direct and not (weight.requires_grad and torch.is_grad_enabled()):
-            # inference: from the contiguous W_q^T too (a decoder step's few rows run
-            # about 1.5x faster there)
-            query = attention_hidden_state @ self._query_t.get(weight)
-        else:
-            query = self.query_layer(attention_hidden_state)
-        keys = self.location_keys(processed_memory, attention_weights_cat)
-        deferred_m = self._memory.attach(memory)
-        context, weights = additive_attention(
-            query, keys, memory if deferred_m is None else deferred_m.detached,
-            self.v.linear_layer.weight, key_padding_mask=mask, return_weights=True,
-            backend=self.backend,
-        )
-        if deferred_m is not None:
-            context = deferred_m.tap(context, weights)
-        return context, weights
+        attention_rnn_dim: int,
+        encoder_embedding_dim: int,
+        attention_hidden_dim: int,
+        attention_location_n_filter: int,
+        attention_location_kernel_size: int,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        _check_geometry(attention_rnn_dim, encoder_embedding_dim, attention_hidden_dim,
+                        attention_location_n_filter, attention_location_kernel_size)
+        gain = nn.init.calculate_gain("tanh")
+        self.query_layer = nn.Linear(attention_rnn_dim, attention_hidden_dim, bias=False)
+        self.memory_layer = nn.Linear(encoder_embedding_dim, attention_hidden_dim, bias=False)
+        self.v = nn.Linear(attention_hidden_dim, 1, bias=False)
+        for lin, g in ((self.query_layer, gain), (self.memory_layer, gain), (self.v, 1.0)):
+            nn.init.xavier_uniform_(lin.weight, gain=g)
+        self.location_layer = _TorchaudioLocationLayer(
+            attention_location_n_filter, attention_location_kernel_size, attention_hidden_dim)
+        self._setup(attention_rnn_dim, encoder_embedding_dim, attention_hidden_dim,
+                    attention_location_n_filter, attention_location_kernel_size, backend)
+
+    @property
+    def location_conv(self) -> nn.Conv1d:  # type: ignore[override]
+        return self.location_layer.location_conv
+
+    @property
+    def query_linear(self) -> nn.Module:  # type: ignore[override]
+        return self.query_layer
+
+    def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        loc = self.location_layer
+        return (self.query_layer.weight, self.memory_layer.weight, self.v.weight,
+                loc.location_conv.weight, loc.location_dense.weight)
+
+
+# ---------------------------------------------------------------------- loaders
+
+
+def _load(new: _LocationAttention, old: nn.Module) -> _LocationAttention:
+    ref = old.state_dict()
+    first = next(iter(ref.values()))
+    new = new.to(device=first.device, dtype=first.dtype)
+    new.load_state_dict(ref, strict=True)
+    return new
+
+
+def _geometry(conv: nn.Conv1d, query: nn.Linear, memory: nn.Linear) -> tuple[int, ...]:
+    return (query.in_features, memory.in_features, query.out_features, conv.out_channels,
+            conv.kernel_size[0])
+
+
+@converts("model.Attention")
+def _from_nvidia(old: Any) -> LocationSensitiveAttention | None:
+    """NVIDIA/tacotron2's ``model.Attention`` (its own module name is just ``model``: the
+    layout is checked before anything is converted)."""
+    try:
+        conv = old.location_layer.location_conv.conv
+        geo = _geometry(conv, old.query_layer.linear_layer, old.memory_layer.linear_layer)
+    except AttributeError:
+        return None
+    return _load(LocationSensitiveAttention(*geo), old)  # type: ignore[return-value]
+
+
+@converts("torchaudio.models.tacotron2._Attention")
+def _from_torchaudio(old: Any) -> TorchaudioAttention:
+    """torchaudio's ``models.tacotron2._Attention``."""
+    geo = _geometry(old.location_layer.location_conv, old.query_layer, old.memory_layer)
+    return _load(TorchaudioAttention(*geo), old)  # type: ignore[return-value]
