@@ -35,13 +35,32 @@ class PreparedKeys(NamedTuple):
     def shape(self) -> torch.Size:
         return self.key.shape
 
-    def _no_arithmetic(self, other: object) -> PreparedKeys:
-        raise TypeError(
-            "PreparedKeys is not a tensor: to add a term to the keys, add it to .key "
-            "(`prepared.key + term`, the (B, Tk, H) key tensor) and pass that sum as the keys; "
-            "its prepared exp does not apply to the sum")
+    # A location-aware decoder adds a per-step term to its keys: say how (a NamedTuple
+    # would otherwise concatenate, or fail with "can only concatenate tuple").
+    def __add__(self, other: object) -> PreparedKeys:  # type: ignore[override]
+        raise _arithmetic_error()
 
-    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _no_arithmetic
+    def __radd__(self, other: object) -> PreparedKeys:
+        raise _arithmetic_error()
+
+    def __sub__(self, other: object) -> PreparedKeys:
+        raise _arithmetic_error()
+
+    def __rsub__(self, other: object) -> PreparedKeys:
+        raise _arithmetic_error()
+
+    def __mul__(self, other: object) -> PreparedKeys:  # type: ignore[override]
+        raise _arithmetic_error()
+
+    def __rmul__(self, other: object) -> PreparedKeys:  # type: ignore[override]
+        raise _arithmetic_error()
+
+
+def _arithmetic_error() -> TypeError:
+    return TypeError(
+        "PreparedKeys is not a tensor: to add a term to the keys, add it to .key "
+        "(`prepared.key + term`, the (B, Tk, H) key tensor) and pass that sum as the keys; "
+        "its prepared exp does not apply to the sum")
 
 
 # A named pytree node, so torch.export.save / AOTInductor packages can serialise programs
