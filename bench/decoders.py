@@ -19,7 +19,9 @@ reading them; what is kept is said in each class):
 attnkern variants: "drop-in" keeps the client's module, its parameters and forward
 signature, and calls :func:`attnkern.additive_attention` inside (so per-call work the
 signature forces, e.g. OpenNMT projecting the memory bank at every step, stays);
-"module" uses the attnkern layer (:class:`attnkern.AdditiveAttention` loaded with its
+"from_module" is ``attnkern.from_module(original)`` (the tutorial's ``BahdanauAttention``
+drop-in) called as the original; "state" is the explicit decoding state (``start`` once,
+``step`` each decoder step); "module" uses the attnkern layer (:class:`attnkern.AdditiveAttention` loaded with its
 recipe, keys projected and prepared once per sequence; for Tacotron 2
 :class:`attnkern.LocationSensitiveAttention`, loaded from the original's state_dict).
 
@@ -53,7 +55,7 @@ BACKEND = "cpp"
 
 # ------------------------------------------------------------------ the original modules
 
-class TutorialBahdanauAttention(nn.Module):
+class BahdanauAttention(nn.Module):
     """pytorch/tutorials seq2seq ``BahdanauAttention``: ``Va(tanh(Wa(query) + Ua(keys)))``,
     softmax over the keys, ``bmm(weights, keys)``. query (B, 1, H), keys (B, T, H) ->
     context (B, 1, H), weights (B, 1, T). Kept as is (no mask: the tutorial has none)."""
@@ -209,6 +211,9 @@ class OpenNMTGlobalAttention(nn.Module):
         return attn_h, align_vectors
 
 
+TutorialBahdanauAttention = BahdanauAttention  # the tutorial's own class name is the one above
+
+
 # ------------------------------------------------------------- attnkern drop-in variants
 
 class TutorialDropIn(TutorialBahdanauAttention):
@@ -257,6 +262,8 @@ def tutorial_client(B: int = 32, T: int = 30, H: int = 128, seed: int = 0) -> Cl
     drop = TutorialDropIn(H)
     drop.load_state_dict(orig.state_dict())
     layer = attnkern.AdditiveAttention.from_bahdanau_tutorial(orig, backend=BACKEND)
+    converted = attnkern.from_module(orig)
+    converted.backend = BACKEND
 
     def inputs() -> dict[str, Tensor]:
         g = torch.Generator().manual_seed(seed + 1)
@@ -284,11 +291,20 @@ def tutorial_client(B: int = 32, T: int = 30, H: int = 128, seed: int = 0) -> Cl
             outs += layer(query, x["keys"], need_weights=True)
         return outs
 
+    def run_state(x: dict[str, Tensor], steps: int) -> list[Tensor]:
+        state = layer.start(x["keys"])  # once per sequence
+        outs: list[Tensor] = []
+        for query in x["queries"].unbind(0)[:steps]:
+            context, weights, state = layer.step(query, state)
+            outs += (context, weights)
+        return outs
+
     return Client("pytorch/tutorials seq2seq BahdanauAttention", f"B{B} T{T} H{H}", inputs,
                   {"original": run_module(orig), "drop-in": run_module(drop),
+                   "from_module": run_module(converted), "state": run_state,
                    "module": run_layer, "module, keys per call": run_layer_per_call},
-                  {"original": orig, "drop-in": drop, "module": layer,
-                   "module, keys per call": layer})
+                  {"original": orig, "drop-in": drop, "from_module": converted,
+                   "state": layer, "module": layer, "module, keys per call": layer})
 
 
 def tacotron2_client(B: int = 8, T: int = 120, attention_dim: int = 128,
@@ -323,10 +339,18 @@ def tacotron2_client(B: int = 8, T: int = 120, attention_dim: int = 128,
             return outs
         return loop
 
+    def run_state(x: dict[str, Tensor], steps: int) -> list[Tensor]:
+        state = lsa.start(x["memory"], key_padding_mask=x["mask"])  # once per utterance
+        outs: list[Tensor] = []
+        for hidden in x["hidden"].unbind(0)[:steps]:
+            context, weights, state = lsa.step(hidden, state)
+            outs += (context, weights)
+        return outs
+
     return Client("NVIDIA/tacotron2 location-sensitive Attention",
                   f"B{B} T{T} attention {attention_dim} memory {embedding_dim}", inputs,
-                  {"original": run(orig), "drop-in": run(lsa)},
-                  {"original": orig, "drop-in": lsa})
+                  {"original": run(orig), "drop-in": run(lsa), "state": run_state},
+                  {"original": orig, "drop-in": lsa, "state": lsa})
 
 
 def opennmt_client(B: int = 16, S: int = 50, d: int = 256, seed: int = 0) -> Client:

@@ -21,6 +21,7 @@
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
+#include <cstring>
 #include <tuple>
 #include <vector>
 
@@ -151,6 +152,31 @@ Tensor step_linear(const Tensor& x, const Tensor& weight, const Tensor& weight_t
                                accumulator_of("attnkern::step_linear", token));
 }
 
+// same_bytes(a, b): every pair has the same dtype, shape and bytes. The modules' call
+// protocols check with it, at every call, that a kept state was made from the tensors they
+// see now (an edit through .data bumps no version counter): memcmp reads 512 KB in about
+// 8 us where torch.equal takes about 70 us (one thread). Bitwise, so a NaN equals itself.
+bool same_bytes(const at::TensorList a, const at::TensorList b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const Tensor &x = a[i], &y = b[i];
+    if (x.scalar_type() != y.scalar_type() || x.sizes() != y.sizes() ||
+        x.device() != y.device()) {
+      return false;
+    }
+    if (x.is_cpu() && x.is_contiguous() && y.is_contiguous() && !x.is_neg() && !y.is_neg() &&
+        !x.is_conj() && !y.is_conj()) {
+      const size_t bytes = static_cast<size_t>(x.numel()) * x.element_size();
+      if (bytes != 0 && std::memcmp(x.const_data_ptr(), y.const_data_ptr(), bytes) != 0) {
+        return false;
+      }
+    } else if (!at::equal(x, y)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 }  // namespace attnkern
 
@@ -163,6 +189,7 @@ TORCH_LIBRARY_FRAGMENT(attnkern, m) {
   m.def("step_tap(Tensor y, Tensor a, Tensor token) -> Tensor");
   m.def("step_linear(Tensor x, Tensor weight, Tensor weight_t, Tensor token) -> Tensor");
   m.def("step_pending(Tensor token) -> int");
+  m.def("same_bytes(Tensor[] a, Tensor[] b) -> bool");
 }
 
 // Each builds its own autograd node (torch::autograd::Function), so it sits above autograd.
@@ -171,4 +198,5 @@ TORCH_LIBRARY_IMPL(attnkern, CompositeImplicitAutograd, m) {
   m.impl("step_tap", &attnkern::step_tap);
   m.impl("step_linear", &attnkern::step_linear);
   m.impl("step_pending", &attnkern::step_pending);
+  m.impl("same_bytes", &attnkern::same_bytes);
 }

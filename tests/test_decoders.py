@@ -43,7 +43,7 @@ _OPENNMT = {"query_proj.weight": ["linear_query.weight"],
             "query_proj.bias": ["linear_query.bias"],
             "key_proj.weight": ["linear_context.weight"], "v": ["v.weight"]}
 PARAM_MAP = {
-    "tutorial": {"module": _TUTORIAL, "module, keys per call": _TUTORIAL},
+    "tutorial": {"module": _TUTORIAL, "module, keys per call": _TUTORIAL, "state": _TUTORIAL},
     "opennmt": {"module": _OPENNMT, "module, keys per call": _OPENNMT},
 }
 

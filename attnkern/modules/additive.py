@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from .._registry import converts
 from .._validation import check_backend
 from ..functional import PreparedKeys, additive_attention, prepare_keys
-from ..state import DecodingState, eager, hooks_free, register
+from ..state import DecodingState, eager, hooks_free, register, same_tensors
 from ._checks import check_positive_ints
 
 __all__ = ["AdditiveAttention", "AdditiveState", "BahdanauAttention"]
@@ -50,12 +50,6 @@ class _HeldKeys(NamedTuple):
     alive: list[bool]  # emptied when a backward pass reaches the projection
 
 
-def _same(copies: tuple[Tensor, ...], tensors: tuple[Tensor, ...]) -> bool:
-    return len(copies) == len(tensors) and all(
-        a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-        for a, b in zip(copies, tensors))
-
-
 def _held_projection(owner: nn.Module, proj: nn.Module, keys: Tensor) -> Tensor | PreparedKeys:
     """``proj(keys)``, kept on ``owner`` for its next call by one rule.
 
@@ -76,7 +70,7 @@ def _held_projection(owner: nn.Module, proj: nn.Module, keys: Tensor) -> Tensor 
     held = owner.__dict__.get("_held")  # read once (threads); absent in old pickles
     if (held is not None and held.alive and held.keys() is keys
             and held.version == keys._version and held.grad == grad
-            and _same(held.copies, tensors)):
+            and same_tensors(held.copies, tensors)):
         if type(held.projected) is PreparedKeys:
             return held.projected
         prepared = prepare_keys(held.projected)  # used a second time: prepare it once

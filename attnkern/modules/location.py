@@ -39,6 +39,7 @@ from ..state import (
     record,
     record_linear,
     register,
+    same_tensors,
     shared,
     usable,
     weight_grad_store,
@@ -276,8 +277,7 @@ class _LocationAttention(nn.Module):
         held = self._held  # read once: another thread may replace it
         if (held is not None and held.alive and held.memory() is memory
                 and held.memory_version == memory._version and held.grad == grad
-                and all(a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
-                        for a, b in zip(held.params, params))):
+                and same_tensors(held.params, params)):
             return held.prepared
         if not eager():  # compiled / exported graphs: nothing kept between calls
             return self._prepare(memory)
