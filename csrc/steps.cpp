@@ -8,7 +8,6 @@
 //   step_tap(y, a, token) -> y'         a copy of y; backward stores (a, dy), passes dy on
 //   step_linear(x, W, W_t, token) -> y  y = x @ W_t (W_t = W^T contiguous); backward
 //                                       dx = dy @ W, stores (x, dy)
-//   step_pending(token) -> int          entries stored and not yet taken (for tests)
 //
 // The steps find the accumulator through the token's node, so no Python object crosses the
 // dispatcher (a custom-class argument costs about 20 us per call there). Entries are tagged
@@ -130,10 +129,6 @@ Tensor step_sink(const Tensor& operand, bool linear) {
                                                                            operand.dim() == 3));
 }
 
-int64_t step_pending(const Tensor& token) {
-  return static_cast<int64_t>(accumulator_of("attnkern::step_pending", token)->entries.size());
-}
-
 Tensor step_tap(const Tensor& y, const Tensor& a, const Tensor& token) {
   TORCH_CHECK(y.dim() >= 2 && y.dim() == a.dim() && y.size(0) == a.size(0),
               "attnkern::step_tap: y and a must have the same rank (>= 2) and batch, got ",
@@ -158,17 +153,10 @@ Tensor step_linear(const Tensor& x, const Tensor& weight, const Tensor& weight_t
 static const auto step_accumulator_class =
     torch::class_<attnkern::StepAccumulator>("attnkern", "StepAccumulator");
 
-TORCH_LIBRARY_FRAGMENT(attnkern, m) {
-  m.def("step_sink(Tensor operand, bool linear) -> Tensor");
-  m.def("step_tap(Tensor y, Tensor a, Tensor token) -> Tensor");
-  m.def("step_linear(Tensor x, Tensor weight, Tensor weight_t, Tensor token) -> Tensor");
-  m.def("step_pending(Tensor token) -> int");
-}
-
-// Each builds its own autograd node (torch::autograd::Function), so it sits above autograd.
+// Schemas in schema.cpp. Each builds its own autograd node (torch::autograd::Function), so
+// it sits above autograd.
 TORCH_LIBRARY_IMPL(attnkern, CompositeImplicitAutograd, m) {
   m.impl("step_sink", &attnkern::step_sink);
   m.impl("step_tap", &attnkern::step_tap);
   m.impl("step_linear", &attnkern::step_linear);
-  m.impl("step_pending", &attnkern::step_pending);
 }
