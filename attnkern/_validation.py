@@ -308,6 +308,9 @@ def check_op_inputs(op: str, query: Tensor, key: Tensor, value: Tensor, weight: 
 
     Raises ValueError (shapes, devices, length values) or TypeError (dtypes)."""
     q, k, v, w = query, key, value, weight
+    for name, x in (("query", q), ("key", k), ("value", v), ("weight", w)):
+        if x is None:
+            raise ValueError(f"{op}: {name} must be a tensor, got None")
     if q.dim() not in (2, 3):
         raise ValueError(f"{op}: query must be (B, Tq, H) or (B, H), got shape {_shape(q)}")
     if k.dim() != 3:
@@ -380,11 +383,13 @@ def check_op_inputs(op: str, query: Tensor, key: Tensor, value: Tensor, weight: 
                              f"got shape {_shape(e)}")
 
 
-def check_op_rows(op: str, name: str, t: Tensor, query: Tensor,
+def check_op_rows(op: str, name: str, t: Tensor | None, query: Tensor,
                   last: int | None) -> None:
     """A per-row tensor of ``attnkern::bwd`` (grad_out, grad_weights, out, lse, weights):
     ``(B, Tq, last)`` (``(B, last)`` for a 2-D query), or without ``last`` ``(B, Tq)`` /
     ``(B,)``; floating, on the query's device. The C++ kernel's ``check_rows`` words."""
+    if t is None:
+        raise ValueError(f"{op}: {name} must be a tensor, got None")
     if t.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{op}: {name} must be a floating tensor (float16, bfloat16, float32 "
                         f"or float64), got {t.dtype} of shape {_shape(t)}")

@@ -84,14 +84,17 @@ struct Dims {
 Dims check_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
                   const Tensor& w, const std::optional<Tensor>& mask,
                   const std::optional<Tensor>& lengths) {
+  const std::pair<const char*, const Tensor*> named[] = {
+      {"query", &q}, {"key", &k}, {"value", &v}, {"weight", &w}};
+  for (const auto& [name, t] : named) {
+    TORCH_CHECK_VALUE(t->defined(), op, ": ", name, " must be a tensor, got None");
+  }
   TORCH_CHECK_VALUE(q.dim() == 3 || q.dim() == 2, op,
                     ": query must be (B, Tq, H) or (B, H), got shape ", shape(q.sizes()));
   TORCH_CHECK_VALUE(k.dim() == 3, op, ": key must be (B, Tk, H), got shape ", shape(k.sizes()));
   TORCH_CHECK_VALUE(v.dim() == 3, op, ": value must be (B, Tk, Dv), got shape ",
                     shape(v.sizes()));
   TORCH_CHECK_VALUE(w.dim() == 1, op, ": weight must be (H,), got shape ", shape(w.sizes()));
-  const std::pair<const char*, const Tensor*> named[] = {
-      {"query", &q}, {"key", &k}, {"value", &v}, {"weight", &w}};
   for (const auto& [name, t] : named) {
     TORCH_CHECK_TYPE(is_float(*t), op, ": ", name,
                      " must be a floating tensor (float16, bfloat16, float32 or float64), got ",
@@ -155,6 +158,7 @@ Dims check_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor
 // A per-row tensor (grad_out, grad_weights, lse, out, weights): d.rows(last).
 void check_rows(const char* op, const char* name, const Tensor& t, const Dims& d,
                 std::optional<int64_t> last) {
+  TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " must be a tensor, got None");
   TORCH_CHECK_TYPE(is_float(t), op, ": ", name,
                    " must be a floating tensor (float16, bfloat16, float32 or float64), got ",
                    dtype_name(t.scalar_type()), " of shape ", shape(t.sizes()));
