@@ -241,6 +241,9 @@ def _missing_extension(*args: Any, **kwargs: Any) -> Any:
     )
 
 
+fwd: Any
+bwd: Any
+location_windows: Any
 if HAS_CPP:
     fwd = torch.ops.attnkern.fwd.default
     bwd = torch.ops.attnkern.bwd.default
