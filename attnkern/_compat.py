@@ -23,6 +23,7 @@ __all__ = [
     "name_triton_kernels",
     "register_functional_rule",
     "register_pytree_namedtuple",
+    "traced_tensor",
     "values_unavailable",
     "wrap_triton_disabled",
 ]
@@ -66,6 +67,12 @@ def is_fake(t: Tensor) -> bool:
     from torch._subclasses.fake_tensor import is_fake as _is_fake
 
     return bool(_is_fake(t))
+
+
+def traced_tensor(t: Tensor) -> bool:
+    """``t`` is being traced (torch.compile, make_fx: a fake or functional tensor), not a
+    tensor of eager execution."""
+    return _is_compiling() or is_fake(t)
 
 
 def values_unavailable(t: Tensor) -> bool:

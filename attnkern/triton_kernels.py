@@ -61,7 +61,7 @@ import triton.language as tl
 from torch import Tensor
 from triton.language.extra.cuda import libdevice
 
-from ._compat import is_fake, is_wrap_triton_enabled
+from ._compat import is_wrap_triton_enabled, traced_tensor
 
 __all__ = ["fwd", "bwd", "fwd_config", "bwd_config", "dqdk_config", "num_splits",
            "clear_caches"]
@@ -810,7 +810,7 @@ def _counters(like: Tensor, n: int) -> Tensor:
 
 def _tracing(t: Tensor) -> bool:
     """Under torch.compile / make_fx (fake or functional tensors), not eager."""
-    return type(t) is not Tensor and (torch.compiler.is_compiling() or is_fake(t))
+    return type(t) is not Tensor and traced_tensor(t)
 
 
 def _traced_ptrs(like: Tensor, *ptrs: Tensor | None) -> tuple[Tensor | None, ...]:

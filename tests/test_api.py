@@ -350,3 +350,24 @@ def test_clear_caches_is_public_and_empties_the_plan_cache():
     attnkern.clear_caches()
     assert tk._fwd_plan_cached.cache_info().currsize == 0
     assert tk._bwd_plan_cached.cache_info().currsize == 0
+
+
+def test_is_eager_has_the_step_machinery_semantics():
+    """_compat.is_eager() (one home for the mode checks) answers as _steps._eager() in every
+    mode: eager, CPU autocast, a functorch transform, TorchScript tracing, torch.compile."""
+    from attnkern import _compat, _steps
+
+    def both():
+        return _compat.is_eager(), _steps._eager()
+
+    assert both() == (True, True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert both() == (False, False)
+    seen = []
+    torch.func.vmap(lambda x: seen.append(both()) or x)(torch.ones(2, 3))
+    torch.jit.trace(lambda x: seen.append(both()) or x * 2, torch.ones(2), check_trace=False)
+    assert seen == [(False, False)] * 2  # vmap, then the trace
+    compiled = torch.compile(lambda x: x + (1.0 if _compat.is_eager() else 2.0)
+                             + (10.0 if _steps._eager() else 20.0), backend="eager",
+                             fullgraph=True)
+    assert compiled(torch.zeros(1)).item() == 22.0
