@@ -308,41 +308,14 @@ def check_op_inputs(op: str, query: Tensor, key: Tensor, value: Tensor, weight: 
 
     Raises ValueError (shapes, devices, length values) or TypeError (dtypes)."""
     q, k, v, w = query, key, value, weight
-    for name, x in (("query", q), ("key", k), ("value", v), ("weight", w)):
-        if x is None:
-            raise ValueError(f"{op}: {name} must be a tensor, got None")
-    if q.dim() not in (2, 3):
-        raise ValueError(f"{op}: query must be (B, Tq, H) or (B, H), got shape {_shape(q)}")
-    if k.dim() != 3:
-        raise ValueError(f"{op}: key must be (B, Tk, H), got shape {_shape(k)}")
-    if v.dim() != 3:
-        raise ValueError(f"{op}: value must be (B, Tk, Dv), got shape {_shape(v)}")
-    if w.dim() != 1:
-        raise ValueError(f"{op}: weight must be (H,), got shape {_shape(w)}")
-    named = (("query", q), ("key", k), ("value", v), ("weight", w))
-    for name, t in named:
-        if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(
-                f"{op}: {name} must be a floating tensor (float16, bfloat16, float32 or "
-                f"float64), got {t.dtype} of shape {_shape(t)}")
-    if not (k.dtype == q.dtype and v.dtype == q.dtype and w.dtype == q.dtype):
-        raise TypeError(f"{op}: query, key, value and weight must share one dtype, got "
-                        + ", ".join(f"{n}={t.dtype}" for n, t in named))
+    # One test of everything first (a decoder step on CUDA pays for this at every step);
+    # the ordered checks below only run to name what is wrong.
+    if (q is None or k is None or v is None or w is None
+            or not _op_inputs_ok(q.shape, k.shape, v.shape, w.shape, q.dtype, k.dtype,
+                                 v.dtype, w.dtype, q.device, k.device, v.device, w.device)):
+        _raise_op_input_error(op, q, k, v, w)
     device = q.device
-    for name, t in named:
-        if t.device != device:
-            raise ValueError(
-                f"{op}: all inputs must be on one device: query is on {device}, {name} is on "
-                f"{t.device} (shapes: query {_shape(q)}, {name} {_shape(t)})")
     batch, tk, hidden = q.shape[0], k.shape[1], q.shape[-1]
-    if k.shape[0] != batch or v.shape[0] != batch:
-        raise ValueError(f"{op}: batch sizes differ: {_shapes(q, k, v, w)}")
-    if v.shape[1] != tk:
-        raise ValueError(
-            f"{op}: key and value must have the same number of keys Tk: {_shapes(q, k, v, w)}")
-    if k.shape[2] != hidden or w.shape[0] != hidden:
-        raise ValueError(
-            f"{op}: query, key and weight must share the hidden size H: {_shapes(q, k, v, w)}")
     if key_padding_mask is not None:
         m = key_padding_mask
         if m.dtype != torch.bool:
@@ -381,6 +354,56 @@ def check_op_inputs(op: str, query: Tensor, key: Tensor, value: Tensor, weight: 
         if e.shape != k.shape:
             raise ValueError(f"{op}: key_exp must be (B, Tk, H) = ({batch}, {tk}, {hidden}), "
                              f"got shape {_shape(e)}")
+
+
+def _op_inputs_ok(qs: torch.Size, ks: torch.Size, vs: torch.Size, ws: torch.Size,
+                  qt: torch.dtype, kt: torch.dtype, vt: torch.dtype, wt: torch.dtype,
+                  qd: torch.device, kd: torch.device, vd: torch.device,
+                  wd: torch.device) -> bool:
+    return (len(ks) == 3 and len(vs) == 3 and len(ws) == 1 and 2 <= len(qs) <= 3
+            and qt in FLOAT_DTYPES and kt == qt and vt == qt and wt == qt
+            and kd == qd and vd == qd and wd == qd
+            and ks[0] == qs[0] and vs[0] == qs[0] and vs[1] == ks[1] and ks[2] == qs[-1]
+            and ws[0] == qs[-1])
+
+
+def _raise_op_input_error(op: str, q: Tensor | None, k: Tensor | None, v: Tensor | None,
+                          w: Tensor | None) -> None:
+    """The first failing check of query/key/value/weight, in the C++ kernel's order."""
+    for name, x in (("query", q), ("key", k), ("value", v), ("weight", w)):
+        if x is None:
+            raise ValueError(f"{op}: {name} must be a tensor, got None")
+    assert q is not None and k is not None and v is not None and w is not None
+    if q.dim() not in (2, 3):
+        raise ValueError(f"{op}: query must be (B, Tq, H) or (B, H), got shape {_shape(q)}")
+    if k.dim() != 3:
+        raise ValueError(f"{op}: key must be (B, Tk, H), got shape {_shape(k)}")
+    if v.dim() != 3:
+        raise ValueError(f"{op}: value must be (B, Tk, Dv), got shape {_shape(v)}")
+    if w.dim() != 1:
+        raise ValueError(f"{op}: weight must be (H,), got shape {_shape(w)}")
+    named = (("query", q), ("key", k), ("value", v), ("weight", w))
+    for name, t in named:
+        if t.dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"{op}: {name} must be a floating tensor (float16, bfloat16, float32 or "
+                f"float64), got {t.dtype} of shape {_shape(t)}")
+    if not (k.dtype == q.dtype and v.dtype == q.dtype and w.dtype == q.dtype):
+        raise TypeError(f"{op}: query, key, value and weight must share one dtype, got "
+                        + ", ".join(f"{n}={t.dtype}" for n, t in named))
+    device = q.device
+    for name, t in named:
+        if t.device != device:
+            raise ValueError(
+                f"{op}: all inputs must be on one device: query is on {device}, {name} is on "
+                f"{t.device} (shapes: query {_shape(q)}, {name} {_shape(t)})")
+    if k.shape[0] != q.shape[0] or v.shape[0] != q.shape[0]:
+        raise ValueError(f"{op}: batch sizes differ: {_shapes(q, k, v, w)}")
+    if v.shape[1] != k.shape[1]:
+        raise ValueError(
+            f"{op}: key and value must have the same number of keys Tk: {_shapes(q, k, v, w)}")
+    raise ValueError(
+        f"{op}: query, key and weight must share the hidden size H: {_shapes(q, k, v, w)}")
 
 
 def check_op_rows(op: str, name: str, t: Tensor | None, query: Tensor,
