@@ -128,7 +128,8 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype,
     through the C++ autograd of ``csrc/autograd.cpp``) or ``"reference"``. ``"auto"`` is
     first replaced by :func:`set_backend`'s setting (``ATTNKERN_BACKEND``). Without the C++
     extension there are no ops: "auto" takes the reference (with a warning), an explicit
-    "cpp" or "triton" raises. ``needs_grad`` is kept for callers; every op has autograd.
+    "cpp" or "triton" raises. ``needs_grad`` changes nothing (every op has autograd); it is
+    kept for callers.
     """
     backend = _default if backend == "auto" else check_backend(backend)
     if backend == "reference":
@@ -252,20 +253,14 @@ def additive_attention(
     return (out, weights) if return_weights else out
 
 
-_grad_enabled = torch.is_grad_enabled
 _exporting_to_onnx = _compat.exporting_to_onnx
 
 
 def _resolve(backend: str, q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> str:
     """resolve_backend for validated inputs, the common case (C++ op on CPU) first: a
-    decoder step pays for no device object and no needs_grad test there."""
+    decoder step pays for no device object there."""
     if backend == "auto":
         backend = _default
     if (backend == "auto" or backend == "cpp") and q.is_cpu and ops.HAS_CPP:
         return "op"
-    return resolve_backend(backend, q.device, q.dtype, _needs_grad(q, k, v, w))
-
-
-def _needs_grad(q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> bool:
-    return _grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
-                                or w.requires_grad)
+    return resolve_backend(backend, q.device, q.dtype)

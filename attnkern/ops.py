@@ -286,7 +286,7 @@ class AdditiveAttentionFunction(torch.autograd.Function):
     key_lengths=None, causal=False, return_weights=False, key_exp=None)`` with already
     validated inputs (query 3-D, ``key_lengths`` int64) returns ``(out, lse, weights)`` as
     ``attnkern::fwd`` does. ``apply`` calls the registered op, whose autograd (the C++
-    Function in ``csrc/autograd.cpp``: delta pre-pass, then ``attnkern::bwd``) is the one
+    Function in ``csrc/autograd.cpp``, which calls ``attnkern::bwd``) is the one
     backward of the package; this class adds no second one.
     """
 

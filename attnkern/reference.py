@@ -96,7 +96,7 @@ def additive_attention(
     acc = compute_dtype(in_dtype)
     q, k, v, w = (t.to(acc) for t in (query, key, value, weight))
 
-    scores = torch.matmul(torch.tanh(q[:, :, None, :] + k[:, None, :, :]), w)  # (B, Tq, Tk)
+    scores = (torch.tanh(q[:, :, None, :] + k[:, None, :, :]) * w).sum(-1)  # (B, Tq, Tk)
     key_ok, valid = _usable_keys(q.shape[1], k.shape[1], key_padding_mask, key_lengths,
                                  causal, q.device)
     if valid is None:

@@ -371,3 +371,11 @@ def test_is_eager_has_the_step_machinery_semantics():
                              + (10.0 if _steps._eager() else 20.0), backend="eager",
                              fullgraph=True)
     assert compiled(torch.zeros(1)).item() == 22.0
+
+
+def test_reference_takes_a_linear_weight_as_before():
+    """The reference (also the export form) broadcasts a (1, H) score vector as (H,)."""
+    q, k, v, w = make_inputs(2, 3, 5, 4, 6, requires_grad=False)
+    torch.testing.assert_close(attnkern.reference.additive_attention(q, k, v, w[None]),
+                               attnkern.reference.additive_attention(q, k, v, w),
+                               atol=0, rtol=0)
