@@ -4,23 +4,32 @@
 ``AdditiveAttentionFunction`` (low-level differentiable entry point), ``prepare_keys`` /
 ``PreparedKeys`` (per-sequence key work done once), ``LocationSensitiveAttention``
 (Tacotron 2's attention, checkpoint-compatible) and ``reference`` (the plain PyTorch
-spec). See README.md and docs/architecture.md.
+spec); ``set_backend`` / ``using_backend`` / ``get_backend`` (what ``backend="auto"``
+means), ``clear_caches``. Test helpers are in ``attnkern.testing`` (not imported here).
+See README.md and docs/architecture.md.
 """
 
 from . import reference
 from ._cpu import cpu_isa
 from ._onnx import onnx_translation_table
 from ._registry import from_module, replace_attention
-from .functional import PreparedKeys, additive_attention, prepare_keys
-from .modules import (
-                      AdditiveAttention,
-                      AdditiveState,
-                      BahdanauAttention,
-                      LocationSensitiveAttention,
-                      LocationState,
-                      TorchaudioAttention,
+from .functional import (
+    PreparedKeys,
+    additive_attention,
+    get_backend,
+    prepare_keys,
+    set_backend,
+    using_backend,
 )
-from .ops import AdditiveAttentionFunction
+from .modules import (
+    AdditiveAttention,
+    AdditiveState,
+    BahdanauAttention,
+    LocationSensitiveAttention,
+    LocationState,
+    TorchaudioAttention,
+)
+from .ops import AdditiveAttentionFunction, clear_caches
 from .state import DecodingState
 
 __version__ = "0.1.0"
@@ -35,12 +44,16 @@ __all__ = [
     "LocationState",
     "PreparedKeys",
     "additive_attention",
+    "clear_caches",
     "cpu_isa",
     "from_module",
+    "get_backend",
     "onnx_translation_table",
     "prepare_keys",
     "reference",
     "TorchaudioAttention",
     "replace_attention",
+    "set_backend",
+    "using_backend",
     "__version__",
 ]

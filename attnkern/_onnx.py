@@ -6,8 +6,9 @@ inference-size shapes ONNX deployments run, a decoder step above all). Two route
 
 - Exporting a model (``torch.onnx.export(model, args)``, dynamo or TorchScript exporter):
   while the exporter traces the model, :func:`attnkern.additive_attention` computes with
-  :func:`attention_standard_ops` instead of the custom op (see :func:`exporting_to_onnx`),
-  so the traced graph holds only standard PyTorch ops, which both exporters translate.
+  :func:`attnkern.reference.additive_attention` (written in standard ops, export-friendly)
+  instead of the custom op (see :func:`attnkern._compat.exporting_to_onnx`), so the traced
+  graph holds only standard PyTorch ops, which both exporters translate.
 - Exporting an ``ExportedProgram`` that already holds ``attnkern::fwd`` (captured earlier
   with ``torch.export.export``): ``torch.onnx.export(ep, custom_translation_table=
   attnkern.onnx_translation_table())`` translates the op with :func:`_fwd_onnx`.
@@ -22,105 +23,13 @@ over a ``(B, Tq, Tk, Dv)`` product, so that no hidden value is ever read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
 
-from .reference import compute_dtype
+from ._compat import exporting_to_onnx
 
-__all__ = ["attention_standard_ops", "exporting_to_onnx", "onnx_translation_table"]
-
-
-# Bound once: this check runs on every call of additive_attention (every decoder step).
-_is_exporting = torch.compiler.is_exporting  # torch.export, which the dynamo exporter uses
-_is_tracing = torch._C._is_tracing  # TorchScript tracing, which the legacy exporter uses
-
-
-# Dynamo cannot trace _is_tracing; told the result is a constant, it calls this function
-# once while tracing (False under torch.compile) instead of tracing into it.
-@torch.compiler.assume_constant_result
-def exporting_to_onnx() -> bool:
-    """True while ``torch.onnx.export`` traces a model (dynamo or TorchScript exporter).
-
-    ``torch.onnx.is_in_onnx_export`` alone costs microseconds (it imports on every call), so
-    it is asked only while torch.export or TorchScript traces: about 0.1 us otherwise.
-    """
-    return (_is_exporting() or _is_tracing()) and torch.onnx.is_in_onnx_export()
-
-
-def _usable_keys(
-    batch_tq_tk: Sequence[Any],
-    key_padding_mask: Tensor | None,
-    key_lengths: Tensor | None,
-    causal: bool,
-    device: torch.device,
-) -> tuple[Tensor | None, Tensor | None]:
-    """``(key_ok, valid)``: key_ok ``(B, Tk)`` bool (padding and lengths) or None;
-    valid, broadcastable to ``(B, Tq, Tk)``, True where query i may use key j, or None
-    where every key is usable."""
-    _, tq, tk = batch_tq_tk
-    key_ok = None
-    if key_padding_mask is not None:
-        key_ok = ~key_padding_mask
-    if key_lengths is not None:
-        in_length = torch.arange(tk, device=device)[None, :] < key_lengths[:, None]
-        key_ok = in_length if key_ok is None else key_ok & in_length
-    valid = None if key_ok is None else key_ok[:, None, :]
-    if causal:
-        i = torch.arange(tq, device=device)[:, None]
-        j = torch.arange(tk, device=device)[None, :]
-        seen = j <= i + (tk - tq)  # (Tq, Tk)
-        valid = seen if valid is None else valid & seen
-    return key_ok, valid
-
-
-def attention_standard_ops(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    weight: Tensor,
-    key_padding_mask: Tensor | None = None,
-    key_lengths: Tensor | None = None,
-    causal: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """Additive attention written in ops that every ONNX exporter translates.
-
-    Args (validated, as :func:`attnkern.additive_attention` passes them):
-        query ``(B, Tq, H)``, key ``(B, Tk, H)``, value ``(B, Tk, Dv)``, weight ``(H,)``,
-        key_padding_mask ``(B, Tk)`` bool or None, key_lengths ``(B,)`` int64 or None.
-
-    Returns:
-        ``(out, weights)``: ``(B, Tq, Dv)`` and ``(B, Tq, Tk)`` in the input dtype.
-
-    Same values as :func:`attnkern.reference.additive_attention`; it differs in form only:
-    a softmax over scores whose masked entries are the dtype's most negative finite value
-    (exp of which is exactly 0, and a row of them softmaxes to finite values that the mask
-    then zeroes), and the context as one matmul over values whose padded rows are zeroed
-    (with ``causal``, a masked sum).
-    """
-    in_dtype = query.dtype
-    acc = compute_dtype(in_dtype)
-    q, k, v, w = (t.to(acc) for t in (query, key, value, weight))
-    scores = torch.matmul(torch.tanh(q[:, :, None, :] + k[:, None, :, :]), w)  # (B, Tq, Tk)
-    key_ok, valid = _usable_keys(scores.shape, key_padding_mask, key_lengths, causal,
-                                 q.device)
-    if valid is None:
-        alpha = torch.softmax(scores, dim=-1)
-    else:
-        lowest = torch.finfo(acc).min
-        alpha = torch.softmax(torch.where(valid, scores, lowest), dim=-1)
-        alpha = torch.where(valid, alpha, 0.0)
-    if valid is not None and causal:
-        # Keys hidden from some queries only: mask per query (as the reference) so that
-        # their values are never read, at (B, Tq, Tk, Dv) memory like the tanh tensor's.
-        out = torch.where(valid[..., None], alpha[..., None] * v[:, None], 0.0).sum(2)
-    else:
-        if key_ok is not None:
-            v = torch.where(key_ok[:, :, None], v, 0.0)  # padding values are never read
-        out = torch.matmul(alpha, v)
-    return out.to(in_dtype), alpha.to(in_dtype)
+__all__ = ["exporting_to_onnx", "onnx_translation_table"]
 
 
 # ------------------------------------------------------------- translation of attnkern::fwd
@@ -198,7 +107,7 @@ def _fwd_onnx(
         lse = op.Where(empty_row, const(float("inf"), acc), lse)
 
     last = const([-1], ir.DataType.INT64)
-    if causal:  # per-query mask, as in attention_standard_ops
+    if causal:  # per-query mask, as in the reference
         products = op.Mul(op.Unsqueeze(alpha, last),
                           op.Unsqueeze(v, const([1], ir.DataType.INT64)))
         context = op.ReduceSum(op.Where(op.Unsqueeze(valid, last), products, const(0.0, acc)),

@@ -11,6 +11,7 @@ import weakref
 import torch
 from torch import Tensor
 
+from ._compat import values_unavailable
 from .reference import compute_dtype
 
 BACKENDS = ("auto", "triton", "cpp", "reference")
@@ -244,7 +245,7 @@ def _check_lengths(key_lengths: object, batch: int, tk: int, device: torch.devic
             f"key_lengths is on {lengths.device}, the inputs are on {device} "
             f"(key_lengths shape {_shape(lengths)})"
         )
-    if lengths.numel() and not _values_unavailable(lengths):
+    if lengths.numel() and not values_unavailable(lengths):
         lo, hi = _lengths_range(lengths)
         if lo < 0 or hi > tk:
             raise ValueError(
@@ -290,14 +291,134 @@ def _read_range(t: Tensor) -> tuple[int, int]:
     return int(t.min()), int(t.max())
 
 
-def _values_unavailable(t: Tensor) -> bool:
-    """Value checks read the data (a host sync): skip them where there is no data (meta and
-    fake tensors) and where a sync is not allowed (torch.compile, CUDA-graph capture). The
-    C++ kernels check the range again (TORCH_CHECK) when they run."""
-    if torch.compiler.is_compiling() or t.device.type == "meta":
-        return True
-    from torch._subclasses.fake_tensor import FakeTensor
+def clear_caches() -> None:
+    """Forget the cached ranges of CUDA key_lengths tensors."""
+    _RANGES.clear()
 
-    if isinstance(t, FakeTensor):
-        return True
-    return t.is_cuda and torch.cuda.is_current_stream_capturing()
+
+# ------------------------------------------------------------- the ops' own input checks
+
+def check_op_inputs(op: str, query: Tensor, key: Tensor, value: Tensor, weight: Tensor,
+                    key_padding_mask: Tensor | None, key_lengths: Tensor | None,
+                    key_exp: Tensor | None = None) -> None:
+    """The checks of ``attnkern::fwd`` / ``bwd`` themselves, for the kernels written in
+    Python (Triton) and the fake kernels: word for word the C++ kernel's (``check_inputs``
+    in csrc/ops.cpp), which are the functional API's words with the op's stricter contract
+    (weight ``(H,)``, key_lengths int64, one dtype). ``op`` prefixes each message.
+
+    Raises ValueError (shapes, devices, length values) or TypeError (dtypes)."""
+    q, k, v, w = query, key, value, weight
+    # One test of everything first (a decoder step on CUDA pays for this at every step);
+    # the ordered checks below only run to name what is wrong.
+    if (q is None or k is None or v is None or w is None
+            or not _op_inputs_ok(q.shape, k.shape, v.shape, w.shape, q.dtype, k.dtype,
+                                 v.dtype, w.dtype, q.device, k.device, v.device, w.device)):
+        _raise_op_input_error(op, q, k, v, w)
+    device = q.device
+    batch, tk, hidden = q.shape[0], k.shape[1], q.shape[-1]
+    if key_padding_mask is not None:
+        m = key_padding_mask
+        if m.dtype != torch.bool:
+            raise TypeError(f"{op}: key_padding_mask must be a bool tensor (True = padding), "
+                            f"got {m.dtype} of shape {_shape(m)}")
+        if m.shape != (batch, tk):
+            raise ValueError(f"{op}: key_padding_mask must be (B, Tk) = ({batch}, {tk}), got "
+                             f"shape {_shape(m)}")
+        if m.device != device:
+            raise ValueError(f"{op}: key_padding_mask is on {m.device}, the inputs are on "
+                             f"{device} (key_padding_mask shape {_shape(m)})")
+    if key_lengths is not None:
+        n = key_lengths
+        if n.dtype != torch.int64:
+            raise TypeError(f"{op}: key_lengths must be an int64 tensor, got {n.dtype} of "
+                            f"shape {_shape(n)}")
+        if n.shape != (batch,):
+            raise ValueError(f"{op}: key_lengths must be (B,) = ({batch},), got shape "
+                             f"{_shape(n)}")
+        if n.device != device:
+            raise ValueError(f"{op}: key_lengths is on {n.device}, the inputs are on {device} "
+                             f"(key_lengths shape {_shape(n)})")
+        if batch and not values_unavailable(n):
+            lo, hi = _lengths_range(n)
+            if lo < 0 or hi > tk:
+                raise ValueError(f"{op}: key_lengths must lie in [0, Tk={tk}] (key shape "
+                                 f"{_shape(k)}), got values in [{lo}, {hi}]")
+    if key_exp is not None:
+        e, acc = key_exp, compute_dtype(q.dtype)
+        if e.device != device:
+            raise ValueError(f"{op}: key_exp is on {e.device}, the inputs are on {device} "
+                             f"(key_exp shape {_shape(e)})")
+        if e.dtype != acc:
+            raise TypeError(f"{op}: key_exp must be {acc} (the accumulation dtype), got "
+                            f"{e.dtype} of shape {_shape(e)}")
+        if e.shape != k.shape:
+            raise ValueError(f"{op}: key_exp must be (B, Tk, H) = ({batch}, {tk}, {hidden}), "
+                             f"got shape {_shape(e)}")
+
+
+def _op_inputs_ok(qs: torch.Size, ks: torch.Size, vs: torch.Size, ws: torch.Size,
+                  qt: torch.dtype, kt: torch.dtype, vt: torch.dtype, wt: torch.dtype,
+                  qd: torch.device, kd: torch.device, vd: torch.device,
+                  wd: torch.device) -> bool:
+    return (len(ks) == 3 and len(vs) == 3 and len(ws) == 1 and 2 <= len(qs) <= 3
+            and qt in FLOAT_DTYPES and kt == qt and vt == qt and wt == qt
+            and kd == qd and vd == qd and wd == qd
+            and ks[0] == qs[0] and vs[0] == qs[0] and vs[1] == ks[1] and ks[2] == qs[-1]
+            and ws[0] == qs[-1])
+
+
+def _raise_op_input_error(op: str, q: Tensor | None, k: Tensor | None, v: Tensor | None,
+                          w: Tensor | None) -> None:
+    """The first failing check of query/key/value/weight, in the C++ kernel's order."""
+    for name, x in (("query", q), ("key", k), ("value", v), ("weight", w)):
+        if x is None:
+            raise ValueError(f"{op}: {name} must be a tensor, got None")
+    assert q is not None and k is not None and v is not None and w is not None
+    if q.dim() not in (2, 3):
+        raise ValueError(f"{op}: query must be (B, Tq, H) or (B, H), got shape {_shape(q)}")
+    if k.dim() != 3:
+        raise ValueError(f"{op}: key must be (B, Tk, H), got shape {_shape(k)}")
+    if v.dim() != 3:
+        raise ValueError(f"{op}: value must be (B, Tk, Dv), got shape {_shape(v)}")
+    if w.dim() != 1:
+        raise ValueError(f"{op}: weight must be (H,), got shape {_shape(w)}")
+    named = (("query", q), ("key", k), ("value", v), ("weight", w))
+    for name, t in named:
+        if t.dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"{op}: {name} must be a floating tensor (float16, bfloat16, float32 or "
+                f"float64), got {t.dtype} of shape {_shape(t)}")
+    if not (k.dtype == q.dtype and v.dtype == q.dtype and w.dtype == q.dtype):
+        raise TypeError(f"{op}: query, key, value and weight must share one dtype, got "
+                        + ", ".join(f"{n}={t.dtype}" for n, t in named))
+    device = q.device
+    for name, t in named:
+        if t.device != device:
+            raise ValueError(
+                f"{op}: all inputs must be on one device: query is on {device}, {name} is on "
+                f"{t.device} (shapes: query {_shape(q)}, {name} {_shape(t)})")
+    if k.shape[0] != q.shape[0] or v.shape[0] != q.shape[0]:
+        raise ValueError(f"{op}: batch sizes differ: {_shapes(q, k, v, w)}")
+    if v.shape[1] != k.shape[1]:
+        raise ValueError(
+            f"{op}: key and value must have the same number of keys Tk: {_shapes(q, k, v, w)}")
+    raise ValueError(
+        f"{op}: query, key and weight must share the hidden size H: {_shapes(q, k, v, w)}")
+
+
+def check_op_rows(op: str, name: str, t: Tensor | None, query: Tensor,
+                  last: int | None) -> None:
+    """A per-row tensor of ``attnkern::bwd`` (grad_out, grad_weights, out, lse, weights):
+    ``(B, Tq, last)`` (``(B, last)`` for a 2-D query), or without ``last`` ``(B, Tq)`` /
+    ``(B,)``; floating, on the query's device. The C++ kernel's ``check_rows`` words."""
+    if t is None:
+        raise ValueError(f"{op}: {name} must be a tensor, got None")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} must be a floating tensor (float16, bfloat16, float32 "
+                        f"or float64), got {t.dtype} of shape {_shape(t)}")
+    if t.device != query.device:
+        raise ValueError(f"{op}: {name} is on {t.device}, the inputs are on {query.device} "
+                         f"({name} shape {_shape(t)})")
+    want = tuple(query.shape[:-1]) + (() if last is None else (last,))
+    if tuple(t.shape) != want:
+        raise ValueError(f"{op}: {name} must be {want}, got shape {_shape(t)}")

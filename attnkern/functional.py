@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from . import _onnx, ops, reference
-from ._validation import check_backend, check_inputs
+from . import _compat, ops, reference
+from ._validation import BACKENDS, check_backend, check_inputs
 
-__all__ = ["PreparedKeys", "additive_attention", "prepare_keys", "resolve_backend"]
+__all__ = ["PreparedKeys", "additive_attention", "get_backend", "prepare_keys",
+           "resolve_backend", "set_backend", "using_backend"]
 
 _warned: set[str] = set()
 
@@ -65,7 +69,7 @@ def _arithmetic_error() -> TypeError:
 
 # A named pytree node, so torch.export.save / AOTInductor packages can serialise programs
 # whose inputs hold PreparedKeys (what AdditiveAttention.project_keys returns).
-torch.utils._pytree._register_namedtuple(PreparedKeys, serialized_type_name="attnkern.PreparedKeys")
+_compat.register_pytree_namedtuple(PreparedKeys, "attnkern.PreparedKeys")
 
 
 def prepare_keys(key: Tensor) -> PreparedKeys:
@@ -86,20 +90,52 @@ def prepare_keys(key: Tensor) -> PreparedKeys:
     return PreparedKeys(key, key_exp)
 
 
-# ATTNKERN_BACKEND is read at every "auto" call (it may change at run time), and
-# os.environ.get of a missing key costs more than the rest of a decoder step's checks (the
-# KeyError path of Mapping.get): read os.environ's own dict, through its key encoding.
-_ENV_NAME = "ATTNKERN_BACKEND"
-_ENVIRON = os.environ
-_ENV_DATA = getattr(_ENVIRON, "_data", None)
-_ENV_KEY = _ENVIRON.encodekey(_ENV_NAME) if _ENV_DATA is not None else None
+# ------------------------------------------------------------------ the default backend
+
+_ENV = "ATTNKERN_BACKEND"
 
 
-def _env_backend() -> str | None:
-    if os.environ is _ENVIRON and _ENV_DATA is not None:
-        raw = _ENV_DATA.get(_ENV_KEY)
-        return None if raw is None else _ENVIRON.decodevalue(raw)
-    return os.environ.get(_ENV_NAME)
+def _env_backend() -> str:
+    raw = os.environ.get(_ENV, "")
+    name = raw.strip()
+    if name and name not in BACKENDS:
+        raise ValueError(f"{_ENV} must be one of {', '.join(repr(b) for b in BACKENDS)}, "
+                         f"got {name!r}")
+    return name or "auto"
+
+
+# What backend="auto" means: "auto" (CUDA -> triton, CPU -> cpp), or the backend set by
+# ATTNKERN_BACKEND (read once, here, at import) or by set_backend(). Process-wide.
+_default = _env_backend()
+
+
+def set_backend(backend: str) -> str:
+    """Set what ``backend="auto"`` resolves to, process-wide: ``"auto"`` (the device rule:
+    CUDA -> triton, CPU -> cpp), ``"triton"``, ``"cpp"`` or ``"reference"``. Calls naming a
+    backend explicitly are not affected. Returns the previous setting.
+
+    The environment variable ``ATTNKERN_BACKEND`` gives the initial setting; it is read once,
+    when attnkern is imported (changing it later has no effect: call this instead).
+    """
+    global _default
+    previous, _default = _default, check_backend(backend)
+    return previous
+
+
+def get_backend() -> str:
+    """What ``backend="auto"`` resolves to now (see :func:`set_backend`)."""
+    return _default
+
+
+@contextlib.contextmanager
+def using_backend(backend: str) -> Iterator[None]:
+    """``with attnkern.using_backend("reference"): ...``: :func:`set_backend` for a block,
+    the previous setting restored on exit (process-wide, not per thread)."""
+    previous = set_backend(backend)
+    try:
+        yield
+    finally:
+        set_backend(previous)
 
 
 _CPU = torch.device("cpu")
@@ -116,22 +152,13 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype,
     """Pick the implementation for ``backend`` on ``device``.
 
     Returns ``"op"`` (the registered custom ops: C++ on CPU, Triton on CUDA, differentiable
-    through the C++ autograd of ``csrc/autograd.cpp``) or ``"reference"``. Without the C++
-    extension the ops have no autograd: a call that needs gradients then takes the
-    reference ("auto", with a warning) or raises (an explicit backend).
+    through the C++ autograd of ``csrc/autograd.cpp``) or ``"reference"``. ``"auto"`` is
+    first replaced by :func:`set_backend`'s setting (``ATTNKERN_BACKEND``). Without the C++
+    extension there are no ops: "auto" takes the reference (with a warning), an explicit
+    "cpp" or "triton" raises. ``needs_grad`` changes nothing (every op has autograd); it is
+    kept for callers.
     """
-    if backend == "auto":
-        env = _env_backend()
-        if env:
-            env = env.strip()
-            if env not in ("auto", "triton", "cpp", "reference"):
-                raise ValueError(
-                    "ATTNKERN_BACKEND must be one of 'auto', 'triton', 'cpp', 'reference', "
-                    f"got {env!r}"
-                )
-            backend = env
-    else:
-        backend = check_backend(backend)
+    backend = _default if backend == "auto" else check_backend(backend)
     if backend == "reference":
         return "reference"
     on_cpu = device == _CPU  # cheaper than device.type
@@ -150,21 +177,22 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype,
         if dtype == torch.float64:
             raise TypeError("backend='triton' supports float32, float16 and bfloat16, got float64")
         if on_cpu:
-            # The Triton interpreter on CPU tensors, once ops.use_triton_on_cpu() has made
-            # the launchers the CPU kernels of the ops (the Triton tests do).
-            if not ops.triton_on_cpu():
+            # The Triton interpreter on CPU tensors, once attnkern.testing.use_triton_on_cpu()
+            # has made the launchers the CPU kernels of the ops (the Triton tests do).
+            testing = sys.modules.get("attnkern.testing")  # never imported: not in use
+            if testing is None or not testing.triton_on_cpu():
                 raise ValueError(
                     "backend='triton' on CPU tensors runs the Triton kernels in the Triton "
                     "interpreter: set TRITON_INTERPRET=1 before importing attnkern and call "
-                    "attnkern.ops.use_triton_on_cpu() (for testing; it replaces the C++ CPU "
-                    "kernels in this process)"
+                    "attnkern.testing.use_triton_on_cpu() (for testing; it replaces the C++ "
+                    "CPU kernels in this process)"
                 )
         elif device.type != "cuda":
             raise ValueError(f"backend='triton' needs CUDA (or CPU) tensors, got {device}")
-        if needs_grad and not ops.HAS_CPP:
+        if not ops.HAS_CPP:
             raise RuntimeError(
-                "gradients through backend='triton' need the C++ extension attnkern._C "
-                f"(its autograd), which failed to import ({ops.CPP_IMPORT_ERROR})"
+                "backend='triton' needs the C++ extension attnkern._C (the op schemas and "
+                f"autograd), which failed to import ({ops.CPP_IMPORT_ERROR})"
             )
         return "op"
     # auto
@@ -175,10 +203,11 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype,
                    "Build it with `pip install --no-build-isolation -e .`")
         return "reference"
     if device.type == "cuda" and ops.HAS_TRITON and dtype != torch.float64:
-        if ops.HAS_CPP or not needs_grad:
+        if ops.HAS_CPP:
             return "op"
-        _warn_once("autograd", "attnkern._C is not built, so the Triton op has no autograd; "
-                   "using the PyTorch reference where gradients are needed")
+        _warn_once("cuda", "attnkern._C (the op schemas and autograd) is not built; using the "
+                   "slow PyTorch reference on CUDA. Build it with "
+                   "`pip install --no-build-isolation -e .`")
         return "reference"
     if device.type == "cuda" and dtype != torch.float64:
         _warn_once("triton", "Triton is not installed; using the PyTorch reference on CUDA")
@@ -214,8 +243,8 @@ def additive_attention(
         key_lengths: ``(B,)`` integer tensor; keys ``j >= key_lengths[b]`` are ignored.
         causal: query ``i`` sees keys ``j <= i + (Tk - Tq)``.
         return_weights: also return the attention weights.
-        backend: ``"auto"`` (CUDA: triton, CPU: cpp; ``ATTNKERN_BACKEND`` overrides),
-            ``"triton"``, ``"cpp"`` or ``"reference"``.
+        backend: ``"auto"`` (CUDA: triton, CPU: cpp; :func:`set_backend` /
+            ``ATTNKERN_BACKEND`` override), ``"triton"``, ``"cpp"`` or ``"reference"``.
 
     Returns:
         ``(B, Tq, Dv)`` context (``(B, Dv)`` for a 2-D query) in the input dtype; with
@@ -232,22 +261,17 @@ def additive_attention(
     q, k, v, w, mask, lengths, step, key_exp = check_inputs(
         query, key, value, weight, key_padding_mask, key_lengths, causal, return_weights,
         key_exp)
-    if _onnx.exporting_to_onnx():
+    if _exporting_to_onnx():
         # torch.onnx.export is tracing: the custom ops have no ONNX form, so every backend
-        # exports as standard ops (the reference's math), whether or not it could run here.
+        # exports as the reference (standard ops), whether or not it could run here.
         check_backend(backend)
-        impl = "onnx"
+        impl = "reference"
     else:
         impl = _resolve(backend, q, k, v, w)
     if impl == "op":
         # The op is differentiable (C++ autograd); under no_grad it goes straight to the
         # kernel. It takes a 2-D step query as is: outputs (B, Dv), (B, Tk), no squeeze.
         out, _, weights = ops.fwd(q, k, v, w, mask, lengths, causal, return_weights, key_exp)
-    elif impl == "onnx":
-        out, weights = _onnx.attention_standard_ops(
-            q.unsqueeze(1) if step else q, k, v, w, mask, lengths, causal)
-        if step:
-            out, weights = out.squeeze(1), weights.squeeze(1)
     else:  # the reference takes a 2-D query itself
         out, weights = reference.additive_attention(
             q, k, v, w, key_padding_mask=mask, key_lengths=lengths, causal=causal,
@@ -256,23 +280,14 @@ def additive_attention(
     return (out, weights) if return_weights else out
 
 
-_grad_enabled = torch.is_grad_enabled
+_exporting_to_onnx = _compat.exporting_to_onnx
 
 
 def _resolve(backend: str, q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> str:
     """resolve_backend for validated inputs, the common case (C++ op on CPU) first: a
-    decoder step pays for no device object and no needs_grad test there."""
+    decoder step pays for no device object there."""
     if backend == "auto":
-        env = _env_backend()
-        if env:
-            return resolve_backend(backend, q.device, q.dtype, _needs_grad(q, k, v, w))
-        if q.is_cpu and ops.HAS_CPP:
-            return "op"
-    elif backend == "cpp" and q.is_cpu and ops.HAS_CPP:
+        backend = _default
+    if (backend == "auto" or backend == "cpp") and q.is_cpu and ops.HAS_CPP:
         return "op"
-    return resolve_backend(backend, q.device, q.dtype, _needs_grad(q, k, v, w))
-
-
-def _needs_grad(q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> bool:
-    return _grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
-                                or w.requires_grad)
+    return resolve_backend(backend, q.device, q.dtype)

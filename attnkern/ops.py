@@ -1,7 +1,8 @@
 """Op registration: the one place where backends meet PyTorch.
 
-Two custom ops in the ``attnkern`` namespace, schema defined once here (inferred from the
-annotated Python signatures of :func:`_fwd_triton` and :func:`_bwd_triton`):
+Two custom ops in the ``attnkern`` namespace, their schemas written once, with every other
+attnkern op's, in ``csrc/schema.cpp`` (``TORCH_LIBRARY(attnkern)``: the C++ autograd needs
+them first). What they mean:
 
 ``attnkern::fwd(query, key, value, weight, key_padding_mask?, key_lengths?, causal,
 return_weights, key_exp?) -> (out, lse, weights)``
@@ -19,15 +20,14 @@ return_weights, key_exp?) -> (out, lse, weights)``
     lse (B,), weights (B, Tk) (the kernels see (B, 1, H); no unsqueeze/squeeze, and no view
     nodes in the autograd graph, around a decoder step).
 
-``attnkern::bwd(grad_out, grad_weights?, query, key, value, weight, lse, delta?,
-key_padding_mask?, key_lengths?, causal, key_exp?, out?, weights?, value_grad=True) ->
+``attnkern::bwd(grad_out, grad_weights?, query, key, value, weight, out, lse,
+key_padding_mask?, key_lengths?, causal, key_exp?, weights?, value_grad=True) ->
 (grad_query, grad_key, grad_value, grad_weight)``
 
-    grad_out (B, Tq, Dv); grad_weights (B, Tq, Tk) or None; lse as saved by fwd;
-    delta (B, Tq) in lse's dtype = rowsum(out * grad_out) + rowsum(weights * grad_weights),
-    or None: then the op computes it from ``out`` (and ``weights`` where grad_weights is
-    given), which must be passed (the autograd backward does this: one pass in the C++
-    kernel rather than separate ATen ops). For a 2-D query every per-row tensor drops Tq.
+    grad_out (B, Tq, Dv); grad_weights (B, Tq, Tk) or None; out and lse as returned by
+    fwd. The op computes delta = rowsum(out * grad_out) + rowsum(weights * grad_weights)
+    itself (one pass in the C++ kernel), so ``weights`` must be given with grad_weights.
+    For a 2-D query every per-row tensor drops Tq.
     weights, when given in lse's dtype (float32 and float64 inputs), are also p itself: the
     CPU kernel then reads p from them instead of recomputing the scores (tanh once per
     element in the backward, not twice). The Triton kernels use them only for delta.
@@ -38,22 +38,29 @@ key_padding_mask?, key_lengths?, causal, key_exp?, out?, weights?, value_grad=Tr
     Outputs are contiguous, in the input dtype, grad_query in query's shape.
 
 Kernels: CPU from the C++ extension (``csrc/ops.cpp``, ``TORCH_LIBRARY_IMPL(attnkern,
-CPU)``), CUDA from Triton (decomposed under ``torch.compile`` like ``triton_op``, so Inductor
-sees the kernels). Autograd: one C++ ``torch::autograd::Function`` registered for ``fwd`` on
-every device (``csrc/autograd.cpp``, ``TORCH_LIBRARY_IMPL(attnkern, Autograd)``), so a
-decoder step runs no Python autograd code. Without the extension the ops run forward only
-(the public functional then takes the reference path whenever a gradient is needed).
+CPU)``), CUDA from Triton (registered here; decomposed under ``torch.compile`` like
+``triton_op``, so Inductor sees the kernels). Every kernel checks its own inputs: the C++
+one in C++, the Triton one and the fake kernels with :func:`attnkern._validation.
+check_op_inputs`, in the same words. Autograd: one C++ ``torch::autograd::Function``
+registered for ``fwd`` on every device (``csrc/autograd.cpp``, ``TORCH_LIBRARY_IMPL(attnkern,
+Autograd)``), so a decoder step runs no Python autograd code.
+
+Without the extension there are no attnkern ops (``HAS_CPP`` is False, ``fwd`` / ``bwd``
+raise): the public functional then runs the reference ("auto" warns once; an explicit
+"cpp" or "triton" raises).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
+import sys
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from . import _compat, _validation
+from ._validation import check_op_inputs, check_op_rows
 from .reference import compute_dtype
 
 try:
@@ -64,7 +71,20 @@ except ImportError:  # CPU-only installs need no Triton
     HAS_TRITON = False
 
 
-def _fwd_triton(
+def _load_extension() -> tuple[bool, str]:
+    try:
+        importlib.import_module("attnkern._C")  # the schemas, the CPU kernels, autograd
+        return True, ""
+    except ImportError as e:
+        return False, str(e)
+
+
+HAS_CPP, CPP_IMPORT_ERROR = _load_extension()
+
+
+# --------------------------------------------------------------------- Triton (CUDA) kernels
+
+def fwd_triton(
     query: Tensor,
     key: Tensor,
     value: Tensor,
@@ -74,39 +94,66 @@ def _fwd_triton(
     causal: bool,
     return_weights: bool,
     key_exp: Tensor | None = None,
+    *,
+    num_splits: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
+    """``attnkern::fwd`` on Triton. ``num_splits`` forces the split-K factor (tests:
+    :func:`attnkern.testing.force_num_splits`)."""
+    check_op_inputs("attnkern::fwd", query, key, value, weight, key_padding_mask, key_lengths,
+                    key_exp)
     # The Triton kernels compute exp(2k) in registers: key_exp is not needed there.
     triton_kernels = importlib.import_module("attnkern.triton_kernels")
     if query.dim() == 2:  # one decoder step: the launchers take (B, 1, H)
         out, lse, weights = triton_kernels.fwd(
             query.unsqueeze(1), key, value, weight, key_padding_mask, key_lengths, causal,
-            return_weights)
+            return_weights, num_splits=num_splits)
         return out.squeeze(1), lse.squeeze(1), weights.squeeze(1) if return_weights else weights
-    return triton_kernels.fwd(
-        query, key, value, weight, key_padding_mask, key_lengths, causal, return_weights
-    )
+    return triton_kernels.fwd(query, key, value, weight, key_padding_mask, key_lengths, causal,
+                              return_weights, num_splits=num_splits)
 
 
-def _bwd_triton(
+def _check_bwd_rows(grad_out: Tensor, grad_weights: Tensor | None, query: Tensor,
+                    key: Tensor, value: Tensor, out: Tensor, lse: Tensor,
+                    weights: Tensor | None) -> None:
+    op, tk, dv = "attnkern::bwd", key.shape[1], value.shape[2]
+    check_op_rows(op, "grad_out", grad_out, query, dv)
+    if grad_weights is not None:
+        check_op_rows(op, "grad_weights", grad_weights, query, tk)
+    check_op_rows(op, "out", out, query, dv)
+    check_op_rows(op, "lse", lse, query, None)
+    if weights is not None:
+        check_op_rows(op, "weights", weights, query, tk)
+    if grad_weights is not None and weights is None:
+        raise ValueError(f"{op}: grad_weights is given, so weights must be given too (delta = "
+                         "rowsum(out * grad_out) + rowsum(weights * grad_weights))")
+
+
+def bwd_triton(
     grad_out: Tensor,
     grad_weights: Tensor | None,
     query: Tensor,
     key: Tensor,
     value: Tensor,
     weight: Tensor,
+    out: Tensor,
     lse: Tensor,
-    delta: Tensor | None,
     key_padding_mask: Tensor | None,
     key_lengths: Tensor | None,
     causal: bool,
     key_exp: Tensor | None = None,
-    out: Tensor | None = None,
     weights: Tensor | None = None,
     value_grad: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``attnkern::bwd`` on Triton: the delta pre-pass in torch ops, then the two kernels."""
+    check_op_inputs("attnkern::bwd", query, key, value, weight, key_padding_mask, key_lengths,
+                    key_exp)
+    _check_bwd_rows(grad_out, grad_weights, query, key, value, out, lse, weights)
     triton_kernels = importlib.import_module("attnkern.triton_kernels")
-    if delta is None:
-        delta = _delta(grad_out, grad_weights, lse, out, weights)
+    acc = lse.dtype
+    delta = (out.to(acc) * grad_out.to(acc)).sum(-1)
+    if grad_weights is not None:
+        assert weights is not None
+        delta = delta + (weights.to(acc) * grad_weights.to(acc)).sum(-1)
     if query.dim() == 2:  # one decoder step: the launchers take (B, 1, ...)
         dq, dk, dv, dw = triton_kernels.bwd(
             grad_out.unsqueeze(1), None if grad_weights is None else grad_weights.unsqueeze(1),
@@ -123,20 +170,6 @@ def _bwd_triton(
     return dq, dk, dv if value_grad else dv.new_empty(0), dw
 
 
-def _delta(grad_out: Tensor, grad_weights: Tensor | None, lse: Tensor, out: Tensor | None,
-           weights: Tensor | None) -> Tensor:
-    """bwd's delta pre-pass where the caller passed delta=None (in lse's dtype)."""
-    if out is None or (grad_weights is not None and weights is None):
-        raise RuntimeError("attnkern::bwd: delta is None, so out (and weights, with "
-                           "grad_weights) must be given")
-    acc = lse.dtype
-    delta = (out.to(acc) * grad_out.to(acc)).sum(-1)
-    if grad_weights is not None:
-        assert weights is not None
-        delta = delta + (weights.to(acc) * grad_weights.to(acc)).sum(-1)
-    return delta
-
-
 def _decompose_on_cuda(body: Any) -> Any:
     """Under torch.compile, inline the Triton body into the graph (so Inductor sees the
     kernels, as ``torch.library.triton_op`` does) -- but only for CUDA tensors: on CPU the op
@@ -144,11 +177,10 @@ def _decompose_on_cuda(body: Any) -> Any:
     """
 
     def rule(mode: Any, op: Any, types: Any, args: Any, kwargs: Any) -> Any:
-        from torch.export._trace import custom_triton_ops_decomposition_disabled
-
         tensors = [a for a in args if isinstance(a, Tensor)]
         on_cuda = bool(tensors) and all(t.device.type == "cuda" for t in tensors)
-        if not on_cuda or not HAS_TRITON or custom_triton_ops_decomposition_disabled():
+        if (not on_cuda or not HAS_TRITON
+                or _compat.custom_triton_ops_decomposition_disabled()):
             return mode.__torch_dispatch__(op, types, args, kwargs)
         with mode:
             return body(*args, **kwargs)
@@ -161,52 +193,18 @@ def _eager_cuda(body: Any) -> Any:
         if not HAS_TRITON:
             raise RuntimeError("attnkern on CUDA needs Triton: `pip install triton`")
         # Plain tensors in eager mode: launch directly, no higher-order-op dispatch.
-        with torch._library.triton.set_wrap_triton_enabled(False):
+        with _compat.wrap_triton_disabled():
             return body(*args)
 
     return run
 
 
-# Schema defined once, inferred from the annotated signatures above. A plain library
-# definition (not torch.library.custom_op, which would install its own Python autograd
-# kernel): autograd is the C++ one in csrc/autograd.cpp.
-_lib = torch.library.Library("attnkern", "DEF")  # noqa: TOR901 (kept alive: module global)
-for _name, _fn in (("fwd", _fwd_triton), ("bwd", _bwd_triton)):
-    _lib.define(_name + torch.library.infer_schema(_fn, mutates_args=()))
-fwd = torch.ops.attnkern.fwd.default
-bwd = torch.ops.attnkern.bwd.default
-# The location layer's windows (attnkern.LocationSensitiveAttention): im2col of a 1-D
-# convolution with each channel's taps zero-padded to `taps`, (B, C, T) -> (B * T, C * taps),
-# and its adjoint. CPU kernels and autograd in csrc/location.cpp; elsewhere the module builds
-# the windows from standard ops.
-_lib.define("location_windows(Tensor x, int kernel, int pad, int taps) -> Tensor")
-_lib.define("location_windows_backward(Tensor grad, int[] x_size, int kernel, int pad, "
-            "int taps) -> Tensor")
-location_windows = torch.ops.attnkern.location_windows.default
+# ------------------------------------------------------------------------- fake kernels
 
-_lib.impl("fwd", _eager_cuda(_fwd_triton), "CUDA")
-_lib.impl("bwd", _eager_cuda(_bwd_triton), "CUDA")
-if HAS_TRITON:
-    from torch._subclasses.functional_tensor import FunctionalTensorMode
-
-    torch.library.register_torch_dispatch("attnkern::fwd", FunctionalTensorMode,
-                                          _decompose_on_cuda(_fwd_triton), lib=_lib)
-    torch.library.register_torch_dispatch("attnkern::bwd", FunctionalTensorMode,
-                                          _decompose_on_cuda(_bwd_triton), lib=_lib)
-
-    # As triton_op does: name the kernels behind each op, so AOTAutograd's compile cache key
-    # changes when their source does (its AST scan cannot see through our launchers). Only
-    # where CUDA exists: CPU-only imports need not load the kernel module.
-    if torch.cuda.is_available():
-        _kernels = [obj for obj in vars(importlib.import_module("attnkern.triton_kernels"))
-                    .values() if isinstance(obj, triton.runtime.jit.JITFunction)]
-        for _name in ("attnkern::fwd", "attnkern::bwd"):
-            torch._library.triton.triton_ops_to_kernels[_name] = _kernels
-
-
-@torch.library.register_fake("attnkern::fwd", lib=_lib)
 def _fwd_fake(query, key, value, weight, key_padding_mask, key_lengths, causal, return_weights,
               key_exp=None):
+    check_op_inputs("attnkern::fwd", query, key, value, weight, key_padding_mask, key_lengths,
+                    key_exp)
     rows = query.shape[:-1]  # (B, Tq), or (B,) for a 2-D (one step) query
     out = query.new_empty(*rows, value.shape[2])
     lse = query.new_empty(rows, dtype=compute_dtype(query.dtype))
@@ -214,47 +212,71 @@ def _fwd_fake(query, key, value, weight, key_padding_mask, key_lengths, causal, 
     return out, lse, weights
 
 
-@torch.library.register_fake("attnkern::bwd", lib=_lib)
-def _bwd_fake(grad_out, grad_weights, query, key, value, weight, lse, delta,
-              key_padding_mask, key_lengths, causal, key_exp=None, out=None, weights=None,
-              value_grad=True):
+def _bwd_fake(grad_out, grad_weights, query, key, value, weight, out, lse, key_padding_mask,
+              key_lengths, causal, key_exp=None, weights=None, value_grad=True):
+    check_op_inputs("attnkern::bwd", query, key, value, weight, key_padding_mask, key_lengths,
+                    key_exp)
+    _check_bwd_rows(grad_out, grad_weights, query, key, value, out, lse, weights)
     return (
         query.new_empty(query.shape),
         key.new_empty(key.shape),
         value.new_empty(value.shape) if value_grad else value.new_empty(0),
         weight.new_empty(weight.shape),
     )
-@torch.library.register_fake("attnkern::location_windows", lib=_lib)
+
+
 def _location_windows_fake(x, kernel, pad, taps):
     return x.new_empty(x.shape[0] * x.shape[2], x.shape[1] * taps)
 
 
-@torch.library.register_fake("attnkern::location_windows_backward", lib=_lib)
 def _location_windows_backward_fake(grad, x_size, kernel, pad, taps):
     return grad.new_empty(x_size)
 
 
-# --------------------------------------------------------------------------- C++ extension
-
-def _load_extension() -> tuple[bool, str]:
-    try:
-        importlib.import_module("attnkern._C")  # registers the CPU kernels
-        return True, ""
-    except ImportError as e:
-        return False, str(e)
+def _missing_extension(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError(
+        "attnkern._C (the C++ extension: the attnkern op schemas, CPU kernels and autograd) "
+        f"is not built: {CPP_IMPORT_ERROR}. Build it with `pip install --no-build-isolation "
+        "-e .`; without it, use backend='reference'"
+    )
 
 
-HAS_CPP, CPP_IMPORT_ERROR = _load_extension()
+fwd: Any
+bwd: Any
+location_windows: Any
+if HAS_CPP:
+    fwd = torch.ops.attnkern.fwd.default
+    bwd = torch.ops.attnkern.bwd.default
+    location_windows = torch.ops.attnkern.location_windows.default
 
-if not HAS_CPP:
-    def _no_cpu_kernel(*args: Any) -> Any:
-        raise RuntimeError(
-            "attnkern._C (the C++ CPU kernels) is not built: "
-            f"{CPP_IMPORT_ERROR}. Build it with `pip install --no-build-isolation -e .`"
-        )
+    _lib = torch.library.Library("attnkern", "FRAGMENT")  # noqa: TOR901 (module global)
+    _lib.impl("fwd", _eager_cuda(fwd_triton), "CUDA")
+    _lib.impl("bwd", _eager_cuda(bwd_triton), "CUDA")
+    for _name, _fake in (("fwd", _fwd_fake), ("bwd", _bwd_fake),
+                         ("location_windows", _location_windows_fake),
+                         ("location_windows_backward", _location_windows_backward_fake)):
+        torch.library.register_fake("attnkern::" + _name, _fake, lib=_lib)
+    if HAS_TRITON:
+        _compat.register_functional_rule("attnkern::fwd", _decompose_on_cuda(fwd_triton), _lib)
+        _compat.register_functional_rule("attnkern::bwd", _decompose_on_cuda(bwd_triton), _lib)
+        # Only where CUDA exists: CPU-only imports need not load the kernel module.
+        if torch.cuda.is_available():
+            _kernels = [obj for obj in vars(importlib.import_module("attnkern.triton_kernels"))
+                        .values() if isinstance(obj, triton.runtime.jit.JITFunction)]
+            _compat.name_triton_kernels(("attnkern::fwd", "attnkern::bwd"), _kernels)
+else:
+    fwd = bwd = location_windows = _missing_extension
 
-    _lib.impl("fwd", _no_cpu_kernel, "CPU")
-    _lib.impl("bwd", _no_cpu_kernel, "CPU")
+
+def clear_caches() -> None:
+    """Drop attnkern's process-wide caches: the Triton launch plans (a bounded cache of
+    tiles and grids per shape) and split-K counters, and the checked ranges of CUDA
+    ``key_lengths`` tensors. Never needed for correctness; for benchmarks that time a cold
+    start, and long-lived processes that want the memory back."""
+    _validation.clear_caches()
+    triton_kernels = sys.modules.get("attnkern.triton_kernels")  # never imported: no plans
+    if triton_kernels is not None:
+        triton_kernels.clear_caches()
 
 
 class AdditiveAttentionFunction(torch.autograd.Function):
@@ -264,7 +286,7 @@ class AdditiveAttentionFunction(torch.autograd.Function):
     key_lengths=None, causal=False, return_weights=False, key_exp=None)`` with already
     validated inputs (query 3-D, ``key_lengths`` int64) returns ``(out, lse, weights)`` as
     ``attnkern::fwd`` does. ``apply`` calls the registered op, whose autograd (the C++
-    Function in ``csrc/autograd.cpp``: delta pre-pass, then ``attnkern::bwd``) is the one
+    Function in ``csrc/autograd.cpp``, which calls ``attnkern::bwd``) is the one
     backward of the package; this class adds no second one.
     """
 
@@ -287,39 +309,3 @@ class AdditiveAttentionFunction(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor]:
         return fwd(query, key, value, weight, key_padding_mask, key_lengths, causal,
                    return_weights, key_exp)
-
-
-def triton_interpret_enabled() -> bool:
-    """True when TRITON_INTERPRET is set: the Triton kernels then run on CPU tensors."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-_TRITON_ON_CPU: list[torch.library.Library] = []
-
-
-def use_triton_on_cpu() -> None:
-    """Run the Triton kernels on CPU tensors, in the Triton interpreter, for this process.
-
-    For testing the Triton kernels without a GPU: needs ``TRITON_INTERPRET=1`` set before
-    attnkern is imported. It registers the Triton launchers as the CPU kernels of
-    ``attnkern::fwd``/``bwd`` in a separate ``torch.library`` fragment, replacing the C++
-    kernels for the rest of the process (every CPU call then runs Triton; PyTorch warns
-    once per op), so the calls go through the same op, autograd and validation as on CUDA.
-    Until this is called, ``backend="triton"`` on CPU tensors raises.
-    """
-    if _TRITON_ON_CPU:
-        return
-    if not HAS_TRITON:
-        raise RuntimeError("use_triton_on_cpu() needs Triton: `pip install triton`")
-    if not triton_interpret_enabled():
-        raise RuntimeError("use_triton_on_cpu() needs TRITON_INTERPRET=1 in the environment "
-                           "before attnkern (and triton) are imported")
-    lib = torch.library.Library("attnkern", "IMPL")  # noqa: TOR901 (kept alive below)
-    lib.impl("fwd", _fwd_triton, "CPU")
-    lib.impl("bwd", _bwd_triton, "CPU")
-    _TRITON_ON_CPU.append(lib)
-
-
-def triton_on_cpu() -> bool:
-    """Whether :func:`use_triton_on_cpu` has replaced the CPU kernels in this process."""
-    return bool(_TRITON_ON_CPU)

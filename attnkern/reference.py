@@ -78,6 +78,16 @@ def additive_attention(
         give zero context and zero weights, with finite (zero) gradients.
 
     Inputs are not validated here; :func:`attnkern.additive_attention` does that.
+
+    Written in standard ops only, with no data-dependent branch, so that it also is the
+    export form of the op: while ``torch.onnx.export`` traces a model,
+    :func:`attnkern.additive_attention` computes with this function (both exporters
+    translate it). Hence two choices of form: masked scores are filled with the dtype's most
+    negative finite value before the softmax (exp of it is exactly 0, and a row of them gives
+    finite values that the mask then zeroes: no inf - inf, no NaN), and the context is one
+    matmul over values whose padded rows are zeroed, or with ``causal`` (keys hidden from
+    some queries only) a masked sum over a ``(B, Tq, Tk, Dv)`` product, so that no hidden
+    value (NaN padding) is ever read, forward or backward.
     """
     step = query.dim() == 2
     if step:
@@ -85,28 +95,47 @@ def additive_attention(
     in_dtype = query.dtype
     acc = compute_dtype(in_dtype)
     q, k, v, w = (t.to(acc) for t in (query, key, value, weight))
-    batch, tq, _ = q.shape
-    tk = k.shape[1]
 
     scores = (torch.tanh(q[:, :, None, :] + k[:, None, :, :]) * w).sum(-1)  # (B, Tq, Tk)
-    valid = valid_keys(
-        batch, tq, tk, key_padding_mask=key_padding_mask, key_lengths=key_lengths,
-        causal=causal, device=q.device,
-    )
-    # Row max over usable keys only; rows with none get 0 so nothing below is inf or NaN.
-    row_max = torch.where(valid, scores, float("-inf")).amax(-1, keepdim=True) if tk else \
-        scores.new_zeros(batch, tq, 1)
-    row_max = torch.where(torch.isfinite(row_max), row_max, 0.0).detach()
-    # Masked entries are replaced by the max before exp, so they can neither overflow nor
-    # leak a NaN gradient through torch.where.
-    p = torch.where(valid, torch.exp(torch.where(valid, scores, row_max) - row_max), 0.0)
-    denom = p.sum(-1, keepdim=True)
-    alpha = p / torch.where(denom > 0, denom, 1.0)
-    # Sum only over usable keys: a masked key's value is never read, forward or backward
-    # (alpha @ value would form 0 * NaN for NaN padding).
-    v_used = torch.where(valid[..., None], v[:, None], 0.0)  # (B, Tq, Tk, Dv)
-    out = (alpha[..., None] * v_used).sum(2).to(in_dtype)
-    alpha = alpha.to(in_dtype)
+    key_ok, valid = _usable_keys(q.shape[1], k.shape[1], key_padding_mask, key_lengths,
+                                 causal, q.device)
+    if valid is None:
+        alpha = torch.softmax(scores, dim=-1)
+    else:
+        alpha = torch.softmax(torch.where(valid, scores, torch.finfo(acc).min), dim=-1)
+        alpha = torch.where(valid, alpha, 0.0)  # a row with no usable key: zeros
+    if causal:
+        # Keys hidden from some queries only: mask per query so that their values are never
+        # read, at (B, Tq, Tk, Dv) memory like the tanh tensor's.
+        assert valid is not None
+        out = torch.where(valid[..., None], alpha[..., None] * v[:, None], 0.0).sum(2)
+    else:
+        if key_ok is not None:
+            v = torch.where(key_ok[:, :, None], v, 0.0)  # padding values are never read
+        out = torch.matmul(alpha, v)
+    out, alpha = out.to(in_dtype), alpha.to(in_dtype)
     if step:
         out, alpha = out.squeeze(1), alpha.squeeze(1)
     return (out, alpha) if return_weights else out
+
+
+def _usable_keys(tq: int, tk: int, key_padding_mask: Tensor | None,
+                 key_lengths: Tensor | None, causal: bool,
+                 device: torch.device) -> tuple[Tensor | None, Tensor | None]:
+    """``(key_ok, valid)``: key_ok ``(B, Tk)`` bool (padding and lengths) or None; valid,
+    broadcastable to ``(B, Tq, Tk)``, True where query i may use key j, or None where every
+    key is usable. The same rule as :func:`valid_keys`, without materialising ``(B, Tq, Tk)``
+    where no mask needs it."""
+    key_ok = None
+    if key_padding_mask is not None:
+        key_ok = ~key_padding_mask
+    if key_lengths is not None:
+        in_length = torch.arange(tk, device=device)[None, :] < key_lengths[:, None]
+        key_ok = in_length if key_ok is None else key_ok & in_length
+    valid = None if key_ok is None else key_ok[:, None, :]
+    if causal:
+        i = torch.arange(tq, device=device)[:, None]
+        j = torch.arange(tk, device=device)[None, :]
+        seen = j <= i + (tk - tq)  # (Tq, Tk)
+        valid = seen if valid is None else valid & seen
+    return key_ok, valid

@@ -47,10 +47,11 @@ import torch
 from torch import Tensor
 
 from . import ops
-from ._onnx import exporting_to_onnx
+from ._compat import forward_hooks_free as hooks_free
+from ._compat import is_eager as eager
 
-__all__ = ["DecodingState", "batch_store", "record", "record_linear", "register",
-           "same_tensors", "shared", "weight_grad_store"]
+__all__ = ["DecodingState", "batch_store", "eager", "hooks_free", "record", "record_linear",
+           "register", "same_tensors", "shared", "usable", "weight_grad_store"]
 
 S = TypeVar("S", bound="DecodingState")
 
@@ -115,14 +116,6 @@ def register(cls: type[S]) -> type[S]:
 _PLAIN = (Tensor, torch.nn.Parameter)  # no subclasses (fake, functional, DTensor, ...)
 
 
-def eager() -> bool:
-    """Plain eager execution: not compiling, tracing, exporting, under functorch
-    transforms or CPU autocast (where the stores and the modules' C++ helpers step aside)."""
-    return not (torch.compiler.is_compiling() or torch.jit.is_tracing()
-                or exporting_to_onnx() or torch._C._are_functorch_transforms_active()
-                or torch.is_autocast_enabled("cpu"))
-
-
 def weight_grad_store(operand: Tensor, linear: bool = False) -> Tensor | None:
     """A new store (its token) for ``operand``, or None where a store does not apply: grad
     mode off, an operand that takes no gradient, not a plain float32/float64 CPU tensor,
@@ -133,7 +126,7 @@ def weight_grad_store(operand: Tensor, linear: bool = False) -> Tensor | None:
             and operand.is_cpu and operand.dtype in (torch.float32, torch.float64)
             and ops.HAS_CPP and eager()):
         return None
-    token: Tensor = torch.ops.attnkern.step_sink(operand, linear)
+    token: Tensor = torch.ops.attnkern.wgrad_store(operand, linear)
     return token
 
 
@@ -146,7 +139,7 @@ def record(token: Tensor, y: Tensor, a: Tensor) -> Tensor:
     """``y = a @ M`` computed from ``M.detach()`` -> a copy of ``y`` whose gradient with
     respect to ``M`` goes to the store; ``a`` ``(B, rows, K)``, ``y`` ``(B, rows, N)``, or
     ``(B, K)``, ``(B, N)`` for one row."""
-    out: Tensor = torch.ops.attnkern.step_tap(y, a, token)
+    out: Tensor = torch.ops.attnkern.wgrad_record(y, a, token)
     return out
 
 
@@ -154,7 +147,7 @@ def record_linear(token: Tensor, x: Tensor, weight: Tensor, weight_t: Tensor) ->
     """``x @ W^T`` for a bias-free linear weight ``W`` in one node: forward from
     ``weight_t`` (``W^T`` contiguous: for a decoder step's few rows MKL is about 1.5x faster
     there than from ``W``), backward ``dx = dy @ W``; ``W``'s gradient to the store."""
-    out: Tensor = torch.ops.attnkern.step_linear(x, weight.detach(), weight_t, token)
+    out: Tensor = torch.ops.attnkern.wgrad_record_linear(x, weight.detach(), weight_t, token)
     return out
 
 
@@ -166,11 +159,3 @@ def same_tensors(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> bool:
         return same
     return len(a) == len(b) and all(
         x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
-
-
-def hooks_free(module: torch.nn.Module) -> bool:
-    """No forward hooks on ``module``, its children or globally (so computing with its
-    parameters directly skips nobody's hook)."""
-    mm = torch.nn.modules.module
-    return not (mm._global_forward_hooks or mm._global_forward_pre_hooks
-                or any(m._forward_hooks or m._forward_pre_hooks for m in module.modules()))

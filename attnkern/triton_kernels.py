@@ -43,13 +43,15 @@ Opt-in fast path: ``ATTNKERN_FAST_TANH=1`` (or ``fwd(..., fast_tanh=True)``) use
 ``tanh.approx.f32`` (one MUFU.TANH, abs error ~5e-4) everywhere; GPU only -- inline PTX
 cannot run in the interpreter, where the flag is ignored.
 
-Host side: launch parameters (tiles, grids, constexprs) are computed once per (device,
-dtype, sizes, flags) and cached; a call allocates only its outputs (and, for split-K, the
-partials); absent optional pointers are passed as ``None``.
+Host side: launch parameters (tiles, grids, constexprs) are a pure function of (device,
+dtype, sizes, flags), cached (``functools.lru_cache``, bounded; ``attnkern.clear_caches()``
+empties it); a call allocates only its outputs (and, for split-K, the partials); absent
+optional pointers are passed as ``None``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, NamedTuple
 
@@ -57,18 +59,22 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch._subclasses.fake_tensor import is_fake
 from triton.language.extra.cuda import libdevice
 
-__all__ = ["fwd", "bwd", "fwd_config", "bwd_config", "dqdk_config", "num_splits"]
+from ._compat import is_wrap_triton_enabled, traced_tensor
+
+__all__ = ["fwd", "bwd", "fwd_config", "bwd_config", "dqdk_config", "num_splits",
+           "clear_caches"]
 
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x * LOG2E)
 # Kernels are interpreted (numpy) iff TRITON_INTERPRET is set when this module is imported,
 # as triton.jit decides at decoration time.
 _COMPILED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") in ("", "0"))
 
-# Tests (and users chasing a decode latency) may force the split-K factor of the forward.
-FORCE_NUM_SPLITS: int | None = None
+# Users chasing a decode latency may force the split-K factor of the forward (read once, at
+# import; fwd(num_splits=...) per call, attnkern.testing.force_num_splits in tests).
+_ENV_SPLITS = os.environ.get("ATTNKERN_NUM_SPLITS", "").strip()
+ENV_NUM_SPLITS: int | None = int(_ENV_SPLITS) if _ENV_SPLITS else None
 
 
 # ----------------------------------------------------------------------------- device code
@@ -715,13 +721,13 @@ def bwd_config(tq: int, tk: int, h: int, dv: int, interpret: bool = False) -> Co
     return Config(32, 32, 8, 8, 1)
 
 
-def num_splits(batch: int, m_blocks: int, tk: int, block_n: int, sm_count: int) -> int:
-    """Split-K factor of the forward: split the keys when the grid would leave SMs idle."""
+def num_splits(batch: int, m_blocks: int, tk: int, block_n: int, sm_count: int,
+               force: int | None = None) -> int:
+    """Split-K factor of the forward: split the keys when the grid would leave SMs idle;
+    ``force`` (else ``ATTNKERN_NUM_SPLITS``) fixes it, clamped to the number of key blocks."""
     n_kb = triton.cdiv(tk, block_n)
-    force = FORCE_NUM_SPLITS
-    env = os.environ.get("ATTNKERN_NUM_SPLITS", "").strip()
-    if force is None and env:
-        force = int(env)
+    if force is None:
+        force = ENV_NUM_SPLITS
     if force is not None:
         return max(1, min(int(force), n_kb))
     progs = batch * m_blocks
@@ -752,7 +758,7 @@ def dqdk_config(cfg: Config, h: int, interpret: bool = False) -> Config:
 def _launch(kernel: Any, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
     # wrap_triton makes the launch visible to torch.compile / make_fx; in eager mode (and on
     # CPU tensors under the interpreter) it launches the kernel directly.
-    if torch._library.triton.is_wrap_triton_enabled():
+    if is_wrap_triton_enabled():
         torch.library.wrap_triton(kernel)[grid](*args, **meta)
     else:
         kernel[grid](*args, **meta)
@@ -774,12 +780,20 @@ class _BwdPlan(NamedTuple):
     meta_dqdk: dict[str, Any]
 
 
-# Launch plans per (device, dtype, sizes, flags): the tile configs, grids and constexprs are
-# computed once per shape; a call then only allocates its outputs and launches.
-_FWD_PLANS: dict[tuple, _FwdPlan] = {}
-_BWD_PLANS: dict[tuple, _BwdPlan] = {}
 # Split-K arrival counters, int32 zeros, per device; the combining program resets its slot.
 _COUNTERS: dict[Any, Tensor] = {}
+
+# Launch plans (tile configs, grids, constexprs) are pure functions of the shape and flags,
+# cached: a call then only allocates its outputs and launches. Bounded: a server seeing
+# every sequence length keeps the most recent plans only.
+PLAN_CACHE_SIZE = 1024
+
+
+def clear_caches() -> None:
+    """Forget the launch plans and the split-K counters (see attnkern.clear_caches)."""
+    _fwd_plan_cached.cache_clear()
+    _bwd_plan_cached.cache_clear()
+    _COUNTERS.clear()
 
 
 def _counters(like: Tensor, n: int) -> Tensor:
@@ -796,7 +810,7 @@ def _counters(like: Tensor, n: int) -> Tensor:
 
 def _tracing(t: Tensor) -> bool:
     """Under torch.compile / make_fx (fake or functional tensors), not eager."""
-    return type(t) is not Tensor and (torch.compiler.is_compiling() or is_fake(t))
+    return type(t) is not Tensor and traced_tensor(t)
 
 
 def _traced_ptrs(like: Tensor, *ptrs: Tensor | None) -> tuple[Tensor | None, ...]:
@@ -809,23 +823,23 @@ def _traced_ptrs(like: Tensor, *ptrs: Tensor | None) -> tuple[Tensor | None, ...
                  for p in ptrs)
 
 
-def _plan_key(sizes: tuple, *flags: Any) -> tuple | None:
+def _concrete(*sizes: Any) -> bool:
     # Symbolic sizes (torch.compile with dynamic shapes) are not cached.
     for x in sizes:
         if type(x) is not int:
-            return None
-    return sizes + flags
+            return False
+    return True
 
 
 def _fwd_plan(batch: int, tq: int, tk: int, h: int, dv: int, dtype: torch.dtype,
               dev: torch.device, has_mask: bool, has_lens: bool, causal: bool,
-              return_weights: bool, fast: bool) -> _FwdPlan:
+              return_weights: bool, fast: bool, force_splits: int | None) -> _FwdPlan:
     interp = dev.type == "cpu"
     cfg = fwd_config(tq, tk, h, dv, interp)
     block_d = max(16, _np2(dv)) if cfg.block_m >= 16 else _np2(dv)
     m_blocks = triton.cdiv(tq, cfg.block_m)
     n_kb = triton.cdiv(tk, cfg.block_n)
-    splits = num_splits(batch, m_blocks, tk, cfg.block_n, _sm_count_dev(dev))
+    splits = num_splits(batch, m_blocks, tk, cfg.block_n, _sm_count_dev(dev), force_splits)
     bps = triton.cdiv(n_kb, splits)
     splits = triton.cdiv(n_kb, bps)
     meta = dict(
@@ -839,6 +853,34 @@ def _fwd_plan(batch: int, tq: int, tk: int, h: int, dv: int, dtype: torch.dtype,
                  BLOCK_M=bm, BLOCK_N=bn, num_warps=4)
     return _FwdPlan((m_blocks, batch, splits), splits, bps, meta,
                     (triton.cdiv(tk, bn), triton.cdiv(tq, bm), batch), wmeta)
+
+
+_fwd_plan_cached = functools.lru_cache(maxsize=PLAN_CACHE_SIZE)(_fwd_plan)
+
+
+def _bwd_plan(batch: int, tq: int, tk: int, h: int, dv: int, dtype: torch.dtype,
+              dev: torch.device, has_mask: bool, has_lens: bool, has_gw: bool, causal: bool,
+              fast: bool) -> _BwdPlan:
+    interp = dev.type == "cpu"
+    cfg = bwd_config(tq, tk, h, dv, interp)
+    cfg2 = dqdk_config(cfg, h, interp)
+    block_d = max(16, _np2(dv)) if cfg.block_m >= 16 else _np2(dv)
+    meta_ds = dict(
+        HAS_MASK=has_mask, HAS_LENS=has_lens, HAS_GW=has_gw, CAUSAL=causal,
+        IS_FP32=dtype == torch.float32, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+        BLOCK_H=cfg.block_h, BLOCK_D=block_d, FAST_TANH=fast,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    meta_dqdk = dict(
+        HAS_LENS=has_lens, CAUSAL=causal, BLOCK_M=cfg2.block_m,
+        BLOCK_N=cfg2.block_n, BLOCK_H=cfg2.block_h, FAST_TANH=fast,
+        num_warps=cfg2.num_warps, num_stages=cfg2.num_stages,
+    )
+    return _BwdPlan((triton.cdiv(tk, cfg.block_n), batch),
+                    (triton.cdiv(h, cfg2.block_h), batch), meta_ds, meta_dqdk)
+
+
+_bwd_plan_cached = functools.lru_cache(maxsize=PLAN_CACHE_SIZE)(_bwd_plan)
 
 
 def _sm_count_dev(dev: torch.device) -> int:
@@ -871,10 +913,11 @@ def fwd(
     return_weights: bool,
     *,
     fast_tanh: bool | None = None,
+    num_splits: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """attnkern::fwd on Triton: query (B,Tq,H), key (B,Tk,H), value (B,Tk,Dv), weight (H,)
     -> out (B,Tq,Dv) input dtype, lse (B,Tq) fp32 (+inf: no usable key), weights (B,Tq,Tk)
-    if return_weights else (0,).
+    if return_weights else (0,). ``num_splits`` forces the split-K factor.
 
     One launch (split-K included), plus one for the weights if they are asked for."""
     batch, tq, h = query.shape
@@ -893,15 +936,9 @@ def fwd(
 
     has_mask, has_lens = key_padding_mask is not None, key_lengths is not None
     fast = _fast_tanh(query, fast_tanh)
-    key_ = _plan_key((batch, tq, tk, h, dv), dev, dtype, has_mask, has_lens, bool(causal),
-                     bool(return_weights), fast, FORCE_NUM_SPLITS,
-                     os.environ.get("ATTNKERN_NUM_SPLITS"))
-    plan = _FWD_PLANS.get(key_) if key_ is not None else None
-    if plan is None:
-        plan = _fwd_plan(batch, tq, tk, h, dv, dtype, dev, has_mask, has_lens, bool(causal),
-                         bool(return_weights), fast)
-        if key_ is not None:
-            _FWD_PLANS[key_] = plan
+    plan = (_fwd_plan_cached if _concrete(batch, tq, tk, h, dv) else _fwd_plan)(
+        batch, tq, tk, h, dv, dtype, dev, has_mask, has_lens, bool(causal),
+        bool(return_weights), fast, num_splits)
     mask, lens, smb, smt = _mask_args(key_padding_mask, key_lengths)
     scores = None
     if return_weights:
@@ -959,29 +996,8 @@ def bwd(
     has_mask, has_lens = key_padding_mask is not None, key_lengths is not None
     has_gw = grad_weights is not None
     fast = _fast_tanh(query, fast_tanh)
-    key_ = _plan_key((batch, tq, tk, h, dv), dev, dtype, has_mask, has_lens, has_gw,
-                     bool(causal), fast)
-    plan = _BWD_PLANS.get(key_) if key_ is not None else None
-    if plan is None:
-        interp = dev.type == "cpu"
-        cfg = bwd_config(tq, tk, h, dv, interp)
-        cfg2 = dqdk_config(cfg, h, interp)
-        block_d = max(16, _np2(dv)) if cfg.block_m >= 16 else _np2(dv)
-        meta_ds = dict(
-            HAS_MASK=has_mask, HAS_LENS=has_lens, HAS_GW=has_gw, CAUSAL=bool(causal),
-            IS_FP32=dtype == f32, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-            BLOCK_H=cfg.block_h, BLOCK_D=block_d, FAST_TANH=fast,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        )
-        meta_dqdk = dict(
-            HAS_LENS=has_lens, CAUSAL=bool(causal), BLOCK_M=cfg2.block_m,
-            BLOCK_N=cfg2.block_n, BLOCK_H=cfg2.block_h, FAST_TANH=fast,
-            num_warps=cfg2.num_warps, num_stages=cfg2.num_stages,
-        )
-        plan = _BwdPlan((triton.cdiv(tk, cfg.block_n), batch),
-                        (triton.cdiv(h, cfg2.block_h), batch), meta_ds, meta_dqdk)
-        if key_ is not None:
-            _BWD_PLANS[key_] = plan
+    plan = (_bwd_plan_cached if _concrete(batch, tq, tk, h, dv) else _bwd_plan)(
+        batch, tq, tk, h, dv, dtype, dev, has_mask, has_lens, has_gw, bool(causal), fast)
     lse = lse.contiguous()
     delta = delta.to(f32).contiguous()
     mask, lens, smb, smt = _mask_args(key_padding_mask, key_lengths)

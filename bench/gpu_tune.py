@@ -23,6 +23,8 @@ if __name__ == "__main__" and not __package__:  # python bench/gpu_tune.py: see 
 
 import torch
 
+import attnkern
+from attnkern import _compat
 from attnkern import triton_kernels as tk
 from bench.gpu_timing import gpu_ms
 from bench.shapes import GPU_SHAPES
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def run() -> Any:
             # eager launches, as the op's CUDA kernel does (not the traceable wrapper)
-            with torch._library.triton.set_wrap_triton_enabled(False):
+            with _compat.wrap_triton_disabled():
                 return run_body()
 
         def run_body() -> Any:
@@ -103,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 tk.bwd_config = lambda *_a, _c=cfg, **_k: _c  # type: ignore[assignment]
             # the launchers cache their plans per shape: drop them so the candidate is used
-            tk._FWD_PLANS.clear()
-            tk._BWD_PLANS.clear()
+            attnkern.clear_caches()
             try:
                 got = run()
                 torch.cuda.synchronize()
@@ -120,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name} {kind} {cfg}: {type(e).__name__} {str(e)[:80]}", flush=True)
             finally:
                 tk.fwd_config, tk.bwd_config = orig_fwd, orig_bwd
-                tk._FWD_PLANS.clear()
-                tk._BWD_PLANS.clear()
+                attnkern.clear_caches()
         cur_ms = next((ms for ms, c in results if c == cur), float("nan"))
         results.sort(key=lambda r: r[0])
         line = (f"{name} B{B}-Tq{Tq}-Tk{Tk}-H{H}-Dv{Dv} {kind}: current {tuple(cur)} "

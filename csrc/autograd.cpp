@@ -1,10 +1,10 @@
 // The one autograd route of attnkern::fwd, registered for every device
 // (TORCH_LIBRARY_IMPL(attnkern, Autograd)): a decoder step then runs no Python autograd code,
 // on CPU (C++ kernels) and CUDA (Triton kernels) alike. Forward redispatches attnkern::fwd
-// below autograd; backward calls attnkern::bwd through the dispatcher with delta = None and
-// the saved out (and weights), so the device kernel computes the delta pre-pass itself (the
-// C++ CPU kernel in one pass over each row, the Triton launcher with torch ops); every
-// backend (and fake/meta tensors under torch.compile) takes this path.
+// below autograd; backward calls attnkern::bwd through the dispatcher with the saved out
+// (and weights), from which the device kernel computes the delta pre-pass itself (the C++
+// CPU kernel in one pass over each row, the Triton launcher with torch ops); every backend
+// (and fake/meta tensors under torch.compile) takes this path.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
@@ -27,10 +27,10 @@ using FwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, 
                                                   const OptTensor&);
 using BwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor>(
     const Tensor&, const OptTensor&, const Tensor&, const Tensor&, const Tensor&,
-    const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, const OptTensor&, bool,
-    const OptTensor&, const OptTensor&, const OptTensor&, bool);
+    const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, bool,
+    const OptTensor&, const OptTensor&, bool);
 
-// Looked up once (the schema is defined by attnkern/ops.py before the first call).
+// Looked up once (the schemas are in schema.cpp).
 const c10::TypedOperatorHandle<FwdSig>& fwd_op() {
   static const auto op =
       c10::Dispatcher::singleton().findSchemaOrThrow("attnkern::fwd", "").typed<FwdSig>();
@@ -88,9 +88,9 @@ class FwdFunction : public torch::autograd::Function<FwdFunction> {
     // whose gradient is one GEMM per sequence: attnkern/_steps.py) costs no dv pass.
     const bool value_grad = ctx->needs_input_grad(2);
     auto [dq, dk, dv, dw] =
-        bwd_op().call(grad_out, grad_weights, query, key, value, weight, lse, std::nullopt,
+        bwd_op().call(grad_out, grad_weights, query, key, value, weight, out, lse,
                       optional_of(saved[4]), optional_of(saved[5]), causal,
-                      optional_of(saved[6]), out,
+                      optional_of(saved[6]),
                       return_weights ? OptTensor(weights) : std::nullopt, value_grad);
     // One gradient per forward input: none for the masks, flags and key_exp (a function
     // of key computed without grad; key's gradient comes through key itself).
@@ -121,23 +121,21 @@ std::tuple<Tensor, Tensor, Tensor> fwd_autograd(const Tensor& query, const Tenso
 // wrong second derivatives, with only a warning).
 std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_autograd(
     const Tensor& grad_out, const OptTensor& grad_weights, const Tensor& query,
-    const Tensor& key, const Tensor& value, const Tensor& weight, const Tensor& lse,
-    const OptTensor& delta, const OptTensor& key_padding_mask, const OptTensor& key_lengths,
-    bool causal, const OptTensor& key_exp, const OptTensor& out, const OptTensor& weights,
-    bool value_grad) {
+    const Tensor& key, const Tensor& value, const Tensor& weight, const Tensor& out,
+    const Tensor& lse, const OptTensor& key_padding_mask, const OptTensor& key_lengths,
+    bool causal, const OptTensor& key_exp, const OptTensor& weights, bool value_grad) {
   if (at::GradMode::is_enabled()) {
     auto needs = [](const OptTensor& t) { return t.has_value() && t->requires_grad(); };
     TORCH_CHECK(!(grad_out.requires_grad() || needs(grad_weights) || query.requires_grad() ||
                   key.requires_grad() || value.requires_grad() || weight.requires_grad() ||
-                  needs(delta) || needs(out) || needs(weights)),
+                  out.requires_grad() || needs(weights)),
                 "attnkern: gradients of gradients (backward with create_graph=True, "
                 "double backward) are not supported by the fused op; backend='reference' "
                 "supports them");
   }
   at::AutoDispatchBelowADInplaceOrView guard;
-  return bwd_op().call(grad_out, grad_weights, query, key, value, weight, lse, delta,
-                       key_padding_mask, key_lengths, causal, key_exp, out, weights,
-                       value_grad);
+  return bwd_op().call(grad_out, grad_weights, query, key, value, weight, out, lse,
+                       key_padding_mask, key_lengths, causal, key_exp, weights, value_grad);
 }
 
 }  // namespace

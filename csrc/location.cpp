@@ -9,7 +9,7 @@
 //   location_windows_backward(grad (B * T, C * taps), x's (B, C, T), kernel, pad, taps)
 //     -> (B, C, T), the adjoint (a sum over the windows that read each element)
 //
-// Schemas are defined in attnkern/ops.py; CPU kernels and the autograd (C++, so a decoder
+// Schemas are defined in schema.cpp; CPU kernels and the autograd (C++, so a decoder
 // step runs no Python autograd code for them) are registered here. Glue, baseline ISA: the
 // loops are copies and short sums.
 #include <ATen/ATen.h>

@@ -1,12 +1,12 @@
-// CPU implementations of attnkern::fwd and attnkern::bwd (the schema is defined once, in
-// attnkern/ops.py). Every input is checked here too, so a direct torch.ops.attnkern call
-// can never read out of bounds; inputs of any strides are made contiguous, float16 and
+// CPU implementations of attnkern::fwd and attnkern::bwd (the schemas are in schema.cpp).
+// Every input is checked here too, so a direct torch.ops.attnkern call can never read out of
+// bounds; inputs of any strides are made contiguous, float16 and
 // bfloat16 are computed in float32. The kernels run through the table of the ISA chosen at
 // import (isa.cpp); this file is glue, built for the baseline ISA.
 //
 // A 2-D query (B, H) is one decoder step: the kernels see it as (B, 1, H) (the same
 // contiguous memory), and the per-row tensors drop the Tq dimension: out (B, Dv), lse (B,),
-// weights (B, Tk), and in bwd grad_out, grad_weights, lse, delta, out, weights likewise.
+// weights (B, Tk), and in bwd grad_out, grad_weights, out, lse, weights likewise.
 // A decoder step thus needs no unsqueeze/squeeze (nor their autograd nodes) around the op.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -29,6 +30,39 @@ using at::Tensor;
 bool is_float(const Tensor& t) {
   auto s = t.scalar_type();
   return s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16;
+}
+
+// Shapes and dtypes spelled as Python spells them ("(2, 3)", "(4,)", "torch.float32"), so
+// that these messages read word for word as the Triton op's and the fake kernels' (the
+// one Python check in attnkern/_validation.py: check_op_inputs, check_op_rows).
+std::string shape(at::IntArrayRef sizes) {
+  std::string s = "(";
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(sizes[i]);
+  }
+  return s + (sizes.size() == 1 ? ",)" : ")");
+}
+
+std::string dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "torch.float32";
+    case at::kDouble: return "torch.float64";
+    case at::kHalf: return "torch.float16";
+    case at::kBFloat16: return "torch.bfloat16";
+    case at::kLong: return "torch.int64";
+    case at::kInt: return "torch.int32";
+    case at::kShort: return "torch.int16";
+    case at::kChar: return "torch.int8";
+    case at::kByte: return "torch.uint8";
+    case at::kBool: return "torch.bool";
+    default: return std::string("torch.") + c10::toString(t);
+  }
+}
+
+std::string shapes(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& w) {
+  return "query " + shape(q.sizes()) + ", key " + shape(k.sizes()) + ", value " +
+         shape(v.sizes()) + ", weight " + shape(w.sizes());
 }
 
 struct Dims {
@@ -45,66 +79,94 @@ struct Dims {
   }
 };
 
-// Checks query/key/value/weight and the masks; returns the sizes.
+// Checks query/key/value/weight and the masks; returns the sizes. Shapes and devices raise
+// ValueError, dtypes TypeError (TORCH_CHECK_VALUE / TORCH_CHECK_TYPE), as in Python.
 Dims check_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
                   const Tensor& w, const std::optional<Tensor>& mask,
                   const std::optional<Tensor>& lengths) {
-  TORCH_CHECK(q.dim() == 3 || q.dim() == 2, op,
-              ": query must be 3-D (B, Tq, H) or 2-D (B, H) (one step), got ", q.sizes());
-  TORCH_CHECK(k.dim() == 3, op, ": key must be 3-D (B, Tk, H), got ", k.sizes());
-  TORCH_CHECK(v.dim() == 3, op, ": value must be 3-D (B, Tk, Dv), got ", v.sizes());
-  TORCH_CHECK(w.dim() == 1, op, ": weight must be 1-D (H,), got ", w.sizes());
+  const std::pair<const char*, const Tensor*> named[] = {
+      {"query", &q}, {"key", &k}, {"value", &v}, {"weight", &w}};
+  for (const auto& [name, t] : named) {
+    TORCH_CHECK_VALUE(t->defined(), op, ": ", name, " must be a tensor, got None");
+  }
+  TORCH_CHECK_VALUE(q.dim() == 3 || q.dim() == 2, op,
+                    ": query must be (B, Tq, H) or (B, H), got shape ", shape(q.sizes()));
+  TORCH_CHECK_VALUE(k.dim() == 3, op, ": key must be (B, Tk, H), got shape ", shape(k.sizes()));
+  TORCH_CHECK_VALUE(v.dim() == 3, op, ": value must be (B, Tk, Dv), got shape ",
+                    shape(v.sizes()));
+  TORCH_CHECK_VALUE(w.dim() == 1, op, ": weight must be (H,), got shape ", shape(w.sizes()));
+  for (const auto& [name, t] : named) {
+    TORCH_CHECK_TYPE(is_float(*t), op, ": ", name,
+                     " must be a floating tensor (float16, bfloat16, float32 or float64), got ",
+                     dtype_name(t->scalar_type()), " of shape ", shape(t->sizes()));
+  }
+  TORCH_CHECK_TYPE(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type() &&
+                       w.scalar_type() == q.scalar_type(),
+                   op, ": query, key, value and weight must share one dtype, got query=",
+                   dtype_name(q.scalar_type()), ", key=", dtype_name(k.scalar_type()),
+                   ", value=", dtype_name(v.scalar_type()), ", weight=",
+                   dtype_name(w.scalar_type()));
+  for (const auto& [name, t] : named) {
+    TORCH_CHECK_VALUE(t->device() == q.device(), op,
+                      ": all inputs must be on one device: query is on ", q.device(), ", ",
+                      name, " is on ", t->device(), " (shapes: query ", shape(q.sizes()), ", ",
+                      name, " ", shape(t->sizes()), ")");
+  }
+  TORCH_CHECK_VALUE(q.device().is_cpu(), op, ": expected CPU tensors, got ", q.device());
   const bool step = q.dim() == 2;
   const Dims d{q.size(0), step ? 1 : q.size(1), k.size(1), q.size(-1), v.size(2), step};
-  TORCH_CHECK(k.size(0) == d.B && v.size(0) == d.B, op, ": batch sizes differ: query ",
-              q.sizes(), ", key ", k.sizes(), ", value ", v.sizes());
-  TORCH_CHECK(v.size(1) == d.Tk, op, ": key and value must have the same Tk: key ", k.sizes(),
-              ", value ", v.sizes());
-  TORCH_CHECK(k.size(2) == d.H && w.size(0) == d.H, op,
-              ": query, key and weight must share H: query ", q.sizes(), ", key ", k.sizes(),
-              ", weight ", w.sizes());
-  TORCH_CHECK(is_float(q), op, ": query must be float16, bfloat16, float32 or float64, got ",
-              q.scalar_type());
-  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type() &&
-                  w.scalar_type() == q.scalar_type(),
-              op, ": query, key, value and weight must share one dtype, got ", q.scalar_type(),
-              ", ", k.scalar_type(), ", ", v.scalar_type(), ", ", w.scalar_type());
-  for (const Tensor* t : {&q, &k, &v, &w}) {
-    TORCH_CHECK(t->device().is_cpu(), op, ": expected CPU tensors, got ", t->device());
-  }
+  TORCH_CHECK_VALUE(k.size(0) == d.B && v.size(0) == d.B, op, ": batch sizes differ: ",
+                    shapes(q, k, v, w));
+  TORCH_CHECK_VALUE(v.size(1) == d.Tk, op,
+                    ": key and value must have the same number of keys Tk: ", shapes(q, k, v, w));
+  TORCH_CHECK_VALUE(k.size(2) == d.H && w.size(0) == d.H, op,
+                    ": query, key and weight must share the hidden size H: ", shapes(q, k, v, w));
   if (mask.has_value()) {
     const Tensor& m = *mask;
-    TORCH_CHECK(m.scalar_type() == at::kBool, op, ": key_padding_mask must be bool, got ",
-                m.scalar_type());
-    TORCH_CHECK(m.dim() == 2 && m.size(0) == d.B && m.size(1) == d.Tk, op,
-                ": key_padding_mask must be (B, Tk) = (", d.B, ", ", d.Tk, "), got ", m.sizes());
-    TORCH_CHECK(m.device().is_cpu(), op, ": key_padding_mask must be on CPU, got ", m.device());
+    TORCH_CHECK_TYPE(m.scalar_type() == at::kBool, op,
+                     ": key_padding_mask must be a bool tensor (True = padding), got ",
+                     dtype_name(m.scalar_type()), " of shape ", shape(m.sizes()));
+    TORCH_CHECK_VALUE(m.dim() == 2 && m.size(0) == d.B && m.size(1) == d.Tk, op,
+                      ": key_padding_mask must be (B, Tk) = (", d.B, ", ", d.Tk,
+                      "), got shape ", shape(m.sizes()));
+    TORCH_CHECK_VALUE(m.device() == q.device(), op, ": key_padding_mask is on ", m.device(),
+                      ", the inputs are on ", q.device(), " (key_padding_mask shape ",
+                      shape(m.sizes()), ")");
   }
   if (lengths.has_value()) {
     const Tensor& l = *lengths;
-    TORCH_CHECK(l.scalar_type() == at::kLong, op, ": key_lengths must be int64, got ",
-                l.scalar_type());
-    TORCH_CHECK(l.dim() == 1 && l.size(0) == d.B, op, ": key_lengths must be (B,) = (", d.B,
-                ",), got ", l.sizes());
-    TORCH_CHECK(l.device().is_cpu(), op, ": key_lengths must be on CPU, got ", l.device());
-    Tensor lc = l.contiguous();
-    const int64_t* p = lc.data_ptr<int64_t>();
-    for (int64_t b = 0; b < d.B; ++b) {
-      TORCH_CHECK(p[b] >= 0 && p[b] <= d.Tk, op, ": key_lengths must lie in [0, Tk=", d.Tk,
-                  "], got ", p[b], " at batch ", b);
+    TORCH_CHECK_TYPE(l.scalar_type() == at::kLong, op,
+                     ": key_lengths must be an int64 tensor, got ", dtype_name(l.scalar_type()),
+                     " of shape ", shape(l.sizes()));
+    TORCH_CHECK_VALUE(l.dim() == 1 && l.size(0) == d.B, op, ": key_lengths must be (B,) = (",
+                      d.B, ",), got shape ", shape(l.sizes()));
+    TORCH_CHECK_VALUE(l.device() == q.device(), op, ": key_lengths is on ", l.device(),
+                      ", the inputs are on ", q.device(), " (key_lengths shape ",
+                      shape(l.sizes()), ")");
+    if (d.B > 0) {
+      Tensor lc = l.contiguous();
+      const int64_t* p = lc.data_ptr<int64_t>();
+      const auto [lo, hi] = std::minmax_element(p, p + d.B);
+      TORCH_CHECK_VALUE(*lo >= 0 && *hi <= d.Tk, op, ": key_lengths must lie in [0, Tk=", d.Tk,
+                        "] (key shape ", shape(k.sizes()), "), got values in [", *lo, ", ",
+                        *hi, "]");
     }
   }
   return d;
 }
 
-// A per-row tensor (grad_out, grad_weights, lse, delta, out, weights): d.rows(last).
+// A per-row tensor (grad_out, grad_weights, lse, out, weights): d.rows(last).
 void check_rows(const char* op, const char* name, const Tensor& t, const Dims& d,
                 std::optional<int64_t> last) {
-  TORCH_CHECK(is_float(t), op, ": ", name, " must be a floating tensor, got ", t.scalar_type());
-  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be on CPU, got ", t.device());
+  TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " must be a tensor, got None");
+  TORCH_CHECK_TYPE(is_float(t), op, ": ", name,
+                   " must be a floating tensor (float16, bfloat16, float32 or float64), got ",
+                   dtype_name(t.scalar_type()), " of shape ", shape(t.sizes()));
+  TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": ", name, " is on ", t.device(),
+                    ", the inputs are on cpu (", name, " shape ", shape(t.sizes()), ")");
   const auto want = d.rows(last);
-  TORCH_CHECK(t.sizes() == at::IntArrayRef(want), op, ": ", name, " must be ",
-              at::IntArrayRef(want), ", got ", t.sizes());
+  TORCH_CHECK_VALUE(t.sizes() == at::IntArrayRef(want), op, ": ", name, " must be ",
+                    shape(want), ", got shape ", shape(t.sizes()));
 }
 
 MaskArgs make_masks(const Dims& d, const Tensor& mask, const Tensor& lengths, bool causal) {
@@ -136,11 +198,14 @@ Tensor prep_key_exp(const char* op, const std::optional<Tensor>& key_exp, const 
                     at::ScalarType acc) {
   if (!key_exp.has_value()) return Tensor();
   const Tensor& e = *key_exp;
-  TORCH_CHECK(e.device().is_cpu(), op, ": key_exp must be on CPU, got ", e.device());
-  TORCH_CHECK(e.scalar_type() == acc, op, ": key_exp must be ", acc, " (the accumulation dtype), got ",
-              e.scalar_type());
-  TORCH_CHECK(e.dim() == 3 && e.size(0) == d.B && e.size(1) == d.Tk && e.size(2) == d.H, op,
-              ": key_exp must be (B, Tk, H) = (", d.B, ", ", d.Tk, ", ", d.H, "), got ", e.sizes());
+  TORCH_CHECK_VALUE(e.device().is_cpu(), op, ": key_exp is on ", e.device(),
+                    ", the inputs are on cpu (key_exp shape ", shape(e.sizes()), ")");
+  TORCH_CHECK_TYPE(e.scalar_type() == acc, op, ": key_exp must be ", dtype_name(acc),
+                   " (the accumulation dtype), got ", dtype_name(e.scalar_type()), " of shape ",
+                   shape(e.sizes()));
+  TORCH_CHECK_VALUE(e.dim() == 3 && e.size(0) == d.B && e.size(1) == d.Tk && e.size(2) == d.H,
+                    op, ": key_exp must be (B, Tk, H) = (", d.B, ", ", d.Tk, ", ", d.H,
+                    "), got shape ", shape(e.sizes()));
   return e.contiguous();
 }
 
@@ -250,10 +315,10 @@ template <typename T>
 std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_run(
     const char* op, const Dims& d, const Tensor& grad_out,
     const std::optional<Tensor>& grad_weights, const Tensor& query, const Tensor& key,
-    const Tensor& value, const Tensor& weight, const Tensor& lse,
-    const std::optional<Tensor>& delta, const std::optional<Tensor>& key_padding_mask,
-    const std::optional<Tensor>& key_lengths, bool causal, const std::optional<Tensor>& key_exp,
-    const std::optional<Tensor>& out, const std::optional<Tensor>& weights, bool value_grad) {
+    const Tensor& value, const Tensor& weight, const Tensor& out, const Tensor& lse,
+    const std::optional<Tensor>& key_padding_mask, const std::optional<Tensor>& key_lengths,
+    bool causal, const std::optional<Tensor>& key_exp, const std::optional<Tensor>& weights,
+    bool value_grad) {
   constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
   const auto dtype = query.scalar_type();
   Tensor q = prep(query, acc), k = prep(key, acc), v = prep(value, acc), w = prep(weight, acc);
@@ -263,19 +328,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_run(
   if (weights.has_value() && weights->scalar_type() == acc) pr = prep(*weights, acc);
   Tensor go = prep(grad_out, acc), ls = prep(lse, acc);
   Tensor gw = grad_weights.has_value() ? prep(*grad_weights, acc) : Tensor();
-  Tensor dl;
-  c10::SmallVector<T, 64> dl_scratch;  // delta computed here: a decoder step's few rows
-  const T* dl_ptr = nullptr;
-  if (delta.has_value()) {
-    dl = prep(*delta, acc);
-    dl_ptr = dl.data_ptr<T>();
-  } else {
-    dl_scratch.resize(d.B * d.Tq);
-    // weights in T: pr already holds them (prepared once for both uses)
-    const Tensor wts = !gw.defined() ? Tensor() : pr.defined() ? pr : prep(*weights, acc);
-    row_delta<T>(d, prep(*out, acc), go, wts, gw, dl_scratch.data());
-    dl_ptr = dl_scratch.data();
-  }
+  // The delta pre-pass, here: a decoder step's few rows, scratch on the stack.
+  c10::SmallVector<T, 64> dl(d.B * d.Tq);
+  // weights in T: pr already holds them (prepared once for both uses)
+  const Tensor wts = !gw.defined() ? Tensor() : pr.defined() ? pr : prep(*weights, acc);
+  row_delta<T>(d, prep(out, acc), go, wts, gw, dl.data());
   Tensor ek = prep_key_exp(op, key_exp, d, acc);
   Tensor mask = key_padding_mask.has_value() ? key_padding_mask->contiguous() : Tensor();
   Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
@@ -286,46 +343,38 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_run(
   const MaskArgs mk = make_masks(d, mask, len, causal);
   backward_kernel<T>(active_kernels())(
       go.data_ptr<T>(), ptr_or_null<T>(gw), q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek),
-      v.data_ptr<T>(), w.data_ptr<T>(), ls.data_ptr<T>(), dl_ptr, ptr_or_null<T>(pr), mk, d.B,
+      v.data_ptr<T>(), w.data_ptr<T>(), ls.data_ptr<T>(), dl.data(), ptr_or_null<T>(pr), mk, d.B,
       d.Tq, d.Tk, d.H, d.Dv, dq.data_ptr<T>(), dk.data_ptr<T>(), ptr_or_null<T>(dv),
       dw.data_ptr<T>());
   return {cast(dq, dtype), cast(dk, dtype),
           value_grad ? cast(dv, dtype) : new_empty({0}, dtype), cast(dw, dtype)};
 }
 
-// delta may be None: the op then computes it from out (and weights, with grad_weights),
-// which is what the autograd backward does (one pass here instead of separate ATen ops).
-// weights, when given in the accumulation dtype, are also the kernel's p (see bwd_run).
+// delta = rowsum(out * grad_out) (+ rowsum(weights * grad_weights)) is computed here, in one
+// pass (what the autograd backward relies on). weights, when given in the accumulation dtype,
+// are also the kernel's p (see bwd_run).
 std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
     const Tensor& grad_out, const std::optional<Tensor>& grad_weights, const Tensor& query,
-    const Tensor& key, const Tensor& value, const Tensor& weight, const Tensor& lse,
-    const std::optional<Tensor>& delta, const std::optional<Tensor>& key_padding_mask,
+    const Tensor& key, const Tensor& value, const Tensor& weight, const Tensor& out,
+    const Tensor& lse, const std::optional<Tensor>& key_padding_mask,
     const std::optional<Tensor>& key_lengths, bool causal,
-    const std::optional<Tensor>& key_exp, const std::optional<Tensor>& out,
-    const std::optional<Tensor>& weights, bool value_grad) {
+    const std::optional<Tensor>& key_exp, const std::optional<Tensor>& weights,
+    bool value_grad) {
   const char* op = "attnkern::bwd";
   const Dims d = check_inputs(op, query, key, value, weight, key_padding_mask, key_lengths);
   check_rows(op, "grad_out", grad_out, d, d.Dv);
   if (grad_weights.has_value()) check_rows(op, "grad_weights", *grad_weights, d, d.Tk);
+  check_rows(op, "out", out, d, d.Dv);
   check_rows(op, "lse", lse, d, std::nullopt);
   if (weights.has_value()) check_rows(op, "weights", *weights, d, d.Tk);
-  if (delta.has_value()) {
-    check_rows(op, "delta", *delta, d, std::nullopt);
-  } else {
-    TORCH_CHECK(out.has_value(), op,
-                ": delta is None, so out must be given (delta = rowsum(out * grad_out))");
-    check_rows(op, "out", *out, d, d.Dv);
-    if (grad_weights.has_value()) {
-      TORCH_CHECK(weights.has_value(), op,
-                  ": delta is None and grad_weights is given, so weights must be given "
-                  "(delta = rowsum(out * grad_out) + rowsum(weights * grad_weights))");
-    }
-  }
+  TORCH_CHECK_VALUE(!grad_weights.has_value() || weights.has_value(), op,
+                    ": grad_weights is given, so weights must be given too (delta = "
+                    "rowsum(out * grad_out) + rowsum(weights * grad_weights))");
   if (query.scalar_type() == at::kDouble)
-    return bwd_run<double>(op, d, grad_out, grad_weights, query, key, value, weight, lse, delta,
-                           key_padding_mask, key_lengths, causal, key_exp, out, weights, value_grad);
-  return bwd_run<float>(op, d, grad_out, grad_weights, query, key, value, weight, lse, delta,
-                        key_padding_mask, key_lengths, causal, key_exp, out, weights, value_grad);
+    return bwd_run<double>(op, d, grad_out, grad_weights, query, key, value, weight, out, lse,
+                           key_padding_mask, key_lengths, causal, key_exp, weights, value_grad);
+  return bwd_run<float>(op, d, grad_out, grad_weights, query, key, value, weight, out, lse,
+                        key_padding_mask, key_lengths, causal, key_exp, weights, value_grad);
 }
 
 }  // namespace

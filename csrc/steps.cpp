@@ -1,14 +1,15 @@
-// Step-invariant operands (attnkern/_steps.py has the why): a decoder step y_s = a_s @ M
-// with the same M at every step hands (a_s, dy_s) to M's accumulator; when autograd reaches
-// M, one GEMM gives dM = sum_s a_s^T dy_s (or its transpose, dW = G^T A, for an nn.Linear
-// weight y = a @ W^T). In C++, so that a decoder step runs no Python autograd code:
+// Weight-gradient stores of step-invariant operands (attnkern/state.py has the why): a
+// decoder step y_s = a_s @ M with the same M at every step records (a_s, dy_s) in M's
+// store; when autograd reaches M, one GEMM gives dM = sum_s a_s^T dy_s (or its transpose,
+// dW = G^T A, for an nn.Linear weight y = a @ W^T). In C++, so that a decoder step runs no
+// Python autograd code:
 //
-//   step_sink(M, linear) -> token       a 0-element tensor whose node holds M's accumulator;
-//                                       its backward returns dM
-//   step_tap(y, a, token) -> y'         a copy of y; backward stores (a, dy), passes dy on
-//   step_linear(x, W, W_t, token) -> y  y = x @ W_t (W_t = W^T contiguous); backward
-//                                       dx = dy @ W, stores (x, dy)
-//   step_pending(token) -> int          entries stored and not yet taken (for tests)
+//   wgrad_store(M, linear) -> token      a 0-element tensor whose node holds M's records;
+//                                        its backward returns dM
+//   wgrad_record(y, a, token) -> y'      a copy of y; backward records (a, dy), passes dy on
+//   wgrad_record_linear(x, W, W_t, token) -> y
+//                                        y = x @ W_t (W_t = W^T contiguous); backward
+//                                        dx = dy @ W, records (x, dy)
 //
 // The steps find the accumulator through the token's node, so no Python object crosses the
 // dispatcher (a custom-class argument costs about 20 us per call there). Entries are tagged
@@ -89,7 +90,7 @@ class SinkFunction : public torch::autograd::Function<SinkFunction> {
 Acc accumulator_of(const char* op, const Tensor& token) {
   const auto fn = token.grad_fn();  // keeps the node alive while we read it
   auto* node = dynamic_cast<torch::autograd::CppNode<SinkFunction>*>(fn.get());
-  TORCH_CHECK(node != nullptr, op, ": token must be the output of attnkern::step_sink");
+  TORCH_CHECK(node != nullptr, op, ": token must be the output of attnkern::wgrad_store");
   return node->ctx_.saved_data["acc"].toCustomClass<StepAccumulator>();
 }
 
@@ -124,32 +125,30 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
   }
 };
 
-Tensor step_sink(const Tensor& operand, bool linear) {
-  TORCH_CHECK(operand.dim() == 2 || operand.dim() == 3, "attnkern::step_sink: the operand must ",
+Tensor wgrad_store(const Tensor& operand, bool linear) {
+  TORCH_CHECK(operand.dim() == 2 || operand.dim() == 3,
+              "attnkern::wgrad_store: the operand must ",
               "be 2-D (a weight) or 3-D (batched), got ", operand.sizes());
   return SinkFunction::apply(operand, c10::make_intrusive<StepAccumulator>(linear,
                                                                            operand.dim() == 3));
 }
 
-int64_t step_pending(const Tensor& token) {
-  return static_cast<int64_t>(accumulator_of("attnkern::step_pending", token)->entries.size());
-}
-
-Tensor step_tap(const Tensor& y, const Tensor& a, const Tensor& token) {
+Tensor wgrad_record(const Tensor& y, const Tensor& a, const Tensor& token) {
   TORCH_CHECK(y.dim() >= 2 && y.dim() == a.dim() && y.size(0) == a.size(0),
-              "attnkern::step_tap: y and a must have the same rank (>= 2) and batch, got ",
+              "attnkern::wgrad_record: y and a must have the same rank (>= 2) and batch, got ",
               y.sizes(), " and ", a.sizes());
-  return TapFunction::apply(y, a, token, accumulator_of("attnkern::step_tap", token));
+  return TapFunction::apply(y, a, token, accumulator_of("attnkern::wgrad_record", token));
 }
 
-Tensor step_linear(const Tensor& x, const Tensor& weight, const Tensor& weight_t,
+Tensor wgrad_record_linear(const Tensor& x, const Tensor& weight, const Tensor& weight_t,
                    const Tensor& token) {
   TORCH_CHECK(weight.dim() == 2 && weight_t.dim() == 2 && weight_t.size(0) == weight.size(1) &&
                   weight_t.size(1) == weight.size(0) && x.size(-1) == weight.size(1),
-              "attnkern::step_linear: x (.., K), weight (N, K), weight_t (K, N) expected, got ",
+              "attnkern::wgrad_record_linear: x (.., K), weight (N, K), weight_t (K, N) "
+              "expected, got ",
               x.sizes(), ", ", weight.sizes(), ", ", weight_t.sizes());
   return LinearFunction::apply(x, weight, weight_t, token,
-                               accumulator_of("attnkern::step_linear", token));
+                               accumulator_of("attnkern::wgrad_record_linear", token));
 }
 
 // same_bytes(a, b): every pair has the same dtype, shape and bytes. The modules' call
@@ -184,19 +183,11 @@ bool same_bytes(const at::TensorList a, const at::TensorList b) {
 static const auto step_accumulator_class =
     torch::class_<attnkern::StepAccumulator>("attnkern", "StepAccumulator");
 
-TORCH_LIBRARY_FRAGMENT(attnkern, m) {
-  m.def("step_sink(Tensor operand, bool linear) -> Tensor");
-  m.def("step_tap(Tensor y, Tensor a, Tensor token) -> Tensor");
-  m.def("step_linear(Tensor x, Tensor weight, Tensor weight_t, Tensor token) -> Tensor");
-  m.def("step_pending(Tensor token) -> int");
-  m.def("same_bytes(Tensor[] a, Tensor[] b) -> bool");
-}
-
-// Each builds its own autograd node (torch::autograd::Function), so it sits above autograd.
+// Schemas in schema.cpp. Each builds its own autograd node (torch::autograd::Function), so
+// it sits above autograd.
 TORCH_LIBRARY_IMPL(attnkern, CompositeImplicitAutograd, m) {
-  m.impl("step_sink", &attnkern::step_sink);
-  m.impl("step_tap", &attnkern::step_tap);
-  m.impl("step_linear", &attnkern::step_linear);
-  m.impl("step_pending", &attnkern::step_pending);
+  m.impl("wgrad_store", &attnkern::wgrad_store);
+  m.impl("wgrad_record", &attnkern::wgrad_record);
+  m.impl("wgrad_record_linear", &attnkern::wgrad_record_linear);
   m.impl("same_bytes", &attnkern::same_bytes);
 }

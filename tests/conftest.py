@@ -6,7 +6,7 @@ PyTorch's own switch).
 
 Under ``TRITON_INTERPRET=1`` (the separate pytest run of tests/test_triton*.py) the Triton
 launchers are registered as the CPU kernels of attnkern::fwd/bwd in a separate
-torch.library fragment (``attnkern.ops.use_triton_on_cpu()``), so ``backend="triton"`` on
+torch.library fragment (``attnkern.testing.use_triton_on_cpu()``), so ``backend="triton"`` on
 CPU tensors runs the Triton kernels in the interpreter through the very same op, autograd
 and validation as on CUDA. (In that process every CPU op call runs Triton: run only the
 Triton test files and the backend-parametrised edge-case files there.)
@@ -31,19 +31,19 @@ import sys
 import pytest
 import torch
 
-from attnkern import ops
+from attnkern import ops, testing
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 torch.use_deterministic_algorithms(True, warn_only=True)
 torch.utils.deterministic.fill_uninitialized_memory = True  # type: ignore[attr-defined]
 
-if ops.triton_interpret_enabled() and ops.HAS_TRITON:
-    ops.use_triton_on_cpu()  # overrides the C++ CPU kernels for this process
+if testing.triton_interpret_enabled() and ops.HAS_TRITON:
+    testing.use_triton_on_cpu()  # overrides the C++ CPU kernels for this process
 
 
 def _backend_params():
-    if ops.triton_on_cpu():
+    if testing.triton_on_cpu():
         return [pytest.param("triton", id="triton-interpreter")]
     params = [pytest.param("reference", id="reference"),
               pytest.param("cpp", id="cpp", marks=() if ops.HAS_CPP else pytest.mark.skip(

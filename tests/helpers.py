@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 import attnkern
-from attnkern import ops
+from attnkern import ops, testing
 
 # (atol, rtol) of a backend in this dtype against the float64 reference.
 TOL = {
@@ -75,8 +75,8 @@ def reference64(q, k, v, w, **kw):
 
 def device_of(backend):
     """Where ``backend`` runs: Triton on CUDA unless the interpreter has taken over the CPU
-    kernels (``ops.triton_on_cpu()``); the rest on CPU."""
-    if backend == "triton" and not ops.triton_on_cpu():
+    kernels (``testing.triton_on_cpu()``); the rest on CPU."""
+    if backend == "triton" and not testing.triton_on_cpu():
         return "cuda"
     return "cpu"
 
@@ -137,7 +137,7 @@ def triton_module_device():
 
     if not ops.HAS_TRITON:
         pytest.skip("Triton is not installed", allow_module_level=True)
-    if ops.triton_interpret_enabled():
+    if testing.triton_interpret_enabled():
         return "cpu"
     if torch.cuda.is_available():
         return "cuda"
@@ -148,3 +148,95 @@ def triton_module_device():
 
 def shape_id(B, Tq, Tk, H, Dv):
     return f"B{B}-Tq{Tq}-Tk{Tk}-H{H}-Dv{Dv}"
+
+
+# ------------------------------------------------- direct op calls with one bad input each
+
+# name -> (op, the bad call's changes, the functional call rejecting the same input or
+# None). The base call is B=2, Tq=3, Tk=5, H=4, Dv=6, float32; "-range" cases need the
+# lengths' values (not read under fake tensors).
+BAD_OP_CALLS = {
+    "fwd-query-4d": ("fwd", {"query": lambda a: a["query"][None]}, True),
+    "fwd-query-1d": ("fwd", {"query": lambda a: a["query"][0, 0]}, True),
+    "fwd-key-2d": ("fwd", {"key": lambda a: a["key"][0]}, True),
+    "fwd-value-2d": ("fwd", {"value": lambda a: a["value"][0]}, True),
+    "fwd-weight-2d": ("fwd", {"weight": lambda a: a["weight"][None].expand(2, 4)}, False),
+    "fwd-key-batch": ("fwd", {"key": lambda a: a["key"][:1]}, True),
+    "fwd-value-short": ("fwd", {"value": lambda a: a["value"][:, :4]}, True),
+    "fwd-key-hidden": ("fwd", {"key": lambda a: a["key"][..., :3]}, True),
+    "fwd-weight-short": ("fwd", {"weight": lambda a: a["weight"][:3]}, True),
+    "fwd-int-dtype": ("fwd", {n: (lambda a, n=n: a[n].long())
+                              for n in ("query", "key", "value", "weight")}, True),
+    "fwd-mixed-dtype": ("fwd", {"key": lambda a: a["key"].double()}, True),
+    "fwd-mask-float": ("fwd", {"key_padding_mask": lambda a: torch.zeros(2, 5)}, True),
+    "fwd-mask-short": ("fwd", {"key_padding_mask":
+                               lambda a: torch.zeros(2, 4, dtype=torch.bool)}, True),
+    "fwd-lengths-int32": ("fwd", {"key_lengths": lambda a: torch.tensor([5, 1],
+                                                                       dtype=torch.int32)},
+                          False),
+    "fwd-lengths-short": ("fwd", {"key_lengths": lambda a: torch.tensor([5])}, True),
+    "fwd-lengths-range": ("fwd", {"key_lengths": lambda a: torch.tensor([5, 6])}, True),
+    "fwd-key_exp-dtype": ("fwd", {"key_exp": lambda a: torch.ones(2, 5, 4,
+                                                                  dtype=torch.float64)}, False),
+    "fwd-key_exp-short": ("fwd", {"key_exp": lambda a: torch.ones(2, 4, 4)}, False),
+    "bwd-key-short": ("bwd", {"key": lambda a: a["key"][:, :4]}, None),
+    "bwd-grad_out-short": ("bwd", {"grad_out": lambda a: a["grad_out"][:, :, :5]}, None),
+    "bwd-out-short": ("bwd", {"out": lambda a: a["out"][:1]}, None),
+    "bwd-lse-short": ("bwd", {"lse": lambda a: a["lse"][:, :2]}, None),
+    "bwd-lse-int": ("bwd", {"lse": lambda a: a["lse"].long()}, None),
+    "bwd-grad_weights-no-weights": ("bwd", {"grad_weights": lambda a: torch.zeros(2, 3, 5)},
+                                    None),
+    "bwd-weights-short": ("bwd", {"grad_weights": lambda a: torch.zeros(2, 3, 5),
+                                  "weights": lambda a: torch.zeros(2, 3, 4)}, None),
+    "bwd-step-lse-3d": ("bwd", {n: (lambda a, n=n: a[n][:, 0])
+                                for n in ("grad_out", "query", "out")}, None),
+    "bwd-lengths-range": ("bwd", {"key_lengths": lambda a: torch.tensor([-1, 5])}, None),
+}
+
+_FWD_ARGS = ("query", "key", "value", "weight", "key_padding_mask", "key_lengths", "causal",
+             "return_weights", "key_exp")
+_BWD_ARGS = ("grad_out", "grad_weights", "query", "key", "value", "weight", "out", "lse",
+             "key_padding_mask", "key_lengths", "causal", "key_exp", "weights", "value_grad")
+
+
+def bad_op_call(case, device):
+    """``(op, args, functional_args)`` of a BAD_OP_CALLS case on ``device``: the op's
+    positional arguments, and ``(query, key, value, weight, kwargs)`` for
+    ``additive_attention`` (or None where the functional accepts the input or has no
+    counterpart)."""
+    op, changes, functional = BAD_OP_CALLS[case]
+    g = torch.Generator().manual_seed(0)
+    a = {"query": torch.randn(2, 3, 4, generator=g), "key": torch.randn(2, 5, 4, generator=g),
+         "value": torch.randn(2, 5, 6, generator=g), "weight": torch.randn(4, generator=g),
+         "key_padding_mask": None, "key_lengths": None, "causal": False,
+         "return_weights": False, "key_exp": None, "grad_out": torch.randn(2, 3, 6, generator=g),
+         "grad_weights": None, "out": torch.zeros(2, 3, 6), "lse": torch.zeros(2, 3),
+         "weights": None, "value_grad": True}
+    a.update({name: change(a) for name, change in changes.items()})
+    a = {n: (x.to(device) if isinstance(x, torch.Tensor) else x) for n, x in a.items()}
+    args = tuple(a[n] for n in (_FWD_ARGS if op == "fwd" else _BWD_ARGS))
+    functional_args = None
+    if functional:
+        kw = {n: a[n] for n in ("key_padding_mask", "key_lengths") if a[n] is not None}
+        functional_args = (a["query"], a["key"], a["value"], a["weight"], kw)
+    return op, args, functional_args
+
+
+def op_error(op, args):
+    """``(exception type name, first line of its message)`` of ``torch.ops.attnkern.<op>``
+    called with ``args``, or ``("no error", "")``."""
+    try:
+        getattr(torch.ops.attnkern, op)(*args)
+    except Exception as e:  # noqa: BLE001 - the type is what is compared
+        return type(e).__name__, str(e).splitlines()[0]
+    return "no error", ""
+
+
+def fake_op_error(op, args):
+    """op_error of the op's fake kernel: the same call under FakeTensorMode (what
+    torch.compile and torch.export run)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        fake = tuple(mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in args)
+        return op_error(op, fake)

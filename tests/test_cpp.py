@@ -212,26 +212,10 @@ def test_opcheck_bwd(sample, with_grad_weights):
     g = torch.Generator().manual_seed(sample)
     gout = torch.randn(out.shape, generator=g).to(out.dtype)
     gw = torch.randn(wts.shape, generator=g).to(wts.dtype) if with_grad_weights else None
-    delta = (out.to(lse.dtype) * gout.to(lse.dtype)).sum(-1)
-    if gw is not None:
-        delta = delta + (wts.to(lse.dtype) * gw.to(lse.dtype)).sum(-1)
+    # the op computes delta from out (and the weights, with their gradient)
     torch.library.opcheck(torch.ops.attnkern.bwd.default,
-                          (gout, gw, q, k, v, w, lse, delta, mask, lengths, causal))
-
-
-@pytest.mark.parametrize("sample", range(4))
-def test_opcheck_bwd_computes_delta(sample):
-    """delta=None: the op computes it from out (and weights): what the autograd does."""
-    q, k, v, w, mask, lengths, causal, _ = _op_samples()[sample]
-    q, k, v, w = (t.detach() for t in (q, k, v, w))
-    out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, mask, lengths, causal, True)
-    g = torch.Generator().manual_seed(sample)
-    gout = torch.randn(out.shape, generator=g).to(out.dtype)
-    gw = torch.randn(wts.shape, generator=g).to(wts.dtype)
-    for grad_w in (None, gw):
-        torch.library.opcheck(torch.ops.attnkern.bwd.default,
-                              (gout, grad_w, q, k, v, w, lse, None, mask, lengths, causal, None,
-                               out, wts if grad_w is not None else None))
+                          (gout, gw, q, k, v, w, out, lse, mask, lengths, causal, None,
+                           wts if gw is not None else None))
 
 
 # ---------------------------------------------------------------- one step: 2-D query
@@ -249,7 +233,7 @@ def _step_args(dtype=torch.float32, kind="all", seed=0):
                          ids=lambda d: str(d).split(".")[-1])
 def test_step_query_op_equals_one_row_query(dtype):
     """The ops take a 2-D query (B, H) as the one-row query (B, 1, H) minus the Tq dimension
-    of every per-row tensor (out, lse, weights; grad_out, grad_weights, lse, delta, dq):
+    of every per-row tensor (out, lse, weights; grad_out, grad_weights, out, lse, dq):
     bitwise the same numbers, the kernels see the same memory."""
     q, k, v, w, mask, lengths, causal = _step_args(dtype)
     step = torch.ops.attnkern.fwd(q, k, v, w, mask, lengths, causal, True)
@@ -261,16 +245,13 @@ def test_step_query_op_equals_one_row_query(dtype):
     g = torch.Generator().manual_seed(1)
     gout = torch.randn(out.shape, generator=g).to(dtype)
     gw = torch.randn(wts.shape, generator=g).to(dtype)
-    for delta in (None, "given"):
-        d = None
-        if delta == "given":
-            acc = lse.dtype
-            d = (out.to(acc) * gout.to(acc)).sum(-1) + (wts.to(acc) * gw.to(acc)).sum(-1)
-        g_step = torch.ops.attnkern.bwd(gout, gw, q, k, v, w, lse, d, mask, lengths, causal,
-                                        None, out, wts)
+    for weights in (wts, wts.double() if dtype != torch.float64 else wts.float()):
+        # the forward's weights (p, where in the accumulation dtype), or only for delta
+        g_step = torch.ops.attnkern.bwd(gout, gw, q, k, v, w, out, lse, mask, lengths, causal,
+                                        None, weights)
         g_rows = torch.ops.attnkern.bwd(gout[:, None], gw[:, None], q[:, None], k, v, w,
-                                        lse[:, None], None if d is None else d[:, None], mask,
-                                        lengths, causal, None, out[:, None], wts[:, None])
+                                        out[:, None], lse[:, None], mask, lengths, causal, None,
+                                        weights[:, None])
         assert g_step[0].shape == q.shape
         assert torch.equal(g_step[0], g_rows[0].squeeze(1))
         for a, b in zip(g_step[1:], g_rows[1:]):
@@ -286,7 +267,7 @@ def test_opcheck_step_query(return_weights):
     gout = torch.randn_like(out)
     gw = torch.randn_like(wts) if return_weights else None
     torch.library.opcheck(torch.ops.attnkern.bwd.default,
-                          (gout, gw, q, k, v, w, lse, None, mask, lengths, causal, None, out,
+                          (gout, gw, q, k, v, w, out, lse, mask, lengths, causal, None,
                            wts if return_weights else None))
 
 
@@ -298,8 +279,8 @@ def test_step_query_under_fake_tensors():
             torch.empty(8)
         out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, None, None, False, True)
         assert out.shape == (2, 5) and lse.shape == (2,) and wts.shape == (2, 11)
-        grads = torch.ops.attnkern.bwd(torch.empty(2, 5), torch.empty(2, 11), q, k, v, w, lse,
-                                       None, None, None, False, None, out, wts)
+        grads = torch.ops.attnkern.bwd(torch.empty(2, 5), torch.empty(2, 11), q, k, v, w, out,
+                                       lse, None, None, False, None, wts)
         assert [tuple(g.shape) for g in grads] == [(2, 8), (2, 11, 8), (2, 11, 5), (8,)]
 
 
@@ -432,7 +413,7 @@ BAD_FWD = {
 @pytest.mark.parametrize("bad", list(BAD_FWD), ids=list(BAD_FWD))
 def test_direct_fwd_bad_input_raises(bad):
     a = {**_good(), **BAD_FWD[bad]}
-    with pytest.raises(RuntimeError, match="attnkern::fwd"):
+    with pytest.raises((ValueError, TypeError), match="attnkern::fwd"):
         torch.ops.attnkern.fwd(a["q"], a["k"], a["v"], a["w"], a["mask"], a["lengths"],
                                False, True)
 
@@ -441,7 +422,8 @@ BAD_BWD = {
     "grad_out-shape": dict(gout=torch.randn(2, 3, 5)),
     "grad_weights-shape": dict(gw=torch.randn(2, 3, 4)),
     "lse-shape": dict(lse=torch.randn(2, 4)),
-    "delta-shape": dict(delta=torch.randn(3)),
+    "out-shape": dict(out=torch.randn(3)),
+    "weights-missing": dict(wts=None),
     "lengths-too-large": dict(lengths=torch.tensor([9, 0])),
     "key-batch": dict(k=torch.randn(1, 5, 4)),
 }
@@ -452,11 +434,11 @@ def test_direct_bwd_bad_input_raises(bad):
     g = _good()
     out, lse, wts = torch.ops.attnkern.fwd(g["q"], g["k"], g["v"], g["w"], None, None, False,
                                            True)
-    a = {**g, "gout": torch.randn_like(out), "gw": torch.randn_like(wts), "lse": lse,
-         "delta": torch.zeros_like(lse), **BAD_BWD[bad]}
-    with pytest.raises(RuntimeError, match="attnkern::bwd"):
-        torch.ops.attnkern.bwd(a["gout"], a["gw"], a["q"], a["k"], a["v"], a["w"], a["lse"],
-                               a["delta"], a["mask"], a["lengths"], False)
+    a = {**g, "gout": torch.randn_like(out), "gw": torch.randn_like(wts), "out": out,
+         "lse": lse, "wts": wts, **BAD_BWD[bad]}
+    with pytest.raises(ValueError, match="attnkern::bwd"):
+        torch.ops.attnkern.bwd(a["gout"], a["gw"], a["q"], a["k"], a["v"], a["w"], a["out"],
+                               a["lse"], a["mask"], a["lengths"], False, None, a["wts"])
 
 
 
@@ -510,19 +492,20 @@ def test_forward_does_not_depend_on_thread_count(shape):
 KEY_EXP_SHAPES = [(4, 1, 37, 24, 12), (3, 1, 130, 32, 8), (2, 2, 70, 48, 5), (2, 9, 33, 20, 7)]
 
 
-def _ops_with_key_exp(q, k, v, w, kw, key_exp, weights_as_p=False):
-    """fwd then bwd through the raw ops: (out, lse, weights, dq, dk, dv, dw); with
-    weights_as_p, bwd is also given the forward's weights (the kernel's p)."""
+def _ops_with_key_exp(q, k, v, w, kw, key_exp, weights_as_p=False, grad_weights=True):
+    """fwd then bwd through the raw ops: (out, lse, weights, dq, dk, dv, dw). With
+    weights_as_p, bwd is given the forward's weights (the kernel's p); without, and with
+    grad_weights, the weights in another dtype (used for delta only: p is recomputed)."""
     mask, lengths = kw.get("key_padding_mask"), kw.get("key_lengths")
     causal = kw.get("causal", False)
     out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, mask, lengths, causal, True, key_exp)
     g = torch.Generator().manual_seed(5)
     gout = torch.randn(out.shape, generator=g).to(out.dtype)
     gw = torch.randn(wts.shape, generator=g).to(wts.dtype)
-    acc = lse.dtype
-    delta = (out.to(acc) * gout.to(acc)).sum(-1) + (wts.to(acc) * gw.to(acc)).sum(-1)
-    grads = torch.ops.attnkern.bwd(gout, gw, q, k, v, w, lse, delta, mask, lengths, causal,
-                                   key_exp, None, wts if weights_as_p else None)
+    other = torch.float64 if lse.dtype == torch.float32 else torch.float32
+    weights = wts if weights_as_p else wts.to(other) if grad_weights else None
+    grads = torch.ops.attnkern.bwd(gout, gw if grad_weights else None, q, k, v, w, out, lse,
+                                   mask, lengths, causal, key_exp, weights)
     return (out, lse, wts, *grads)
 
 
@@ -562,13 +545,15 @@ def test_key_exp_bad_input_raises(bad):
     g = _good()
     ke = {"shape": torch.ones(2, 4, 4), "dtype": torch.ones(2, 5, 4, dtype=torch.float64),
           "rank": torch.ones(2, 5)}[bad]
-    with pytest.raises(RuntimeError, match="attnkern::fwd: key_exp must be"):
+    with pytest.raises(ValueError if bad != "dtype" else TypeError,
+                       match="attnkern::fwd: key_exp must be"):
         torch.ops.attnkern.fwd(g["q"], g["k"], g["v"], g["w"], None, None, False, False, ke)
     out, lse, _ = torch.ops.attnkern.fwd(g["q"], g["k"], g["v"], g["w"], None, None, False,
                                          False)
-    with pytest.raises(RuntimeError, match="attnkern::bwd: key_exp must be"):
-        torch.ops.attnkern.bwd(torch.ones_like(out), None, g["q"], g["k"], g["v"], g["w"], lse,
-                               torch.zeros_like(lse), None, None, False, ke)
+    with pytest.raises(ValueError if bad != "dtype" else TypeError,
+                       match="attnkern::bwd: key_exp must be"):
+        torch.ops.attnkern.bwd(torch.ones_like(out), None, g["q"], g["k"], g["v"], g["w"], out,
+                               lse, None, None, False, ke)
 
 
 # ----------------------------------------- weights in bwd: the forward's weights as p
@@ -611,8 +596,9 @@ def test_weights_as_p_gradients_match_the_reference(shape, kind):
 def test_weights_as_p_float64():
     q, k, v, w = make_inputs(2, 1, 40, 24, 6, requires_grad=False, dtype=torch.float64)
     kw = make_masks("both", 2, 1, 40)
-    for a, b in zip(_ops_with_key_exp(q, k, v, w, kw, None, weights_as_p=True),
-                    _ops_with_key_exp(q, k, v, w, kw, None)):
+    for a, b in zip(_ops_with_key_exp(q, k, v, w, kw, None, weights_as_p=True,
+                                      grad_weights=False),
+                    _ops_with_key_exp(q, k, v, w, kw, None, grad_weights=False)):
         torch.testing.assert_close(a, b)
 
 
@@ -620,10 +606,9 @@ def test_weights_bad_shape_raises():
     g = _good()
     out, lse, wts = torch.ops.attnkern.fwd(g["q"], g["k"], g["v"], g["w"], None, None, False,
                                            True)
-    with pytest.raises(RuntimeError, match="attnkern::bwd: weights must be"):
-        torch.ops.attnkern.bwd(torch.ones_like(out), None, g["q"], g["k"], g["v"], g["w"], lse,
-                               torch.zeros_like(lse), None, None, False, None, None,
-                               wts[:, :, :-1])
+    with pytest.raises(ValueError, match="attnkern::bwd: weights must be"):
+        torch.ops.attnkern.bwd(torch.ones_like(out), None, g["q"], g["k"], g["v"], g["w"], out,
+                               lse, None, None, False, None, wts[:, :, :-1])
 
 
 def test_weights_in_another_dtype_are_not_p():
@@ -634,9 +619,8 @@ def test_weights_in_another_dtype_are_not_p():
     out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, kw.get("key_padding_mask"),
                                            kw.get("key_lengths"), False, True)
     gout = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
-    delta = (out * gout).sum(-1)
-    args = (gout, None, q, k, v, w, lse, delta, kw.get("key_padding_mask"), kw.get("key_lengths"),
-            False, None, None)
+    args = (gout, None, q, k, v, w, out, lse, kw.get("key_padding_mask"), kw.get("key_lengths"),
+            False, None)
     plain = torch.ops.attnkern.bwd(*args, None)
     other = torch.ops.attnkern.bwd(*args, wts.double())
     for a, b in zip(other, plain):
@@ -648,10 +632,9 @@ def test_opcheck_bwd_with_weights_as_p():
     q, k, v, w = (t.detach() for t in (q, k, v, w))
     out, lse, wts = torch.ops.attnkern.fwd(q, k, v, w, mask, lengths, causal, True)
     gout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.dtype)
-    delta = (out.to(lse.dtype) * gout.to(lse.dtype)).sum(-1)
     torch.library.opcheck(torch.ops.attnkern.bwd.default,
-                          (gout, None, q, k, v, w, lse, delta, mask, lengths, causal, None,
-                           None, wts.to(lse.dtype)))
+                          (gout, None, q, k, v, w, out, lse, mask, lengths, causal, None,
+                           wts.to(lse.dtype)))
 
 
 def test_gradients_of_gradients_raise_clearly():

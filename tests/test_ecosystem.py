@@ -149,8 +149,8 @@ def test_ops_under_fake_tensors():
         assert out.shape == (2, 3, 5) and lse.shape == (2, 3) and wts.shape == (2, 3, 11)
         _, _, none = torch.ops.attnkern.fwd(q, k, v, w, None, None, False, False)
         assert none.numel() == 0
-        grads = torch.ops.attnkern.bwd(torch.empty(2, 3, 5), None, q, k, v, w, lse,
-                                       torch.empty(2, 3), None, lengths, False)
+        grads = torch.ops.attnkern.bwd(torch.empty(2, 3, 5), None, q, k, v, w, out, lse,
+                                       None, lengths, False)
         assert [tuple(g.shape) for g in grads] == [(2, 3, 8), (2, 11, 8), (2, 11, 5), (8,)]
         qb = q.to(torch.bfloat16)
         _, lse_b, _ = torch.ops.attnkern.fwd(qb, k.bfloat16(), v.bfloat16(), w.bfloat16(),

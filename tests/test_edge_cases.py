@@ -38,7 +38,7 @@ from helpers import (
 )
 
 import attnkern
-from attnkern import ops
+from attnkern import testing
 from attnkern.reference import valid_keys
 
 # ------------------------------------------------------------------------- empty dimensions
@@ -282,7 +282,7 @@ INTERPRETER_LONG_TK = 1_027
 def test_very_long_key_sequence(backend, causal):
     if backend == "reference" and not causal:
         pytest.skip("one pass of the (slow) reference is enough")
-    interpreted = backend == "triton" and ops.triton_on_cpu()
+    interpreted = backend == "triton" and testing.triton_on_cpu()
     if interpreted and not causal:
         pytest.skip("interpreter: one long-sequence variant is enough")
     B, Tq, Tk, H, Dv = 2, 3, INTERPRETER_LONG_TK if interpreted else LONG_TK, 8, 4
@@ -345,7 +345,7 @@ def test_very_long_key_sequence_memory_is_bounded_by_inputs(backend):
     inputs; the (B, Tq, Tk, H) tanh tensor would be 16x them."""
     if not fused(backend):
         pytest.skip("the reference materialises (B, Tq, Tk, H) by design")
-    if backend == "triton" and ops.triton_on_cpu():
+    if backend == "triton" and testing.triton_on_cpu():
         pytest.skip("the Triton interpreter's numpy buffers say nothing about GPU memory")
     B, Tq, Tk, H, Dv = 1, 16, LONG_TK, 16, 4
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -367,7 +367,7 @@ def test_very_long_key_sequence_memory_is_bounded_by_inputs(backend):
 
 def test_concurrent_calls_from_threads(backend):
     """Several Python threads calling forward+backward at once get the sequential results."""
-    if backend == "triton" and ops.triton_on_cpu():
+    if backend == "triton" and testing.triton_on_cpu():
         pytest.skip("the Triton interpreter patches triton.language globally per launch: it "
                     "is not thread-safe (compiled kernels are)")
     jobs = []

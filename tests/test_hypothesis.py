@@ -18,7 +18,7 @@ from helpers import check_against_reference, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attnkern import ops
+from attnkern import testing
 from attnkern.reference import valid_keys
 
 settings.register_profile(
@@ -138,7 +138,7 @@ def test_backend_matches_reference(backend):
     strategy, budget = cases(), settings().max_examples
     if backend == "triton":
         strategy = cases(dtypes=TRITON_DTYPES, max_tk=40, max_h=20)
-        if ops.triton_on_cpu():
+        if testing.triton_on_cpu():
             budget = budget * 12 // 60
 
     @settings(max_examples=budget)

@@ -93,7 +93,7 @@ def test_bwd_without_value_grad_same_other_grads(step):
     q, k, v, w = make_inputs(3, 5, 70, 16, 9, step=step, requires_grad=False)
     out, lse, wts = ops.fwd(q, k, v, w, None, None, False, True, None)
     gout = torch.randn(out.shape)
-    args = (gout, None, q, k, v, w, lse, None, None, None, False, None, out, wts)
+    args = (gout, None, q, k, v, w, out, lse, None, None, False, None, wts)
     full = ops.bwd(*args)
     part = ops.bwd(*args, value_grad=False)
     assert part[2].shape == (0,)
@@ -298,9 +298,9 @@ def test_compiled_module_matches_eager():
 
 def test_store_keeps_other_passes_records_apart():
     memory = torch.randn(2, 3, 4, requires_grad=True)
-    token = torch.ops.attnkern.step_sink(memory, False)
+    token = torch.ops.attnkern.wgrad_store(memory, False)
     y, p = torch.randn(2, 4, requires_grad=True), torch.rand(2, 3)
-    out = torch.ops.attnkern.step_tap(y, p, token)
+    out = torch.ops.attnkern.wgrad_record(y, p, token)
     (gy,) = torch.autograd.grad(out.sum(), [y], retain_graph=True)  # stops short of memory
     assert torch.equal(gy, torch.ones(2, 4))
     (gm,) = torch.autograd.grad(out.sum(), [memory])  # a new pass: only its own record
@@ -308,14 +308,14 @@ def test_store_keeps_other_passes_records_apart():
 
 
 def test_step_ops_check_their_inputs():
-    with pytest.raises(RuntimeError, match="token must be the output of attnkern::step_sink"):
-        torch.ops.attnkern.step_tap(torch.randn(2, 4), torch.rand(2, 3), torch.empty(0))
-    token = torch.ops.attnkern.step_sink(torch.randn(4, 5, requires_grad=True), True)
-    with pytest.raises(RuntimeError, match="step_linear: x"):
-        torch.ops.attnkern.step_linear(torch.randn(2, 3), torch.randn(4, 5),
+    with pytest.raises(RuntimeError, match="token must be the output of attnkern::wgrad_store"):
+        torch.ops.attnkern.wgrad_record(torch.randn(2, 4), torch.rand(2, 3), torch.empty(0))
+    token = torch.ops.attnkern.wgrad_store(torch.randn(4, 5, requires_grad=True), True)
+    with pytest.raises(RuntimeError, match="wgrad_record_linear: x"):
+        torch.ops.attnkern.wgrad_record_linear(torch.randn(2, 3), torch.randn(4, 5),
                                        torch.randn(5, 4), token)
     with pytest.raises(RuntimeError, match="2-D .* or 3-D"):
-        torch.ops.attnkern.step_sink(torch.randn(4, requires_grad=True), False)
+        torch.ops.attnkern.wgrad_store(torch.randn(4, requires_grad=True), False)
 
 
 # ------------------------------------------- AdditiveAttention called with the same keys
@@ -460,10 +460,10 @@ def test_parameter_caches_are_rebuilt_for_each_utterance():
 
 def test_deferred_linear_weight_with_rows_of_any_shape():
     weight = torch.randn(4, 5, requires_grad=True)
-    token = torch.ops.attnkern.step_sink(weight, True)
+    token = torch.ops.attnkern.wgrad_store(weight, True)
     x = torch.randn(2, 3, 5, requires_grad=True)
     w = weight.detach()
-    y = torch.ops.attnkern.step_linear(x, w, w.t().contiguous(), token)
+    y = torch.ops.attnkern.wgrad_record_linear(x, w, w.t().contiguous(), token)
     g = torch.randn(2, 3, 4)
     dx, dw = torch.autograd.grad(y, [x, weight], g)
     ref_dx, ref_dw = torch.autograd.grad(torch.nn.functional.linear(x, weight), [x, weight], g)

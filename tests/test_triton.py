@@ -11,22 +11,28 @@ Tests marked ``gpu`` use larger shapes and real-kernel-only features (fast tanh)
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from helpers import (
+    BAD_OP_CALLS,
     MASK_KINDS,
+    bad_op_call,
     check_against_reference,
+    fake_op_error,
     make_inputs,
     make_masks,
+    op_error,
     reference64,
     shape_id,
     triton_module_device,
 )
 
 import attnkern
-from attnkern import ops
+from attnkern import testing
 
-INTERPRET = ops.triton_interpret_enabled()
+INTERPRET = testing.triton_interpret_enabled()
 DEVICE = triton_module_device()  # skips the module without Triton, or without CUDA/interpreter
 
 from attnkern import triton_kernels as tk  # noqa: E402  (after the skip: imports triton)
@@ -43,10 +49,10 @@ def masks(kind, B, Tq, Tk, seed=0):
 
 
 @pytest.fixture
-def force_splits(monkeypatch):
-    def set_splits(n):
-        monkeypatch.setattr(tk, "FORCE_NUM_SPLITS", n)
-    return set_splits
+def force_splits():
+    """force_splits(n): attnkern.testing.force_num_splits(n) for the rest of the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda n: stack.enter_context(testing.force_num_splits(n))
 
 
 @pytest.fixture
@@ -368,3 +374,36 @@ def test_gpu_backward_bitwise_deterministic_large():
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------- the op's own checks
+
+@pytest.mark.parametrize("case", list(BAD_OP_CALLS))
+def test_direct_op_call_checks_its_inputs(case):
+    """torch.ops.attnkern.fwd / bwd on the Triton kernel (CUDA, or CPU tensors under the
+    interpreter) with one bad input: ValueError / TypeError naming the argument, in the
+    words of the fake kernel (and so of the C++ kernel: tests/test_validation.py), before
+    any launch."""
+    op, args, _ = bad_op_call(case, DEVICE)
+    kernel = op_error(op, args)
+    assert kernel[0] in ("ValueError", "TypeError"), kernel
+    assert kernel[1].startswith(f"attnkern::{op}: "), kernel
+    fake = fake_op_error(op, args)
+    assert fake == (("no error", "") if case.endswith("-range") else kernel)
+
+
+def test_force_num_splits_lasts_for_its_block_only(launches):
+    q, k, v, w = inputs(1, 1, 33, 8, 4, step=True, seed=1)  # 3 key blocks of 16: no split
+
+    def grid():
+        launches.clear()
+        with torch.no_grad():
+            attnkern.additive_attention(q, k, v, w, backend=BACKEND)
+        return [g for name, g in launches if name == "_fwd_kernel"]
+
+    if not INTERPRET:
+        pytest.skip("the interpreter's tiles (16 keys per block) are assumed")
+    assert grid() == [(1, 1, 1)]
+    with testing.force_num_splits(3):
+        assert grid() == [(1, 1, 3)]
+    assert grid() == [(1, 1, 1)]  # the product kernel is back

@@ -12,9 +12,10 @@ import pytest
 import torch
 from helpers import check_against_reference, make_inputs, make_masks, triton_module_device
 
-from attnkern import ops
+import attnkern
+from attnkern import testing
 
-INTERPRET = ops.triton_interpret_enabled()
+INTERPRET = testing.triton_interpret_enabled()
 DEVICE = triton_module_device()  # skips the module without Triton, or without CUDA/interpreter
 
 import triton  # noqa: E402
@@ -163,8 +164,9 @@ def gpu_tiles(monkeypatch):
                         tk.Config(32, 32, 8, 8, 1))
     monkeypatch.setattr(tk, "dqdk_config", lambda cfg, h, interpret=False:
                         tk.Config(16, 4, 32, 1, 1))
-    monkeypatch.setattr(tk, "_FWD_PLANS", {})
-    monkeypatch.setattr(tk, "_BWD_PLANS", {})
+    attnkern.clear_caches()  # plans are cached per shape: none from the default tiles
+    yield
+    attnkern.clear_caches()  # and none with these tiles left for later tests
 
 
 # "all" combines padding, lengths and causal; Tq > Tk exercises the causal offset.
@@ -188,12 +190,12 @@ def test_two_pass_backward_bf16_with_gpu_tiles(gpu_tiles):
 def test_in_kernel_combine_step_and_causal(monkeypatch, dtype):
     # Forced split-K: the last split of each (query block, row) merges the partials in
     # the same launch; the counters it used are left at zero for the next call.
-    monkeypatch.setattr(tk, "FORCE_NUM_SPLITS", 3)
     for Tq, kind in ((1, "all"), (20, "causal")):
         q, k, v, w = make_inputs(3, Tq, 70, 12, 6, dtype=dtype, device=DEVICE, seed=Tq,
                                  step=Tq == 1)
-        check_against_reference(q, k, v, w, backend="triton",
-                                **make_masks(kind, 3, Tq, 70, seed=2))
+        with testing.force_num_splits(3):
+            check_against_reference(q, k, v, w, backend="triton",
+                                    **make_masks(kind, 3, Tq, 70, seed=2))
         buf = tk._COUNTERS.get(torch.device(DEVICE))
         assert buf is not None and not buf.any()
 
@@ -201,11 +203,11 @@ def test_in_kernel_combine_step_and_causal(monkeypatch, dtype):
 def test_launch_plan_is_cached_and_no_placeholders(monkeypatch):
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    monkeypatch.setattr(tk, "_FWD_PLANS", {})
+    attnkern.clear_caches()
     q, k, v, w = make_inputs(2, 5, 9, 8, 3, device=DEVICE, seed=0)
     lens = torch.tensor([9, 4], device=DEVICE)
     tk.fwd(q, k, v, w, None, lens, False, False)
-    assert len(tk._FWD_PLANS) == 1
+    assert tk._fwd_plan_cached.cache_info().currsize == 1
 
     seen: list[str] = []
 
@@ -218,7 +220,8 @@ def test_launch_plan_is_cached_and_no_placeholders(monkeypatch):
     monkeypatch.setattr(tk, "_launch", lambda kernel, grid, *a, **m: launched.append(grid))
     with Ops():
         tk.fwd(q, k, v, w, None, lens, False, False)
-    assert len(tk._FWD_PLANS) == 1
+    info = tk._fwd_plan_cached.cache_info()
+    assert info.currsize == 1 and info.hits == 1  # the second call's plan was the first's
     assert len(launched) == 1
     # only the three outputs are allocated (out, lse, the empty weights)
     assert seen == ["aten.empty.memory_format"] * 3, seen

@@ -15,6 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from helpers import BAD_OP_CALLS, bad_op_call, fake_op_error, op_error
 
 import attnkern
 from attnkern import ops
@@ -210,16 +211,15 @@ def test_validation_runs_before_any_kernel(build, exc, backend, monkeypatch):
         attnkern.additive_attention(q, k, v, w, backend=backend, **kw)
 
 
-@pytest.mark.parametrize("env", ["cuda", "CPP", "nvidia", "reference "])
-def test_bad_backend_environment_variable(env, monkeypatch):
-    monkeypatch.setenv("ATTNKERN_BACKEND", env)
-    a = _good()
-    if env.strip() == "reference":  # surrounding blanks are tolerated
-        attnkern.additive_attention(*a.values())
-        return
-    with pytest.raises(ValueError, match="ATTNKERN_BACKEND") as info:
-        attnkern.additive_attention(*a.values())
-    assert repr(env.strip()) in str(info.value)
+@pytest.mark.parametrize("name", ["cuda", "CPP", "nvidia", "reference ", None])
+def test_bad_default_backend(name):
+    """set_backend checks its value as backend= does (ATTNKERN_BACKEND, read at import, is
+    checked there: tests/test_api.py)."""
+    exc = TypeError if name is None else ValueError
+    with pytest.raises(exc, match="backend must be") as info:
+        attnkern.set_backend(name)
+    assert repr(name) in str(info.value) or name is None
+    assert attnkern.get_backend() == "auto"
 
 
 def test_good_call_still_passes():
@@ -345,8 +345,9 @@ def test_module_malformed_call_raises(call, exc, substrings):
 # ------------------------------------------------- direct torch.ops calls (C++ TORCH_CHECKs)
 
 # Each case is Python source evaluated in a child process with q, k, v, w (B=2, Tq=3, Tk=5,
-# H=4, Dv=6, float32), lse, delta, go (grad_out) and F = torch.ops.attnkern.fwd,
-# Bw = torch.ops.attnkern.bwd in scope. All must raise, none may crash.
+# H=4, Dv=6, float32), out, lse, wts (fwd's outputs), go (grad_out) and
+# F = torch.ops.attnkern.fwd, Bw = torch.ops.attnkern.bwd in scope. All must raise
+# ValueError or TypeError, none may crash.
 OP_CASES = {
     "fwd-lengths-too-large": "F(q, k, v, w, None, torch.tensor([5, 6]), False, False)",
     "fwd-lengths-huge": "F(q, k, v, w, None, torch.tensor([2**40, 1]), False, False)",
@@ -371,31 +372,31 @@ OP_CASES = {
     "fwd-weight-2d": "F(q, k, v, w[None], None, None, False, False)",
     "fwd-mixed-dtype": "F(q, k.double(), v, w, None, None, False, False)",
     "fwd-int-dtype": "F(q.long(), k.long(), v.long(), w.long(), None, None, False, False)",
-    "bwd-lse-short": "Bw(go, None, q, k, v, w, lse[:, :2], delta, None, None, False)",
-    "bwd-delta-short": "Bw(go, None, q, k, v, w, lse, delta[:1], None, None, False)",
-    "bwd-grad_out-short": "Bw(go[:, :, :5], None, q, k, v, w, lse, delta, None, None, False)",
-    "bwd-grad_out-batch": "Bw(go[:1], None, q, k, v, w, lse, delta, None, None, False)",
+    "bwd-lse-short": "Bw(go, None, q, k, v, w, out, lse[:, :2], None, None, False)",
+    "bwd-out-short": "Bw(go, None, q, k, v, w, out[:1], lse, None, None, False)",
+    "bwd-out-none": "Bw(go, None, q, k, v, w, None, lse, None, None, False)",
+    "fwd-query-none": "F(None, k, v, w, None, None, False, False)",
+    "bwd-grad_out-short": "Bw(go[:, :, :5], None, q, k, v, w, out, lse, None, None, False)",
+    "bwd-grad_out-batch": "Bw(go[:1], None, q, k, v, w, out, lse, None, None, False)",
     "bwd-grad_weights-short":
-        "Bw(go, torch.zeros(2, 3, 4), q, k, v, w, lse, delta, None, None, False)",
+        "Bw(go, torch.zeros(2, 3, 4), q, k, v, w, out, lse, None, None, False, None, wts)",
     "bwd-lengths-too-large":
-        "Bw(go, None, q, k, v, w, lse, delta, None, torch.tensor([5, 6]), False)",
+        "Bw(go, None, q, k, v, w, out, lse, None, torch.tensor([5, 6]), False)",
     "bwd-lengths-negative":
-        "Bw(go, None, q, k, v, w, lse, delta, None, torch.tensor([-1, 6]), False)",
+        "Bw(go, None, q, k, v, w, out, lse, None, torch.tensor([-1, 6]), False)",
     "bwd-mask-short":
-        "Bw(go, None, q, k, v, w, lse, delta, torch.zeros(2, 4, dtype=torch.bool), None, False)",
-    "bwd-key-short": "Bw(go, None, q, k[:, :4], v, w, lse, delta, None, None, False)",
-    "bwd-weight-short": "Bw(go, None, q, k, v, w[:2], lse, delta, None, None, False)",
+        "Bw(go, None, q, k, v, w, out, lse, torch.zeros(2, 4, dtype=torch.bool), None, False)",
+    "bwd-key-short": "Bw(go, None, q, k[:, :4], v, w, out, lse, None, None, False)",
+    "bwd-weight-short": "Bw(go, None, q, k, v, w[:2], out, lse, None, None, False)",
     "bwd-step-grad_out-3d":
-        "Bw(go, None, q[:, 0], k, v, w, lse[:, 0], delta[:, 0], None, None, False)",
-    "bwd-step-lse-2d": "Bw(go[:, 0], None, q[:, 0], k, v, w, lse, delta[:, 0], None, None, False)",
-    # delta=None: the op computes it from out (and weights), which must then be given
-    "bwd-no-delta-no-out": "Bw(go, None, q, k, v, w, lse, None, None, None, False)",
-    "bwd-no-delta-out-short":
-        "Bw(go, None, q, k, v, w, lse, None, None, None, False, None, out[:, :2])",
-    "bwd-no-delta-no-weights":
-        "Bw(go, torch.zeros(2, 3, 5), q, k, v, w, lse, None, None, None, False, None, out)",
-    "bwd-no-delta-weights-short": "Bw(go, torch.zeros(2, 3, 5), q, k, v, w, lse, None, None, "
-                                  "None, False, None, out, torch.zeros(2, 3, 4))",
+        "Bw(go, None, q[:, 0], k, v, w, out[:, 0], lse[:, 0], None, None, False)",
+    "bwd-step-lse-2d":
+        "Bw(go[:, 0], None, q[:, 0], k, v, w, out[:, 0], lse, None, None, False)",
+    # delta is computed by the op from out (and weights, with grad_weights)
+    "bwd-grad_weights-no-weights":
+        "Bw(go, torch.zeros(2, 3, 5), q, k, v, w, out, lse, None, None, False)",
+    "bwd-weights-short": "Bw(go, torch.zeros(2, 3, 5), q, k, v, w, out, lse, None, None, "
+                         "False, None, torch.zeros(2, 3, 4))",
 }
 
 _CHILD = textwrap.dedent("""
@@ -408,8 +409,7 @@ _CHILD = textwrap.dedent("""
     q, k = torch.randn(2, 3, 4, generator=g), torch.randn(2, 5, 4, generator=g)
     v, w = torch.randn(2, 5, 6, generator=g), torch.randn(4, generator=g)
     go = torch.randn(2, 3, 6, generator=g)
-    out, lse, _ = F(q, k, v, w, None, None, False, False)
-    delta = (out * go).sum(-1).to(lse.dtype)
+    out, lse, wts = F(q, k, v, w, None, None, False, True)
     for name, src in json.loads(sys.argv[1]):
         print("START", name, flush=True)
         try:
@@ -453,7 +453,7 @@ def op_results():
 @pytest.mark.parametrize("case", list(OP_CASES))
 def test_direct_op_call_raises_not_crashes(case, op_results):
     kind, msg = op_results[case]
-    assert kind in ("RuntimeError", "ValueError", "TypeError", "IndexError"), (
+    assert kind in ("ValueError", "TypeError"), (
         f"torch.ops.attnkern call {OP_CASES[case]!r} gave {kind}: {msg}"
     )
     assert msg, "error without a message"
@@ -491,3 +491,29 @@ def test_key_lengths_range_rechecked_after_in_place_write():
                   torch.randn(4))
     with pytest.raises(ValueError, match=r"key_lengths must lie in \[0, Tk=5\].*\[-1, 5\]"):
         attnkern.additive_attention(q, k, v, w, key_lengths=lengths, backend="reference")
+
+
+# ------------------------------------ one set of words: C++ kernel, fake kernel, functional
+
+@pytest.mark.skipif(not ops.HAS_CPP, reason="attnkern._C not built")
+@pytest.mark.parametrize("case", list(BAD_OP_CALLS))
+def test_op_checks_match_the_fake_and_the_functional(case):
+    """A direct call of the C++ kernel and of the fake kernel (torch.compile's view) raise
+    the same error, word for word; where the functional API rejects the same input, the
+    op's words (after its "attnkern::op: " prefix) begin its message."""
+    op, args, functional_args = bad_op_call(case, "cpu")
+    kernel = op_error(op, args)
+    fake = fake_op_error(op, args)
+    assert kernel[0] in ("ValueError", "TypeError"), kernel
+    if case.endswith("-range"):  # values are not read under fake tensors
+        assert fake == ("no error", "")
+    else:
+        assert kernel == fake
+    prefix = f"attnkern::{op}: "
+    assert kernel[1].startswith(prefix)
+    if functional_args is not None:
+        with pytest.raises((ValueError, TypeError)) as info:
+            attnkern.additive_attention(*functional_args[:4], **functional_args[4],
+                                        backend="reference")
+        assert type(info.value).__name__ == kernel[0]
+        assert str(info.value).startswith(kernel[1][len(prefix):]), (str(info.value), kernel)

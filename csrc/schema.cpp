@@ -1,0 +1,40 @@
+// The op contract of the attnkern namespace: every schema, written once, here. The kernels
+// are registered elsewhere per dispatch key (TORCH_LIBRARY_IMPL: CPU in ops.cpp and
+// location.cpp, Autograd in autograd.cpp and location.cpp, CompositeImplicitAutograd in
+// steps.cpp); attnkern/ops.py adds the CUDA (Triton) kernels and the fake kernels. What the
+// arguments and outputs mean is documented in attnkern/ops.py's docstring.
+//
+// Without this extension there are no attnkern ops at all: the package then runs the
+// PyTorch reference (attnkern/functional.py's resolve_backend).
+#include <torch/library.h>
+
+TORCH_LIBRARY(attnkern, m) {
+  // The fused forward. query (B, Tq, H) or (B, H) for one decoder step, key (B, Tk, H),
+  // value (B, Tk, Dv), weight (H,) -> out, lse, weights (an empty (0,) tensor unless
+  // return_weights). key_exp = exp(2 * key), prepared once per sequence (attnkern.prepare_keys).
+  m.def(
+      "fwd(Tensor query, Tensor key, Tensor value, Tensor weight, Tensor? key_padding_mask, "
+      "Tensor? key_lengths, bool causal, bool return_weights, Tensor? key_exp=None) "
+      "-> (Tensor, Tensor, Tensor)");
+  // Its backward: delta = rowsum(out * grad_out) (+ rowsum(weights * grad_weights)) is
+  // computed by the kernel from `out` (and `weights`, needed when grad_weights is given).
+  // value_grad=False: grad_value is an empty (0,) tensor and no value-gradient pass runs.
+  m.def(
+      "bwd(Tensor grad_out, Tensor? grad_weights, Tensor query, Tensor key, Tensor value, "
+      "Tensor weight, Tensor out, Tensor lse, Tensor? key_padding_mask, Tensor? key_lengths, "
+      "bool causal, Tensor? key_exp=None, Tensor? weights=None, bool value_grad=True) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+  // The location layer's windows (csrc/location.cpp): im2col of a 1-D convolution with
+  // each channel's taps zero-padded to `taps`, (B, C, T) -> (B * T, C * taps), and its
+  // adjoint.
+  m.def("location_windows(Tensor x, int kernel, int pad, int taps) -> Tensor");
+  m.def(
+      "location_windows_backward(Tensor grad, int[] x_size, int kernel, int pad, int taps) "
+      "-> Tensor");
+  // Weight-gradient stores of step-invariant operands (csrc/steps.cpp).
+  m.def("wgrad_store(Tensor operand, bool linear) -> Tensor");
+  m.def("wgrad_record(Tensor y, Tensor a, Tensor token) -> Tensor");
+  m.def("wgrad_record_linear(Tensor x, Tensor weight, Tensor weight_t, Tensor token) -> Tensor");
+  // The call protocols' check that a kept decoding state still matches (csrc/steps.cpp).
+  m.def("same_bytes(Tensor[] a, Tensor[] b) -> bool");
+}
