@@ -233,12 +233,14 @@ def _scores(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh, skt, skh
         bad_q = bad_q | _tanh_unsafe(q)
         bad_k = bad_k | _tanh_unsafe(k)
         r = _rcp(_exp2x(q)[:, :, None] * _exp2x(k)[:, None, :] + 1.0)
-        acc += r * (w * -2.0)[:, None, None]
+        # the factor -2 is applied once per tile below (exact: a power of two), not to
+        # each chunk's w (BLOCK_H multiplies per thread and chunk)
+        acc += r * w[:, None, None]
     if tl.max(tl.max(bad_q, axis=1), axis=0) + tl.max(tl.max(bad_k, axis=1), axis=0) > 0:
         s = _scores_rational(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh,
                              skt, skh, swh, BLOCK_M, BLOCK_N, BLOCK_H, FAST)
     else:
-        s = tl.sum(acc, axis=0) + wsum
+        s = tl.sum(acc, axis=0) * -2.0 + wsum
     return s
 
 
@@ -320,7 +322,7 @@ def _fwd_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     bad = tl.zeros([BLOCK_M], dtype=tl.int32)  # causal: row sees a non-finite value
-    wsum = _wsum(W, H, swh, BLOCK_H)
+    wsum = _wsum(W, H, swh, 256)  # wide chunks: few trips (the prologue)
     for start_n in range(lo, end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < end
@@ -502,7 +504,7 @@ def _bwd_ds_kernel(
     first = tl.where(pid_n * BLOCK_N >= hi, Tq, first)
     q_base = Q + b * sqb
     k_base = K + b * skb
-    wsum = _wsum(W, H, swh, BLOCK_H)
+    wsum = _wsum(W, H, swh, 256)  # wide chunks: few trips (the prologue)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     for start_m in range(first, Tq, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)

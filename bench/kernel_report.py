@@ -510,6 +510,9 @@ def _cdiv(a: int, b: int) -> int:
     return -(-max(int(a), 0) // int(b))
 
 
+WSUM_BLOCK = 256  # the chunk of the kernels' _wsum(W, H, swh, 256) prologue loop
+
+
 def _model_fwd(a: dict, m: dict, pid: tuple) -> list:
     Tq, Tk, H = a["Tq"], a["Tk"], a["H"]
     bm, bn, bh = m["BLOCK_M"], m["BLOCK_N"], m["BLOCK_H"]
@@ -523,7 +526,8 @@ def _model_fwd(a: dict, m: dict, pid: tuple) -> list:
     inner = ([Loop("h_rational", "element", ht, bh)] if rational else
              [Loop("h_factorised", "element", ht, bh),
               Loop("h_rational_fallback", "element", 0, bh)])
-    loops = [] if rational else [Loop("wsum", "prologue_epilogue", _cdiv(H, bh), bh)]
+    loops = [] if rational else [Loop("wsum", "prologue_epilogue", _cdiv(H, WSUM_BLOCK),
+                                      WSUM_BLOCK)]
     loops.append(Loop("key_tiles", "tile", _cdiv(end - lo, bn), bn, inner))
     if m["SPLIT"]:  # the last split of a (query block, batch row) to finish combines
         splits = a["grid"][2]
@@ -545,7 +549,8 @@ def _model_bwd_ds(a: dict, m: dict, pid: tuple) -> list:
     inner = ([Loop("h_rational", "element", ht, bh)] if rational else
              [Loop("h_factorised", "element", ht, bh),
               Loop("h_rational_fallback", "element", 0, bh)])
-    loops = [] if rational else [Loop("wsum", "prologue_epilogue", ht, bh)]
+    loops = [] if rational else [Loop("wsum", "prologue_epilogue", _cdiv(H, WSUM_BLOCK),
+                                      WSUM_BLOCK)]
     return loops + [Loop("query_tiles", "tile", _cdiv(Tq - first, bm), bm, inner)]
 
 
@@ -694,13 +699,15 @@ def _unroll(instrs: list, lp: dict, ctrl: tuple[int, str], step: int | None) -> 
                 break
     if reg is None:
         return 1
-    inc = re.compile(rf"^\s*{reg}\s*,\s*{reg}\s*,\s*(-?0x[0-9a-f]+)")
+    inc = re.compile(rf"^\s*{reg}\s*,\s*(?:U?P\d\s*,\s*)?{reg}\s*,\s*(-?0x[0-9a-f]+)")
     for _, _, op, rest in body:
         if op.startswith(("IADD3", "UIADD3", "VIADD", "IMAD.IADD")):
             mm = inc.match(rest)
             if mm:
                 c = int(mm.group(1), 16)
-                if c > 0 and c % step == 0:
+                if c < 0:  # a down-counter of the iterations left
+                    return -c
+                if c % step == 0:
                     return c // step
     return 1
 
@@ -755,7 +762,25 @@ def block_counts(instrs: list, blocks: list, model: list, where: str) -> tuple:
             joins = [t for b in blocks if prev < b["end"] < s["start"] for t, k in b["succ"]
                      if k == "taken" and t > s["end"]]
             if joins:
-                remainders.append((s["end"], max(joins), d["rem"]))
+                remainders.append((s["end"], max(joins), d["rem"], d["unroll"]))
+    # The remainder code of a loop unrolled u = 2^m times (straight code, when ptxas makes
+    # no remainder loop): m forward branches, each skipping a chunk of u/2, u/4, ..., 1
+    # iterations (taken where that bit of trips % u is 0); branches nested in a chunk (the
+    # tail's masked loads) fall through.
+    rem_p: dict[int, float | None] = {}
+    for r0, r1, rem, u in remainders:
+        top: list[tuple[int, int]] = []
+        for b in blocks:
+            if r0 < b["end"] < r1 and len(b["succ"]) == 2 and b["succ"][0][0] > b["end"]:
+                a_, t_ = b["end"], b["succ"][0][0]
+                if top and top[-1][0] < a_ < top[-1][1]:
+                    rem_p[a_] = 0.0
+                else:
+                    top.append((a_, t_))
+        m = u.bit_length() - 1
+        for k, (a_, _) in enumerate(top):
+            rem_p[a_] = (None if len(top) != m or 1 << m != u
+                         else float(not (rem >> (m - 1 - k)) & 1))
     uncertain: list[int] = []
     P = np.zeros((nb, nb))
     entry_used: set[int] = set()
@@ -800,14 +825,13 @@ def block_counts(instrs: list, blocks: list, model: list, where: str) -> tuple:
                              if id(d["model"]) not in entry_used]
                     entry_used.update(id(d["model"]) for d in over)
                     p = 1 - min(fresh, default=1.0)
-            else:
-                for r0, r1, rem in remainders:
-                    if r0 < addr < r1 and tgt <= r1:
-                        p = 1.0 if rem == 0 else None
-                        break
+            elif addr in rem_p:
+                p = rem_p[addr]
         if p is None:
             p = 0.5
             uncertain.append(i)
+            if os.environ.get("KERNEL_REPORT_DEBUG"):
+                print(f"{where}: unclassified branch at {addr:#x}", file=sys.stderr)
         P[i, idx[tgt]] += p
         P[i, idx[fall]] += 1 - p
     e = np.zeros(nb)
@@ -821,11 +845,12 @@ def block_counts(instrs: list, blocks: list, model: list, where: str) -> tuple:
     return counts, owner, unc
 
 
-_SASS_CACHE: dict[int, tuple] = {}
+_SASS_CACHE: dict[str, tuple] = {}
 
 
 def _parsed(info: dict) -> tuple:
-    key = id(info)
+    """(instructions without NOPs as (addr, guard, op, operands), basic blocks)."""
+    key = info["sass"]
     if key not in _SASS_CACHE:
         instrs = []
         for line in info["sass"].splitlines():
