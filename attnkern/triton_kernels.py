@@ -105,6 +105,20 @@ def _tanh(x, FAST: tl.constexpr):
 
 
 @triton.jit
+def _tf32_round(x):
+    """x rounded to tf32 (10 mantissa bits), to nearest, ties away from zero, as fp32."""
+    bits = x.to(tl.int32, bitcast=True)
+    return ((bits + 0x1000) & -8192).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _tf32_split(x):
+    """(hi, lo): x = hi + lo + O(2^-22 |x|), both exact in tf32."""
+    hi = _tf32_round(x)
+    return hi, _tf32_round(x - hi)
+
+
+@triton.jit
 def _mma(a, b, IS_FP32: tl.constexpr, IEEE: tl.constexpr = False):
     """a @ b with fp32 accumulation (a, b in the input dtype). fp32 inputs: 3xTF32 on tensor
     cores (fp32-level accuracy), or ``IEEE`` fp32 FMAs where 3xTF32's split operands would
@@ -113,7 +127,15 @@ def _mma(a, b, IS_FP32: tl.constexpr, IEEE: tl.constexpr = False):
         if IEEE:
             return tl.dot(a, b, input_precision="ieee")
         else:
-            return tl.dot(a, b, input_precision="tf32x3")
+            # 3xTF32 with the split done here: hi = round-to-nearest(-away) tf32 of x by
+            # the bits (+ 2^12, clear the low 13), lo = x - hi (exact), likewise rounded;
+            # the values cvt.rna.tf32 gives for finite x in 5 integer/FP ops instead of
+            # Triton's ~10-instruction emulated cvt per operand (Inf -> NaN either way).
+            a_hi, a_lo = _tf32_split(a)
+            b_hi, b_lo = _tf32_split(b)
+            acc = tl.dot(a_lo, b_hi, input_precision="tf32")
+            acc = tl.dot(a_hi, b_lo, acc, input_precision="tf32")
+            return tl.dot(a_hi, b_hi, acc, input_precision="tf32")
     elif _COMPILED:
         return tl.dot(a, b)
     else:  # the interpreter multiplies bf16 as raw uint16 bits; fp32 products are exact

@@ -743,8 +743,11 @@ def block_counts(instrs: list, blocks: list, model: list, where: str) -> tuple:
                  and owner[idx[b["start"]]] is not None
                  and owner[idx[b["start"]]][0] is s]  # type: ignore[index]
         ctrl_blk = latch[0] if cond_latch else (exits[-1] if exits else None)
+        # ptxas unrolls small innermost loops only (a loop holding loops: never)
         u = (_unroll(instrs, s, (ctrl_blk["term"][0], ctrl_blk["term"][1]), lm["step"])
-             if ctrl_blk is not None else 1)
+             if ctrl_blk is not None and not s["children"] else 1)
+        if u & (u - 1) or u > 16:
+            raise ValueError(f"{where}/{lm['name']}: unroll {u} read from the SASS")
         if "remainder_of" in lm:  # runs what its unrolled sibling (matched before) left
             main = next(d for d in info.values() if d["model"] is lm["remainder_of"])
             u, runs, rem = 1, main["rem"], 0
@@ -762,6 +765,7 @@ def block_counts(instrs: list, blocks: list, model: list, where: str) -> tuple:
             joins = [t for b in blocks if prev < b["end"] < s["start"] for t, k in b["succ"]
                      if k == "taken" and t > s["end"]]
             if joins:
+                d["join"] = max(joins)
                 remainders.append((s["end"], max(joins), d["rem"], d["unroll"]))
     # The remainder code of a loop unrolled u = 2^m times (straight code, when ptxas makes
     # no remainder loop): m forward branches, each skipping a chunk of u/2, u/4, ..., 1
@@ -818,7 +822,9 @@ def block_counts(instrs: list, blocks: list, model: list, where: str) -> tuple:
                 e["loop"]["start"] < d["loop"]["start"] and d["loop"]["end"] < e["loop"]["end"]
                 for e in over)]
             if over:
-                if all(d["runs"] == 0 for d in over):
+                # a branch to past an unrolled loop's remainder skips the remainder too
+                if all(d["runs"] == 0 and not (d["rem"] and tgt >= d.get("join", tgt + 1))
+                       for d in over):
                     p = 1.0
                 else:
                     fresh = [d["model"]["entry"] for d in over
