@@ -11,17 +11,22 @@ instruction count and MUFU count.
 ``--per-element``: one row per (shape in TRAIN/LONG/MEM/DECODE, bench/shapes.py's, with
 key_lengths) x (dtype float32/bfloat16) x (arch) x (pass forward/backward):
 ``{"shape", "dtype", "arch", "pass", "kernels", "launches", "instructions_per_element",
-"mufu_per_element", "local_bytes_max", ...}``. The element loop of a kernel is the innermost
-SASS loop (a backward branch's target to the branch) holding at least half a MUFU op per
-(i, j, h) element its thread handles per iteration (``BLOCK_M*BLOCK_N*BLOCK_H / threads``);
-where a kernel has two (the factorised loop and the rational fallback's), the shorter is the
-one that runs (the fallback runs only for tiles with |q| or |k| > 43, NaN or Inf) and the
-other is reported as ``fallback_instructions_per_element``. Per-element figures are a loop's
-instructions (MUFU ops) over its elements, summed over the pass's kernels (each visits every
-element once). ``tile_instructions_per_element``: what the enclosing key-tile loop adds
-(softmax, P@V, masks) per element, for kernels whose element loop is an H-chunk loop.
-``launches`` counts the Triton launches and the torch ops the launcher runs (e.g. the
-dweight sum).
+"regions", "uncertain_instructions_per_element", "estimated_instructions_per_element",
+"element_loop_instructions_per_element", "mufu_per_element", "local_bytes_max", ...}``.
+``instructions_per_element`` is all-in: every SASS instruction the pass executes (all its
+kernels, the backward's delta pre-pass included) per computed (i, j, h) element, from the
+basic blocks' execution counts (see "whole-pass counting" below), split in ``regions``:
+element (the element loops), tile (the loop around them: the forward's key tiles, backward
+pass 1's query tiles), query_block (pass 2's query-block loop), prologue_epilogue (the rest
+of the Triton kernels) and other_kernels (torch ops: estimated, see ``aten_estimate``).
+``element_loop_instructions_per_element`` is the older element-loop-only figure: the
+innermost SASS loop (a backward branch's target to the branch) holding at least half a MUFU
+op per (i, j, h) element its thread handles per iteration (``BLOCK_M*BLOCK_N*BLOCK_H /
+threads``); where a kernel has two (the factorised loop and the rational fallback's), the
+shorter is the one that runs and the other is reported as
+``fallback_instructions_per_element``. ``tile_instructions_per_element``: what the
+enclosing key-tile loop's code adds per element (its instructions once, not its executed
+count). ``launches`` counts the Triton launches and the torch ops the pass runs.
 
 The kernels are compiled exactly as the launchers in attnkern/triton_kernels.py would launch
 them (same configs, same constexprs): the launchers run on ``meta`` tensors with the launch
@@ -659,14 +664,17 @@ def _match_level(sass: list, model: list, where: str) -> list[tuple[dict, dict]]
     out: list[tuple[dict, dict]] = []
     extra = len(sass) - len(model)
     j = 0
+    prev_rem = False
     for i, s in enumerate(sass):
         if (extra > 0 and i > 0 and out and not s["children"] and not sass[i - 1]["children"]
-                and j > 0 and not model[j - 1]["children"]
+                and j > 0 and not model[j - 1]["children"] and not prev_rem
                 and (j >= len(model) or len(sass) - i > len(model) - j)):
             prev = model[j - 1]
             out.append((s, dict(prev, name=prev["name"] + "_remainder", remainder_of=prev)))
             extra -= 1
+            prev_rem = True  # (a remainder loop follows its unrolled loop, never another)
             continue
+        prev_rem = False
         if j >= len(model):
             break
         out.append((s, model[j]))
