@@ -381,7 +381,7 @@ def _fwd_kernel(
 
     has = l_i > 0.0
     l_safe = tl.where(has, l_i, 1.0)
-    o = acc / l_safe[:, None]
+    o = acc * (1.0 / l_safe)[:, None]  # one division per row, not per (row, d)
     if CAUSAL:
         o = tl.where(bad[:, None] > 0, float("nan"), o)
     row = b * Tq + offs_m
@@ -429,7 +429,8 @@ def _combine_rows(PO, PL, OUT, LSE, row, offs_d, r_ok, d_ok, rows, Dv, n_splits)
     has = tot > 0.0
     t_safe = tl.where(has, tot, 1.0)
     tl.store(OUT + row[:, None] * Dv + offs_d[None, :],
-             (acc / t_safe[:, None]).to(OUT.dtype.element_ty), mask=r_ok[:, None] & d_ok[None, :])
+             (acc * (1.0 / t_safe)[:, None]).to(OUT.dtype.element_ty),
+             mask=r_ok[:, None] & d_ok[None, :])
     tl.store(LSE + row, tl.where(has, mx_safe + tl.log(t_safe), float("inf")), mask=r_ok)
 
 

@@ -581,16 +581,29 @@ LOOP_MODELS: dict[str, Any] = {
 }
 
 
+def _is_jump(op: str) -> bool:
+    """BRA, or CALL.REL.NOINC: a call that pushes no return address, which sm_80 code uses
+    as a (predicated) jump, e.g. to leave a loop."""
+    return op.startswith("BRA") or op.startswith("CALL.REL.NOINC")
+
+
 def _blocks(instrs: list[tuple[int, str, str, str]]) -> list[dict[str, Any]]:
     """Basic blocks of the SASS (NOPs dropped): [{start, end, n, succ: [(addr, kind)],
     pred (guard of the terminating branch or '')}]; kind: 'fall', 'taken', 'jump'."""
+    import bisect
+
+    addrs = [i[0] for i in instrs]
+
+    def resolve(t: int) -> int:  # a target on a dropped NOP: the next instruction
+        return addrs[min(bisect.bisect_left(addrs, t), len(addrs) - 1)]
+
     leaders = {instrs[0][0]}
     for i, (addr, _pred, op, rest) in enumerate(instrs):
         if op.startswith(("BRA", "EXIT", "RET", "CALL", "BRX", "JMP", "JMX")):
-            if op.startswith(("BRX", "JMX", "CALL", "RET")):
+            if op.startswith(("BRX", "JMX")):
                 raise NotImplementedError(f"SASS {op} at {addr:#x}: indirect control flow")
-            if op.startswith("BRA"):
-                leaders.add(int(_BRANCH.search(rest).group(1), 16))  # type: ignore[union-attr]
+            if _is_jump(op):
+                leaders.add(resolve(int(_BRANCH.search(rest).group(1), 16)))  # type: ignore[union-attr]
             if i + 1 < len(instrs):
                 leaders.add(instrs[i + 1][0])
     blocks: list[dict[str, Any]] = []
@@ -605,15 +618,21 @@ def _blocks(instrs: list[tuple[int, str, str, str]]) -> list[dict[str, Any]]:
     for i, blk in enumerate(blocks):
         addr, pred, op, rest = blk["term"]
         nxt = starts[i + 1] if i + 1 < len(blocks) else None
-        if op.startswith("BRA"):
-            tgt = int(_BRANCH.search(rest).group(1), 16)  # type: ignore[union-attr]
+        if _is_jump(op):
+            tgt = resolve(int(_BRANCH.search(rest).group(1), 16))  # type: ignore[union-attr]
             if tgt == addr and not pred:  # the trailing `BRA self` after the last EXIT
                 continue
             blk["succ"].append((tgt, "taken" if pred else "jump"))
             if pred and nxt is not None:
                 blk["succ"].append((nxt, "fall"))
-        elif op.startswith("EXIT") and not pred:
+        elif (op.startswith("EXIT") and not pred) or op.startswith("RET"):
             pass
+        elif op.startswith("CALL"):
+            # a call that returns (an out-of-line slow path): it comes back here; the
+            # callee, reached only by calls, is counted 0 times
+            blk["call"] = True
+            if nxt is not None:
+                blk["succ"].append((nxt, "fall"))
         elif op.startswith("EXIT"):  # some threads (or programs) leave: see block_counts
             blk["exit"] = True
             if nxt is not None:
@@ -848,6 +867,17 @@ def block_counts(instrs: list, blocks: list, model: list, where: str) -> tuple:
                 print(f"{where}: unclassified branch at {addr:#x}", file=sys.stderr)
         P[i, idx[tgt]] += p
         P[i, idx[fall]] += 1 - p
+    # code no path from the entry reaches (a called slow path, the trailing `BRA self`)
+    # runs 0 times; dropping its edges keeps the system regular
+    seen, todo = {0}, [0]
+    while todo:
+        for tgt, _ in blocks[todo.pop()]["succ"]:
+            if idx[tgt] not in seen:
+                seen.add(idx[tgt])
+                todo.append(idx[tgt])
+    for i in range(nb):
+        if i not in seen:
+            P[i, :] = 0.0
     e = np.zeros(nb)
     e[0] = 1.0
     counts = np.linalg.solve(np.eye(nb) - P.T, e)

@@ -241,3 +241,27 @@ def test_gpu_summary_checks_the_speed_goals():
     assert "MISSED (>= 2x compile)" in body[1]
     assert "MISSED (>= 2x eager)" in body[2]  # decode is judged against eager
     assert "1.0 / 1024.0" in body[0]
+
+
+_SASS_SM80 = """
+        /*0000*/                   MOV R1, RZ ;
+        /*0010*/                   NOP ;
+        /*0020*/                   FADD R2, R2, R3 ;
+        /*0030*/                   ISETP.GE.AND P1, PT, R1, UR4, PT ;
+        /*0040*/               @P1 CALL.REL.NOINC 0x70 ;
+        /*0050*/                   IADD3 R1, R1, 0x1, RZ ;
+        /*0060*/                   BRA 0x10 ;
+        /*0070*/                   EXIT ;
+        /*0080*/                   BRA 0x80 ;
+"""
+
+
+def test_block_counts_rotated_loop_with_a_noinc_call_exit(kr):
+    """sm_80's loop idiom: the exit is a predicated CALL.REL.NOINC (a jump), the latch an
+    unconditional BRA to a NOP before the header; 5 trips run the header 5 times."""
+    instrs = kr._parsed({"sass": _SASS_SM80})[0]
+    blocks = kr._blocks(instrs)
+    counts, _, unc = kr.block_counts(instrs, blocks, [kr.Loop("a", "tile", 5, None)], "x")
+    per = {b["start"]: round(float(c), 6) for b, c in zip(blocks, counts)}
+    assert per == {0x0: 1, 0x20: 5, 0x50: 4, 0x70: 1, 0x80: 0}
+    assert unc == 0
