@@ -111,6 +111,20 @@ def _tanh(x, FAST: tl.constexpr):
 
 
 @triton.jit
+def _tf32_round(x):
+    """x rounded to tf32 (10 mantissa bits), to nearest, ties away from zero, as fp32."""
+    bits = x.to(tl.int32, bitcast=True)
+    return ((bits + 0x1000) & -8192).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _tf32_split(x):
+    """(hi, lo): x = hi + lo + O(2^-22 |x|), both exact in tf32."""
+    hi = _tf32_round(x)
+    return hi, _tf32_round(x - hi)
+
+
+@triton.jit
 def _mma(a, b, IS_FP32: tl.constexpr, IEEE: tl.constexpr = False):
     """a @ b with fp32 accumulation (a, b in the input dtype). fp32 inputs: 3xTF32 on tensor
     cores (fp32-level accuracy), or ``IEEE`` fp32 FMAs where 3xTF32's split operands would
@@ -119,7 +133,15 @@ def _mma(a, b, IS_FP32: tl.constexpr, IEEE: tl.constexpr = False):
         if IEEE:
             return tl.dot(a, b, input_precision="ieee")
         else:
-            return tl.dot(a, b, input_precision="tf32x3")
+            # 3xTF32 with the split done here: hi = round-to-nearest(-away) tf32 of x by
+            # the bits (+ 2^12, clear the low 13), lo = x - hi (exact), likewise rounded;
+            # the values cvt.rna.tf32 gives for finite x in 5 integer/FP ops instead of
+            # Triton's ~10-instruction emulated cvt per operand (Inf -> NaN either way).
+            a_hi, a_lo = _tf32_split(a)
+            b_hi, b_lo = _tf32_split(b)
+            acc = tl.dot(a_lo, b_hi, input_precision="tf32")
+            acc = tl.dot(a_hi, b_lo, acc, input_precision="tf32")
+            return tl.dot(a_hi, b_hi, acc, input_precision="tf32")
     elif _COMPILED:
         return tl.dot(a, b)
     else:  # the interpreter multiplies bf16 as raw uint16 bits; fp32 products are exact
@@ -239,12 +261,14 @@ def _scores(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh, skt, skh
         bad_q = bad_q | _tanh_unsafe(q)
         bad_k = bad_k | _tanh_unsafe(k)
         r = _rcp(_exp2x(q)[:, :, None] * _exp2x(k)[:, None, :] + 1.0)
-        acc += r * (w * -2.0)[:, None, None]
+        # the factor -2 is applied once per tile below (exact: a power of two), not to
+        # each chunk's w (BLOCK_H multiplies per thread and chunk)
+        acc += r * w[:, None, None]
     if tl.max(tl.max(bad_q, axis=1), axis=0) + tl.max(tl.max(bad_k, axis=1), axis=0) > 0:
         s = _scores_rational(q_base, k_base, W, offs_m, offs_n, m_ok, n_ok, H, sqt, sqh,
                              skt, skh, swh, BLOCK_M, BLOCK_N, BLOCK_H, FAST)
     else:
-        s = tl.sum(acc, axis=0) + wsum
+        s = tl.sum(acc, axis=0) * -2.0 + wsum
     return s
 
 
@@ -326,7 +350,7 @@ def _fwd_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     bad = tl.zeros([BLOCK_M], dtype=tl.int32)  # causal: row sees a non-finite value
-    wsum = _wsum(W, H, swh, BLOCK_H)
+    wsum = _wsum(W, H, swh, 256)  # wide chunks: few trips (the prologue)
     for start_n in range(lo, end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < end
@@ -363,7 +387,7 @@ def _fwd_kernel(
 
     has = l_i > 0.0
     l_safe = tl.where(has, l_i, 1.0)
-    o = acc / l_safe[:, None]
+    o = acc * (1.0 / l_safe)[:, None]  # one division per row, not per (row, d)
     if CAUSAL:
         o = tl.where(bad[:, None] > 0, float("nan"), o)
     row = b * Tq + offs_m
@@ -411,7 +435,8 @@ def _combine_rows(PO, PL, OUT, LSE, row, offs_d, r_ok, d_ok, rows, Dv, n_splits)
     has = tot > 0.0
     t_safe = tl.where(has, tot, 1.0)
     tl.store(OUT + row[:, None] * Dv + offs_d[None, :],
-             (acc / t_safe[:, None]).to(OUT.dtype.element_ty), mask=r_ok[:, None] & d_ok[None, :])
+             (acc * (1.0 / t_safe)[:, None]).to(OUT.dtype.element_ty),
+             mask=r_ok[:, None] & d_ok[None, :])
     tl.store(LSE + row, tl.where(has, mx_safe + tl.log(t_safe), float("inf")), mask=r_ok)
 
 
@@ -508,7 +533,7 @@ def _bwd_ds_kernel(
     first = tl.where(pid_n * BLOCK_N >= hi, Tq, first)
     q_base = Q + b * sqb
     k_base = K + b * skb
-    wsum = _wsum(W, H, swh, BLOCK_H)
+    wsum = _wsum(W, H, swh, 256)  # wide chunks: few trips (the prologue)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     for start_m in range(first, Tq, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)

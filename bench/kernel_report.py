@@ -11,17 +11,22 @@ instruction count and MUFU count.
 ``--per-element``: one row per (shape in TRAIN/LONG/MEM/DECODE, bench/shapes.py's, with
 key_lengths) x (dtype float32/bfloat16) x (arch) x (pass forward/backward):
 ``{"shape", "dtype", "arch", "pass", "kernels", "launches", "instructions_per_element",
-"mufu_per_element", "local_bytes_max", ...}``. The element loop of a kernel is the innermost
-SASS loop (a backward branch's target to the branch) holding at least half a MUFU op per
-(i, j, h) element its thread handles per iteration (``BLOCK_M*BLOCK_N*BLOCK_H / threads``);
-where a kernel has two (the factorised loop and the rational fallback's), the shorter is the
-one that runs (the fallback runs only for tiles with |q| or |k| > 43, NaN or Inf) and the
-other is reported as ``fallback_instructions_per_element``. Per-element figures are a loop's
-instructions (MUFU ops) over its elements, summed over the pass's kernels (each visits every
-element once). ``tile_instructions_per_element``: what the enclosing key-tile loop adds
-(softmax, P@V, masks) per element, for kernels whose element loop is an H-chunk loop.
-``launches`` counts the Triton launches and the torch ops the launcher runs (e.g. the
-dweight sum).
+"regions", "uncertain_instructions_per_element", "estimated_instructions_per_element",
+"element_loop_instructions_per_element", "mufu_per_element", "local_bytes_max", ...}``.
+``instructions_per_element`` is all-in: every SASS instruction the pass executes (all its
+kernels, the backward's delta pre-pass included) per computed (i, j, h) element, from the
+basic blocks' execution counts (see "whole-pass counting" below), split in ``regions``:
+element (the element loops), tile (the loop around them: the forward's key tiles, backward
+pass 1's query tiles), query_block (pass 2's query-block loop), prologue_epilogue (the rest
+of the Triton kernels) and other_kernels (torch ops: estimated, see ``aten_estimate``).
+``element_loop_instructions_per_element`` is the older element-loop-only figure: the
+innermost SASS loop (a backward branch's target to the branch) holding at least half a MUFU
+op per (i, j, h) element its thread handles per iteration (``BLOCK_M*BLOCK_N*BLOCK_H /
+threads``); where a kernel has two (the factorised loop and the rational fallback's), the
+shorter is the one that runs and the other is reported as
+``fallback_instructions_per_element``. ``tile_instructions_per_element``: what the
+enclosing key-tile loop's code adds per element (its instructions once, not its executed
+count). ``launches`` counts the Triton launches and the torch ops the pass runs.
 
 The kernels are compiled exactly as the launchers in attnkern/triton_kernels.py would launch
 them (same configs, same constexprs): the launchers run on ``meta`` tensors with the launch
@@ -58,6 +63,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+from attnkern import ops as attn_ops  # noqa: E402
 from attnkern import triton_kernels as tk  # noqa: E402
 from bench.shapes import GPU_SHAPES  # noqa: E402
 
@@ -307,21 +313,27 @@ _NO_LAUNCH = ("empty", "view", "as_strided", "alias", "detach", "lift_fresh", "t
               "transpose", "expand", "select", "slice", "unsqueeze", "squeeze", "permute")
 
 
-def capture_pass(shape: str, dtype: torch.dtype, pass_: str) -> tuple[list, list[str]]:
-    """The Triton launches and the launching torch ops of one pass at one bench shape."""
+def capture_pass(shape: str, dtype: torch.dtype, pass_: str,
+                 with_sizes: bool = False) -> tuple[list, list]:
+    """The Triton launches and the launching torch ops of one pass at one bench shape
+    (with ``with_sizes``: (op, largest operand's numel) pairs)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     B, Tq, Tk, H, Dv = PER_ELEMENT_SHAPES[shape]
     records: list[tuple[Any, Any, tuple, dict]] = []
     ops: list[str] = []
+    op_sizes: list[int] = []
 
     class Ops(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
             name = str(func.overloadpacket.__name__) if hasattr(func, "overloadpacket") \
                 else str(func)
+            out = func(*args, **(kwargs or {}))
             if not any(name.startswith(x.rstrip(".")) for x in _NO_LAUNCH):
+                sizes = [t.numel() for t in (*args, out) if isinstance(t, torch.Tensor)]
                 ops.append(f"aten.{name}")
-            return func(*args, **(kwargs or {}))
+                op_sizes.append(max(sizes, default=0))
+            return out
 
     def record(kernel: Any, grid: Any, *args: Any, **meta: Any) -> None:
         records.append((kernel, grid, args, meta))
@@ -330,19 +342,25 @@ def capture_pass(shape: str, dtype: torch.dtype, pass_: str) -> tuple[list, list
     lens = torch.empty(B, dtype=torch.int64, device="meta")
     lse = torch.empty(B, Tq, device="meta")
     go = torch.empty(B, Tq, Dv, dtype=dtype, device="meta")
+    out = torch.empty(B, Tq, Dv, dtype=dtype, device="meta")
     saved = tk._launch
     tk._launch = record  # type: ignore[assignment]
     try:
         # The second call is the steady state: its plan and split-K counters are cached.
         for capture in (False, True):
             records.clear()
+            ops.clear()
+            op_sizes.clear()
             with Ops() if capture else contextlib.nullcontext():
                 if pass_ == "forward":
                     tk.fwd(q, k, v, w, None, lens, False, False)
-                else:
-                    tk.bwd(go, None, q, k, v, w, lse, lse, None, lens, False)
+                else:  # as autograd runs it: delta = None, so the delta pre-pass runs too
+                    attn_ops._bwd_triton(go, None, q, k, v, w, lse, None, None, lens, False,
+                                         out=out)
     finally:
         tk._launch = saved  # type: ignore[assignment]
+    if with_sizes:
+        return records, list(zip(ops, op_sizes))
     return records, ops
 
 
@@ -390,17 +408,50 @@ def _kernel_figures(kernel: Any, grid: Any, args: tuple, meta: dict, cc: int) ->
     return row
 
 
+# torch ops a pass launches are PyTorch's own CUDA kernels, which this report cannot compile:
+# their share is an estimate per element of their largest operand (vectorised elementwise:
+# two loads, the op, a store and the indexing over 4-wide vectors, about 4 per element; a
+# reduction: about 2 per element read), reported under other_kernels and flagged.
+_ATEN_PER_ELEM = {"sum": 2.0, "mean": 2.0, "amax": 2.0}
+_ATEN_DEFAULT = 4.0
+
+
+def aten_estimate(op: str, numel: int) -> float:
+    """Estimated thread-instructions of one torch op's CUDA kernel (see above)."""
+    return _ATEN_PER_ELEM.get(op.removeprefix("aten.").split(".")[0], _ATEN_DEFAULT) * numel
+
+
 def per_element(archs: tuple[int, ...] = ARCHS, shapes: tuple[str, ...] | None = None,
                 dtypes: tuple[str, ...] | None = None,
                 passes: tuple[str, ...] = PASSES) -> list[dict]:
     """The --per-element rows (see the module docstring)."""
     rows = []
     for shape in shapes or tuple(PER_ELEMENT_SHAPES):
+        B, Tq, Tk, H, _ = PER_ELEMENT_SHAPES[shape]
+        n_elem = B * Tq * Tk * H  # computed (i, j, h) elements: every key used
         for dname in dtypes or tuple(DTYPES):
             for pass_ in passes:
-                records, ops = capture_pass(shape, DTYPES[dname], pass_)
+                records, ops = capture_pass(shape, DTYPES[dname], pass_, with_sizes=True)
                 for cc in archs:
                     kernels = [_kernel_figures(kn, g, a, m, cc) for kn, g, a, m in records]
+                    regions = dict.fromkeys(REGIONS, 0.0)
+                    uncertain = 0.0
+                    for kk, (kn, g, a, m) in zip(kernels, records):
+                        allin = kernel_all_in(kn, g, a, m, cc)
+                        kr_ = {r: round(v / n_elem, 3) for r, v in allin["regions"].items()}
+                        if kk["name"] in ("_weights_kernel",):  # not part of the score pass
+                            kr_ = {"other_kernels": round(sum(kr_.values()), 3)}
+                        kk["all_in_per_element"] = round(sum(kr_.values()), 3)
+                        kk["regions_per_element"] = {r: v for r, v in kr_.items() if v}
+                        for r, v in kr_.items():
+                            regions[r] += v
+                        uncertain += allin["uncertain"] / n_elem
+                    aten = []
+                    for op, numel in ops:
+                        est = round(aten_estimate(op, numel) / n_elem, 3)
+                        aten.append({"name": op, "numel": numel, "estimated": True,
+                                     "all_in_per_element": est})
+                        regions["other_kernels"] += est
 
                     def total(key: str, ks: list = kernels) -> float | None:
                         vals = [kk.get(key) for kk in ks if kk.get(key) is not None]
@@ -408,9 +459,15 @@ def per_element(archs: tuple[int, ...] = ARCHS, shapes: tuple[str, ...] | None =
 
                     rows.append({
                         "shape": shape, "dtype": dname, "arch": f"sm_{cc}", "pass": pass_,
-                        "kernels": kernels + [{"name": op} for op in ops],
+                        "kernels": kernels + aten,
                         "launches": len(kernels) + len(ops),
-                        "instructions_per_element": total("instructions_per_element"),
+                        "instructions_per_element": round(sum(regions.values()), 3),
+                        "regions": {r: round(v, 3) for r, v in regions.items()},
+                        "uncertain_instructions_per_element": round(uncertain, 3),
+                        "estimated_instructions_per_element":
+                            round(sum(a_["all_in_per_element"] for a_ in aten), 3),
+                        "element_loop_instructions_per_element":
+                            total("instructions_per_element"),
                         "mufu_per_element": total("mufu_per_element"),
                         "fallback_instructions_per_element":
                             total("fallback_instructions_per_element"),
@@ -420,17 +477,480 @@ def per_element(archs: tuple[int, ...] = ARCHS, shapes: tuple[str, ...] | None =
     return rows
 
 
+# ------------------------------------------------------------ whole-pass (all-in) counting
+#
+# Every SASS instruction a pass executes, per computed (i, j, h) element: the SASS is split
+# into basic blocks (leaders: branch targets and the instructions after branches), loops are
+# the back edges (a branch to a lower address: [target, branch]), and each block's execution
+# count per program comes from the branch probabilities those loops imply. A loop's trip
+# count comes from the kernel's source loop it compiles (LOOP_MODELS below, from the launch
+# arguments and tile sizes), matched by nesting and address order (the SASS keeps the
+# source's loop order; a mismatch raises, so a kernel edit that changes its loops must update
+# its model); ptxas's unrolling is read from the loop's induction increment (the register its
+# controlling ISETP compares, stepped by ``u * step``), and a loop unrolled u times runs
+# trips // u times (a trip count that is not a multiple of u leaves the remainder code's
+# branches unclassified: 1/2, reported in ``uncertain_instructions_per_element``).
+# Branch rules, in order: a loop's controlling branch (its latch, or the exit of a rotated
+# loop) runs its trip count; a forward branch over whole loops skips them iff they run 0
+# times (zero-trip loops: the rational fallbacks on the fast path, which is what is counted:
+# every |q|, |k| <= 43 and finite) or runs them with their model's entry probability (the
+# split-K combine: one program in num_splits); a forward branch from an unrolled loop's
+# remainder code skips when the trip count is a multiple of the unroll. Other conditional
+# branches are counted at 1/2 and reported. Key lengths are taken as Tk (every key used).
+
+_BRANCH = re.compile(r"0x([0-9a-f]+)")
+
+
+class Loop(dict):
+    """A source loop of a kernel: name, region, trips per entry, step (of its induction
+    variable, in the units the SASS counts), children (loops inside it), entry probability."""
+
+    def __init__(self, name: str, region: str, trips: int, step: int | None,
+                 children: list | None = None, entry: float = 1.0) -> None:
+        super().__init__(name=name, region=region, trips=int(trips), step=step,
+                         children=children or [], entry=entry)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-max(int(a), 0) // int(b))
+
+
+WSUM_BLOCK = 256  # the chunk of the kernels' _wsum(W, H, swh, 256) prologue loop
+
+
+def _model_fwd(a: dict, m: dict, pid: tuple) -> list:
+    Tq, Tk, H = a["Tq"], a["Tk"], a["H"]
+    bm, bn, bh = m["BLOCK_M"], m["BLOCK_N"], m["BLOCK_H"]
+    hi = Tk
+    if m["CAUSAL"]:
+        hi = min(hi, min((pid[0] + 1) * bm, Tq) + (Tk - Tq))
+    lo = pid[2] * a["blocks_per_split"] * bn
+    end = min(hi, lo + a["blocks_per_split"] * bn)
+    ht = _cdiv(H, bh)
+    rational = m["BLOCK_M"] == 1 or m["FAST_TANH"]
+    inner = ([Loop("h_rational", "element", ht, bh)] if rational else
+             [Loop("h_factorised", "element", ht, bh),
+              Loop("h_rational_fallback", "element", 0, bh)])
+    loops = [] if rational else [Loop("wsum", "prologue_epilogue", _cdiv(H, WSUM_BLOCK),
+                                      WSUM_BLOCK)]
+    loops.append(Loop("key_tiles", "tile", _cdiv(end - lo, bn), bn, inner))
+    if m["SPLIT"]:  # the last split of a (query block, batch row) to finish combines
+        splits = a["grid"][2]
+        loops += [Loop("combine_max", "prologue_epilogue", splits - 1, 1, entry=1 / splits),
+                  Loop("combine_sum", "prologue_epilogue", splits, 1, entry=1 / splits)]
+    return loops
+
+
+def _model_bwd_ds(a: dict, m: dict, pid: tuple) -> list:
+    Tq, Tk, H = a["Tq"], a["Tk"], a["H"]
+    bm, bn, bh = m["BLOCK_M"], m["BLOCK_N"], m["BLOCK_H"]
+    first = 0
+    if m["CAUSAL"]:
+        first = max(pid[0] * bn - (Tk - Tq), 0) // bm * bm
+    if pid[0] * bn >= Tk:
+        first = Tq
+    ht = _cdiv(H, bh)
+    rational = bm == 1 or m["FAST_TANH"]
+    inner = ([Loop("h_rational", "element", ht, bh)] if rational else
+             [Loop("h_factorised", "element", ht, bh),
+              Loop("h_rational_fallback", "element", 0, bh)])
+    loops = [] if rational else [Loop("wsum", "prologue_epilogue", _cdiv(H, WSUM_BLOCK),
+                                      WSUM_BLOCK)]
+    return loops + [Loop("query_tiles", "tile", _cdiv(Tq - first, bm), bm, inner)]
+
+
+def _model_bwd_dqdk(a: dict, m: dict, pid: tuple) -> list:
+    Tq, Tk = a["Tq"], a["Tk"]
+    bm, bn = m["BLOCK_M"], m["BLOCK_N"]
+    # with CAUSAL the key range of a query block ends at its diagonal: average over blocks
+    # is not a single trip count; the model is exact without CAUSAL (the report's passes).
+    kt = _cdiv(Tk, bn)
+    fast = bool(m["FAST_TANH"])
+    qloops = [Loop("keys_rational", "element", kt if fast else 0, bn),
+              Loop("keys_factorised", "element", 0 if fast else kt, bn)]
+    return [Loop("k_check", "prologue_epilogue", kt, bn),
+            Loop("query_blocks", "query_block", _cdiv(Tq, bm), bm, qloops),
+            Loop("dk_zero_tail", "prologue_epilogue", _cdiv(Tk - kt * bn, bn), bn)]
+
+
+LOOP_MODELS: dict[str, Any] = {
+    "_fwd_kernel": _model_fwd, "_bwd_ds_kernel": _model_bwd_ds,
+    "_bwd_dqdk_kernel": _model_bwd_dqdk, "_weights_kernel": lambda a, m, pid: [],
+    # Hook: the fused-scores kernels (issue 22's additive_scores) go here once they exist,
+    # as "_scores_fwd_kernel": _model_scores_fwd etc., and in SCORES_PASSES below.
+}
+
+
+def _is_jump(op: str) -> bool:
+    """BRA, or CALL.REL.NOINC: a call that pushes no return address, which sm_80 code uses
+    as a (predicated) jump, e.g. to leave a loop."""
+    return op.startswith("BRA") or op.startswith("CALL.REL.NOINC")
+
+
+def _blocks(instrs: list[tuple[int, str, str, str]]) -> list[dict[str, Any]]:
+    """Basic blocks of the SASS (NOPs dropped): [{start, end, n, succ: [(addr, kind)],
+    pred (guard of the terminating branch or '')}]; kind: 'fall', 'taken', 'jump'."""
+    import bisect
+
+    addrs = [i[0] for i in instrs]
+
+    def resolve(t: int) -> int:  # a target on a dropped NOP: the next instruction
+        return addrs[min(bisect.bisect_left(addrs, t), len(addrs) - 1)]
+
+    leaders = {instrs[0][0]}
+    for i, (addr, _pred, op, rest) in enumerate(instrs):
+        if op.startswith(("BRA", "EXIT", "RET", "CALL", "BRX", "JMP", "JMX")):
+            if op.startswith(("BRX", "JMX")):
+                raise NotImplementedError(f"SASS {op} at {addr:#x}: indirect control flow")
+            if _is_jump(op):
+                leaders.add(resolve(int(_BRANCH.search(rest).group(1), 16)))  # type: ignore[union-attr]
+            if i + 1 < len(instrs):
+                leaders.add(instrs[i + 1][0])
+    blocks: list[dict[str, Any]] = []
+    for addr, pred, op, rest in instrs:
+        if addr in leaders or not blocks:
+            blocks.append({"start": addr, "end": addr, "n": 0, "succ": [], "term": None})
+        blk = blocks[-1]
+        blk["end"] = addr
+        blk["n"] += 1
+        blk["term"] = (addr, pred.strip(), op, rest)
+    starts = [b["start"] for b in blocks]
+    for i, blk in enumerate(blocks):
+        addr, pred, op, rest = blk["term"]
+        nxt = starts[i + 1] if i + 1 < len(blocks) else None
+        if _is_jump(op):
+            tgt = resolve(int(_BRANCH.search(rest).group(1), 16))  # type: ignore[union-attr]
+            if tgt == addr and not pred:  # the trailing `BRA self` after the last EXIT
+                continue
+            blk["succ"].append((tgt, "taken" if pred else "jump"))
+            if pred and nxt is not None:
+                blk["succ"].append((nxt, "fall"))
+        elif (op.startswith("EXIT") and not pred) or op.startswith("RET"):
+            pass
+        elif op.startswith("CALL"):
+            # a call that returns (an out-of-line slow path): it comes back here; the
+            # callee, reached only by calls, is counted 0 times
+            blk["call"] = True
+            if nxt is not None:
+                blk["succ"].append((nxt, "fall"))
+        elif op.startswith("EXIT"):  # some threads (or programs) leave: see block_counts
+            blk["exit"] = True
+            if nxt is not None:
+                blk["succ"].append((nxt, "fall"))
+        elif nxt is not None:
+            blk["succ"].append((nxt, "fall"))
+    return blocks
+
+
+def _sass_loops(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Loops from back edges, one per header: {start, end, latches, children} as a tree."""
+    spans: dict[int, int] = {}
+    for blk in blocks:
+        for tgt, _ in blk["succ"]:
+            if tgt <= blk["end"]:
+                spans[tgt] = max(spans.get(tgt, 0), blk["end"])
+    loops = [{"start": s, "end": e, "children": []} for s, e in sorted(spans.items())]
+    roots: list[dict[str, Any]] = []
+    stack: list[dict[str, Any]] = []
+    for lp in loops:  # sorted by start; a loop inside another starts after it, ends before
+        while stack and not (stack[-1]["start"] <= lp["start"] and lp["end"] <= stack[-1]["end"]):
+            stack.pop()
+        if stack and lp["end"] > stack[-1]["end"]:
+            raise ValueError(f"SASS loops overlap without nesting at {lp['start']:#x}")
+        (stack[-1]["children"] if stack else roots).append(lp)
+        stack.append(lp)
+    return roots
+
+
+def _match(sass: list, model: list, where: str) -> list[tuple[dict, dict]]:
+    """Pair the SASS loops with the model's, level by level in address order. A childless
+    SASS loop right after a childless one, where the SASS has more loops than the model, is
+    ptxas's remainder loop of an unrolled loop (it runs trips % unroll times)."""
+    try:
+        return _match_level(sass, model, where)
+    except ValueError:
+        if not any(lp["trips"] <= 1 and lp["children"] for lp in model):
+            raise
+    # a loop of at most one trip known at compile time (Tq = 1 is a constexpr) has no back
+    # edge: its body, and its loops, are straight code at this level
+    flat = []
+    for lp in model:
+        flat += lp["children"] if lp["trips"] <= 1 and lp["children"] else [lp]
+    return _match_level(sass, flat, where)
+
+
+def _match_level(sass: list, model: list, where: str) -> list[tuple[dict, dict]]:
+    out: list[tuple[dict, dict]] = []
+    extra = len(sass) - len(model)
+    j = 0
+    prev_rem = False
+    for i, s in enumerate(sass):
+        if (extra > 0 and i > 0 and out and not s["children"] and not sass[i - 1]["children"]
+                and j > 0 and not model[j - 1]["children"] and not prev_rem
+                and (j >= len(model) or len(sass) - i > len(model) - j)):
+            prev = model[j - 1]
+            out.append((s, dict(prev, name=prev["name"] + "_remainder", remainder_of=prev)))
+            extra -= 1
+            prev_rem = True  # (a remainder loop follows its unrolled loop, never another)
+            continue
+        prev_rem = False
+        if j >= len(model):
+            break
+        out.append((s, model[j]))
+        out += _match(s["children"], model[j]["children"], f"{where}/{model[j]['name']}")
+        j += 1
+    if extra != 0 or j != len(model):
+        raise ValueError(f"{where}: the SASS has {len(sass)} loops here "
+                         f"({[hex(s['start']) for s in sass]}), the loop model "
+                         f"{[lp['name'] for lp in model]}: update LOOP_MODELS")
+    return out
+
+
+_SETP = re.compile(r"^\s*(U?P\d|UPT|PT)\s*,\s*(U?P\d|UPT|PT)\s*,\s*(U?R\d+|URZ|RZ)")
+
+
+def _unroll(instrs: list, lp: dict, ctrl: tuple[int, str], step: int | None) -> int:
+    """ptxas's unroll factor of a loop: its controlling predicate's ISETP compares a
+    register stepped by a constant in the loop; that constant / the source step."""
+    if not step:
+        return 1
+    addr, pred = ctrl
+    preg = pred.lstrip("@!")
+    body = [i for i in instrs if lp["start"] <= i[0] <= lp["end"]]
+    reg = None
+    for _a, _, op, rest in reversed([i for i in body if i[0] < addr]):
+        if op.startswith(("ISETP", "UISETP")):
+            mm = _SETP.match(rest)
+            if mm and preg in (mm.group(1), mm.group(2)):
+                reg = mm.group(3)
+                break
+    if reg is None:
+        return 1
+    inc = re.compile(rf"^\s*{reg}\s*,\s*(?:U?P\d\s*,\s*)?{reg}\s*,\s*(-?0x[0-9a-f]+)")
+    for _, _, op, rest in body:
+        if op.startswith(("IADD3", "UIADD3", "VIADD", "IMAD.IADD")):
+            mm = inc.match(rest)
+            if mm:
+                c = int(mm.group(1), 16)
+                if c < 0:  # a down-counter of the iterations left
+                    return -c
+                if c % step == 0:
+                    return c // step
+    return 1
+
+
+def block_counts(instrs: list, blocks: list, model: list, where: str) -> tuple:
+    """Execution count per block for one program, and the instructions left to unclassified
+    branches (counted at 1/2): (counts, blocks' loop, uncertain instructions)."""
+    import numpy as np
+
+    roots = _sass_loops(blocks)
+    pairs = _match(roots, model, where)
+    idx = {b["start"]: i for i, b in enumerate(blocks)}
+    nb = len(blocks)
+
+    def inside(lp: dict, addr: int) -> bool:
+        return lp["start"] <= addr <= lp["end"]
+
+    owner: list[tuple[dict, dict] | None] = []  # innermost loop of each block
+    for blk in blocks:
+        inn = None
+        for s, lm in pairs:
+            if inside(s, blk["start"]) and (inn is None or s["start"] >= inn[0]["start"]):
+                inn = (s, lm)
+        owner.append(inn)
+    # per loop: its controlling branch, unroll, body runs per entry, remainder region
+    info: dict[int, dict[str, Any]] = {}
+    for s, lm in pairs:
+        latch = [b for b in blocks if inside(s, b["end"]) and
+                 any(t == s["start"] for t, _ in b["succ"]) and b["end"] == s["end"]]
+        cond_latch = bool(latch and latch[0]["term"][1])
+        exits = [b for b in blocks if inside(s, b["end"]) and b["term"][1] and
+                 any(not inside(s, t) for t, k in b["succ"] if k == "taken")
+                 and owner[idx[b["start"]]] is not None
+                 and owner[idx[b["start"]]][0] is s]  # type: ignore[index]
+        ctrl_blk = latch[0] if cond_latch else (exits[-1] if exits else None)
+        # ptxas unrolls small innermost loops only (a loop holding loops: never)
+        u = (_unroll(instrs, s, (ctrl_blk["term"][0], ctrl_blk["term"][1]), lm["step"])
+             if ctrl_blk is not None and not s["children"] else 1)
+        if u & (u - 1) or u > 16:
+            raise ValueError(f"{where}/{lm['name']}: unroll {u} read from the SASS")
+        if "remainder_of" in lm:  # runs what its unrolled sibling (matched before) left
+            main = next(d for d in info.values() if d["model"] is lm["remainder_of"])
+            u, runs, rem = 1, main["rem"], 0
+        else:
+            runs, rem = lm["trips"] // u, lm["trips"] % u
+        info[s["start"]] = dict(loop=s, model=lm, cond_latch=cond_latch, unroll=u, runs=runs,
+                                rem=rem, exits={b["start"] for b in exits})
+    # an unrolled loop's remainder: from its end to the first join of the branches before it
+    remainders = []
+    for d in info.values():
+        if d["unroll"] > 1:
+            s = d["loop"]
+            prev = max([e["loop"]["end"] for e in info.values()
+                        if e["loop"]["end"] < s["start"]], default=-1)
+            joins = [t for b in blocks if prev < b["end"] < s["start"] for t, k in b["succ"]
+                     if k == "taken" and t > s["end"]]
+            if joins:
+                d["join"] = max(joins)
+                remainders.append((s["end"], max(joins), d["rem"], d["unroll"]))
+    # The remainder code of a loop unrolled u = 2^m times (straight code, when ptxas makes
+    # no remainder loop): m forward branches, each skipping a chunk of u/2, u/4, ..., 1
+    # iterations (taken where that bit of trips % u is 0); branches nested in a chunk (the
+    # tail's masked loads) fall through.
+    rem_p: dict[int, float | None] = {}
+    for r0, r1, rem, u in remainders:
+        top: list[tuple[int, int]] = []
+        for b in blocks:
+            if r0 < b["end"] < r1 and len(b["succ"]) == 2 and b["succ"][0][0] > b["end"]:
+                a_, t_ = b["end"], b["succ"][0][0]
+                if top and top[-1][0] < a_ < top[-1][1]:
+                    rem_p[a_] = 0.0
+                else:
+                    top.append((a_, t_))
+        m = u.bit_length() - 1
+        for k, (a_, _) in enumerate(top):
+            rem_p[a_] = (None if len(top) != m or 1 << m != u
+                         else float(not (rem >> (m - 1 - k)) & 1))
+    uncertain: list[int] = []
+    P = np.zeros((nb, nb))
+    entry_used: set[int] = set()
+    for i, blk in enumerate(blocks):
+        succ = blk["succ"]
+        if blk.get("exit") and succ:
+            # A predicated EXIT: the threads leave or stay together, except before code a
+            # fraction of the programs runs (the split-K combine): those leave at 1 - entry.
+            later = [d for d in info.values() if d["loop"]["start"] > blk["end"]
+                     and d["model"]["entry"] < 1 and id(d["model"]) not in entry_used]
+            stay = min([d["model"]["entry"] for d in later], default=1.0)
+            entry_used.update(id(d["model"]) for d in later)
+            P[i, idx[succ[0][0]]] += stay
+            continue
+        if len(succ) == 1:
+            P[i, idx[succ[0][0]]] += 1.0
+            continue
+        if not succ:
+            continue
+        (tgt, _), (fall, _) = succ
+        addr = blk["end"]
+        p = None
+        own = owner[i]
+        if tgt <= addr and tgt in info:  # latch
+            d = info[tgt]
+            p = 1 - 1 / d["runs"] if d["runs"] >= 1 else 0.0
+        elif own is not None and blk["start"] in info[own[0]["start"]]["exits"] \
+                and not inside(own[0], tgt):
+            d = info[own[0]["start"]]
+            p = 0.0 if d["cond_latch"] else (1 / d["runs"] if d["runs"] >= 1 else 1.0)
+        else:
+            over = [info[s["start"]] for s, _ in pairs
+                    if addr < s["start"] and s["end"] < tgt]
+            over = [d for d in over if not any(
+                e["loop"]["start"] < d["loop"]["start"] and d["loop"]["end"] < e["loop"]["end"]
+                for e in over)]
+            if over:
+                # a branch to past an unrolled loop's remainder skips the remainder too
+                if all(d["runs"] == 0 and not (d["rem"] and tgt >= d.get("join", tgt + 1))
+                       for d in over):
+                    p = 1.0
+                else:
+                    fresh = [d["model"]["entry"] for d in over
+                             if id(d["model"]) not in entry_used]
+                    entry_used.update(id(d["model"]) for d in over)
+                    p = 1 - min(fresh, default=1.0)
+            elif addr in rem_p:
+                p = rem_p[addr]
+        if p is None:
+            p = 0.5
+            uncertain.append(i)
+            if os.environ.get("KERNEL_REPORT_DEBUG"):
+                print(f"{where}: unclassified branch at {addr:#x}", file=sys.stderr)
+        P[i, idx[tgt]] += p
+        P[i, idx[fall]] += 1 - p
+    # code no path from the entry reaches (a called slow path, the trailing `BRA self`)
+    # runs 0 times; dropping its edges keeps the system regular
+    seen, todo = {0}, [0]
+    while todo:
+        for tgt, _ in blocks[todo.pop()]["succ"]:
+            if idx[tgt] not in seen:
+                seen.add(idx[tgt])
+                todo.append(idx[tgt])
+    for i in range(nb):
+        if i not in seen:
+            P[i, :] = 0.0
+    e = np.zeros(nb)
+    e[0] = 1.0
+    counts = np.linalg.solve(np.eye(nb) - P.T, e)
+    counts = np.maximum(counts, 0.0)
+    unc = 0.0
+    for i in uncertain:  # half of the instructions the branch may skip (or repeat)
+        lo_, hi_ = sorted((blocks[i]["end"], blocks[idx[blocks[i]["succ"][0][0]]]["start"]))
+        unc += 0.5 * counts[i] * sum(b["n"] for b in blocks if lo_ < b["start"] < hi_)
+    return counts, owner, unc
+
+
+_SASS_CACHE: dict[str, tuple] = {}
+
+
+def _parsed(info: dict) -> tuple:
+    """(instructions without NOPs as (addr, guard, op, operands), basic blocks)."""
+    key = info["sass"]
+    if key not in _SASS_CACHE:
+        instrs = []
+        for line in info["sass"].splitlines():
+            mm = _INSTR.search(line)
+            if mm and mm.group(3) != "NOP":
+                instrs.append((int(mm.group(1), 16), mm.group(2) or "", mm.group(3),
+                               mm.group(4)))
+        _SASS_CACHE[key] = (instrs, _blocks(instrs))
+    return _SASS_CACHE[key]
+
+
+REGIONS = ("element", "tile", "query_block", "prologue_epilogue", "other_kernels")
+
+
+def kernel_all_in(kernel: Any, grid: Any, args: tuple, meta: dict, cc: int) -> dict:
+    """Thread-instructions one launch executes, by region (REGIONS), over its programs."""
+    import itertools
+
+    name = kernel.fn.__name__ if hasattr(kernel, "fn") else kernel.__name__
+    info = compile_one(kernel, args, meta, cc)
+    instrs, blocks = _parsed(info)
+    a = {n: args[i] for i, n in enumerate(kernel.arg_names) if i < len(args)}
+    a["grid"] = tuple(grid)
+    threads = 32 * meta.get("num_warps", 4)
+    model = LOOP_MODELS[name]
+    kmeta = {k: v for k, v in meta.items()}
+    by_trips: dict[str, list] = {}
+    for pid in itertools.product(*(range(g) for g in grid)):
+        loops = model(a, kmeta, pid)
+        by_trips.setdefault(json.dumps(loops, sort_keys=True), [pid, 0])[1] += 1
+    regions = dict.fromkeys(REGIONS, 0.0)
+    uncertain = 0.0
+    for pid, n_progs in by_trips.values():
+        counts, owner, unc = block_counts(instrs, blocks, model(a, kmeta, pid), name)
+        for c, blk, own in zip(counts, blocks, owner):
+            reg = own[1]["region"] if own is not None else "prologue_epilogue"
+            regions[reg] += c * blk["n"] * threads * n_progs
+        uncertain += unc * threads * n_progs
+    return {"name": name, "regions": regions, "uncertain": uncertain,
+            "programs": int(sum(v[1] for v in by_trips.values())), "threads": threads}
+
+
 def format_per_element(rows: list[dict]) -> str:
-    lines = ["| shape | dtype | arch | pass | launches | SASS/elem | MUFU/elem | fallback "
-             "SASS/elem | tile SASS/elem | spill B |", "|" + "---|" * 10]
+    lines = ["| shape | dtype | arch | pass | launches | all-in SASS/elem | element loop | "
+             "tile loop | query-block loop | prologue/epilogue | other kernels | "
+             "MUFU/elem (loop) | spill B |", "|" + "---|" * 13]
     for r in rows:
+        g = r["regions"]
+        other = f"{g['other_kernels']}" + (" (est.)" if r["estimated_instructions_per_element"]
+                                          else "")
         lines.append("| " + " | ".join(str(x) for x in (
             r["shape"], r["dtype"], r["arch"], r["pass"], r["launches"],
-            r["instructions_per_element"], r["mufu_per_element"],
-            r["fallback_instructions_per_element"], r["tile_instructions_per_element"],
+            r["instructions_per_element"], g["element"], g["tile"], g["query_block"],
+            g["prologue_epilogue"], other, r["mufu_per_element"],
             r["local_bytes_max"])) + " |")
     return "\n".join(lines)
-
 
 
 def format_table(rows: list[dict]) -> str:

@@ -75,7 +75,9 @@ def test_one_mufu_per_element_in_every_element_loop(rows):
 # the element loops, summed over a pass's kernels.
 GOALS = {"forward": (6.0, 1.05), "backward": (20.0, 2.05)}
 PE_KEYS = {"shape", "dtype", "arch", "pass", "kernels", "launches",
-           "instructions_per_element", "mufu_per_element", "local_bytes_max"}
+           "instructions_per_element", "mufu_per_element", "local_bytes_max", "regions",
+           "element_loop_instructions_per_element", "uncertain_instructions_per_element",
+           "estimated_instructions_per_element"}
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +97,93 @@ def test_static_goals_at_sm90(per_element, shape):
     for r in (r for r in per_element if r["shape"] == shape):
         ipe, mpe = GOALS[r["pass"]]
         where = f"{shape} {r['dtype']} {r['pass']}: {r}"
-        assert r["instructions_per_element"] <= ipe, where
+        assert r["element_loop_instructions_per_element"] <= ipe, where
         assert r["mufu_per_element"] <= mpe, where
         assert r["local_bytes_max"] == 0, where
+
+
+# Issue 22's all-in goals at sm_90: every instruction of the pass per computed element.
+ALL_IN_GOALS = {"forward": 6.0, "backward": 16.0}
+# Rows that miss them today (docs/results.md has the table): strict, so a kernel change
+# that meets one fails here until the entry is removed.
+ALL_IN_MISSED = {("TRAIN", "float32", "forward"), ("TRAIN", "bfloat16", "forward"),
+                 ("TRAIN", "float32", "backward"), ("TRAIN", "bfloat16", "backward"),
+                 ("LONG", "float32", "backward")}
+
+
+@pytest.mark.parametrize("case", [(s, d, p) for s in ("TRAIN", "LONG", "MEM")
+                                  for d in ("float32", "bfloat16")
+                                  for p in ("forward", "backward")])
+def test_all_in_goals_at_sm90(per_element, case, request):
+    if case in ALL_IN_MISSED:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="all-in goal not met yet"))
+    (r,) = [r for r in per_element if (r["shape"], r["dtype"], r["pass"]) == case]
+    assert r["instructions_per_element"] <= ALL_IN_GOALS[case[2]], r["regions"]
+
+
+def test_all_in_count_is_consistent(per_element):
+    for r in per_element:
+        g = r["regions"]
+        assert set(g) == {"element", "tile", "query_block", "prologue_epilogue",
+                          "other_kernels"}
+        assert abs(sum(g.values()) - r["instructions_per_element"]) < 0.01, r
+        # the element-loop region is the old element-loop figure, the rest comes on top
+        # (at DECODE the old heuristic, the shortest MUFU-dense loop, picks e.g. the split-K
+        # combine's exp loop, which the all-in count places in the prologue/epilogue)
+        if r["shape"] != "DECODE":
+            assert abs(g["element"] - r["element_loop_instructions_per_element"]) < 0.01, r
+        assert g["prologue_epilogue"] > 0 and r["local_bytes_max"] == 0
+        if r["shape"] != "DECODE":
+            assert g["tile"] > 0, r
+            # every branch classified, but the split-K combine's peeled loop (0.002)
+            assert r["uncertain_instructions_per_element"] <= 0.005, r
+        if r["pass"] == "backward":  # the delta pre-pass and the dweight sum: torch ops
+            names = [k["name"] for k in r["kernels"]]
+            assert "aten.mul" in names and "aten.sum" in names, names
+            assert g["other_kernels"] > 0, r
+            # (Tq = 1 is a constexpr: a decode step's query-block loop is straight code)
+            assert g["query_block"] > 0 or r["shape"] == "DECODE", r
+
+
+_SASS = """
+        /*0000*/                   MOV R1, RZ ;
+        /*0010*/                   ISETP.GE.AND P0, PT, R1, UR4, PT ;
+        /*0020*/               @P0 BRA 0x80 ;
+        /*0030*/                   FADD R2, R2, R3 ;
+        /*0040*/                   IADD3 R1, R1, 0x20, RZ ;
+        /*0050*/                   ISETP.LT.AND P1, PT, R1, UR4, PT ;
+        /*0060*/               @P1 BRA 0x30 ;
+        /*0070*/                   FADD R2, R2, R2 ;
+        /*0080*/               @P2 BRA 0xc0 ;
+        /*0090*/                   FMUL R4, R4, R4 ;
+        /*00a0*/               @P3 BRA 0x90 ;
+        /*00b0*/                   FMUL R4, R4, R4 ;
+        /*00c0*/                   EXIT ;
+        /*00d0*/                   BRA 0xd0 ;
+"""
+
+
+@pytest.mark.parametrize("trips", [32, 8, 4])
+def test_block_counts_on_a_known_cfg(kr, trips):
+    """A loop of `trips` source iterations of step 8, unrolled 4 times by ptxas (its
+    counter steps by 0x20), runs trips / 4 times; the zero-trip fallback loop is skipped."""
+    instrs = kr._parsed({"sass": _SASS})[0]
+    blocks = kr._blocks(instrs)
+    model = [kr.Loop("a", "element", trips, 8), kr.Loop("fallback", "element", 0, 8)]
+    counts, owner, unc = kr.block_counts(instrs, blocks, model, "synthetic")
+    per = {b["start"]: round(float(c), 6) for b, c in zip(blocks, counts)}
+    assert per == {0x0: 1, 0x30: trips // 4, 0x70: 1, 0x80: 1, 0x90: 0, 0xb0: 0, 0xc0: 1,
+                   0xd0: 0}
+    assert unc == 0
+    assert [o[1]["name"] if o else None for o in owner] == [None, "a", None, None,
+                                                             "fallback", None, None, None]
+
+
+def test_loop_model_mismatch_raises(kr):
+    instrs = kr._parsed({"sass": _SASS})[0]
+    with pytest.raises(ValueError, match="update LOOP_MODELS"):
+        kr.block_counts(instrs, kr._blocks(instrs), [kr.Loop(n, "element", 8, 8)
+                                                     for n in "abc"], "x")
 
 
 def test_decode_is_one_launch_without_spills(per_element):
@@ -155,3 +241,27 @@ def test_gpu_summary_checks_the_speed_goals():
     assert "MISSED (>= 2x compile)" in body[1]
     assert "MISSED (>= 2x eager)" in body[2]  # decode is judged against eager
     assert "1.0 / 1024.0" in body[0]
+
+
+_SASS_SM80 = """
+        /*0000*/                   MOV R1, RZ ;
+        /*0010*/                   NOP ;
+        /*0020*/                   FADD R2, R2, R3 ;
+        /*0030*/                   ISETP.GE.AND P1, PT, R1, UR4, PT ;
+        /*0040*/               @P1 CALL.REL.NOINC 0x70 ;
+        /*0050*/                   IADD3 R1, R1, 0x1, RZ ;
+        /*0060*/                   BRA 0x10 ;
+        /*0070*/                   EXIT ;
+        /*0080*/                   BRA 0x80 ;
+"""
+
+
+def test_block_counts_rotated_loop_with_a_noinc_call_exit(kr):
+    """sm_80's loop idiom: the exit is a predicated CALL.REL.NOINC (a jump), the latch an
+    unconditional BRA to a NOP before the header; 5 trips run the header 5 times."""
+    instrs = kr._parsed({"sass": _SASS_SM80})[0]
+    blocks = kr._blocks(instrs)
+    counts, _, unc = kr.block_counts(instrs, blocks, [kr.Loop("a", "tile", 5, None)], "x")
+    per = {b["start"]: round(float(c), 6) for b, c in zip(blocks, counts)}
+    assert per == {0x0: 1, 0x20: 5, 0x50: 4, 0x70: 1, 0x80: 0}
+    assert unc == 0
