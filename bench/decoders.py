@@ -22,8 +22,9 @@ signature forces, e.g. OpenNMT projecting the memory bank at every step, stays);
 "from_module" is ``attnkern.from_module(original)`` (the tutorial's ``BahdanauAttention``
 drop-in) called as the original; "state" is the explicit decoding state (``start`` once,
 ``step`` each decoder step); "module" uses the attnkern layer
-(:class:`attnkern.AdditiveAttention` loaded with its recipe, keys projected and prepared once per sequence; for Tacotron 2
-:class:`attnkern.LocationSensitiveAttention`, loaded from the original's state_dict).
+(:class:`attnkern.AdditiveAttention` loaded with its recipe, keys projected and prepared
+once per sequence; for Tacotron 2 :class:`attnkern.LocationSensitiveAttention`, loaded
+from the original's state_dict).
 
 Per-step queries are slices of one leaf tensor (unbound once per loop, as a decoder's
 stacked states would be). Timing: each variant's whole loop (including the once-per-sequence
