@@ -354,9 +354,8 @@ def capture_pass(shape: str, dtype: torch.dtype, pass_: str,
             with Ops() if capture else contextlib.nullcontext():
                 if pass_ == "forward":
                     tk.fwd(q, k, v, w, None, lens, False, False)
-                else:  # as autograd runs it: delta = None, so the delta pre-pass runs too
-                    attn_ops._bwd_triton(go, None, q, k, v, w, lse, None, None, lens, False,
-                                         out=out)
+                else:  # as autograd runs it: the op runs the delta pre-pass too
+                    attn_ops.bwd_triton(go, None, q, k, v, w, out, lse, None, lens, False)
     finally:
         tk._launch = saved  # type: ignore[assignment]
     if with_sizes:
