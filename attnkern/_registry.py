@@ -9,7 +9,10 @@ its loaders with :func:`converts`::
     def _from_espnet_att_add(module: nn.Module) -> nn.Module: ...
 
 A loader builds the drop-in with the original's constructor arguments (read from the
-module), loads its state_dict strictly, and returns it on the original's device and dtype.
+module), loads its state_dict strictly, and returns it on the original's device and dtype;
+it returns None for a configuration of the class that has no drop-in (e.g. OpenNMT-py's
+``GlobalAttention(attn_type="dot")``): ``from_module`` then raises ``TypeError`` and
+``replace_attention`` leaves the module alone.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from torch import nn
 
 __all__ = ["converts", "from_module", "replace_attention", "supported"]
 
-Loader = Callable[[nn.Module], nn.Module]
+Loader = Callable[[nn.Module], "nn.Module | None"]
 _LOADERS: dict[str, Loader] = {}
 
 
@@ -58,6 +61,10 @@ def from_module(module: nn.Module) -> nn.Module:
             f"from_module: {_qualname(module)} is not a supported attention module; "
             f"supported: {', '.join(supported())}")
     new = loader(module)
+    if new is None:
+        raise TypeError(
+            f"from_module: this {_qualname(module)} ({module.extra_repr() or 'no config'}) "
+            f"has no attnkern drop-in")
     new.train(module.training)
     return new
 
@@ -75,8 +82,10 @@ def replace_attention(model: nn.Module) -> list[tuple[str, type, type]]:
     def visit(parent: nn.Module, prefix: str) -> None:
         for child_name, child in list(parent.named_children()):
             full = f"{prefix}.{child_name}" if prefix else child_name
-            if _qualname(child) in _LOADERS:
-                new = from_module(child)
+            loader = _LOADERS.get(_qualname(child))
+            new = loader(child) if loader is not None else None
+            if new is not None:
+                new.train(child.training)
                 setattr(parent, child_name, new)
                 report.append((full, type(child), type(new)))
             else:
