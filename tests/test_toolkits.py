@@ -16,8 +16,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-import torch
 import toolkits
+import torch
 from torch import nn
 
 import attnkern
@@ -240,7 +240,7 @@ def test_espnet_decoder_with_attention_replaced():
             if g is None:
                 assert other is None or not other.abs().gt(1e-6).any(), n
                 continue
-            torch.testing.assert_close(other, g, rtol=1e-5, atol=1e-5, msg=lambda m: f"{n}: {m}")
+            torch.testing.assert_close(other, g, rtol=1e-5, atol=1e-5, msg=lambda m, n=n: f"{n}: {m}")
 
 
 def test_espnet_bad_input_names_the_argument():
@@ -348,7 +348,7 @@ def test_speechbrain_decoder_with_attention_replaced(attn_type):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
     for n, g in res[0][4].items():
         torch.testing.assert_close(res[1][4][n], g, rtol=1e-5, atol=1e-5,
-                                   msg=lambda m: f"{n}: {m}")
+                                   msg=lambda m, n=n: f"{n}: {m}")
 
 
 def test_speechbrain_bad_input_names_the_argument():
