@@ -240,7 +240,8 @@ def test_espnet_decoder_with_attention_replaced():
             if g is None:
                 assert other is None or not other.abs().gt(1e-6).any(), n
                 continue
-            torch.testing.assert_close(other, g, rtol=1e-5, atol=1e-5, msg=lambda m, n=n: f"{n}: {m}")
+            torch.testing.assert_close(other, g, rtol=1e-5, atol=1e-5,
+                                       msg=lambda m, n=n: f"{n}: {m}")
 
 
 def test_espnet_bad_input_names_the_argument():
