@@ -106,26 +106,31 @@ class EspnetAttentionState(DecodingState):
 @register
 @dataclasses.dataclass(frozen=True)
 class EspnetMultiHeadState(DecodingState):
-    """One utterance of ``AttMultiHeadAdd``: keys ``(heads, B, T, att_dim_k)``, key_exp the
-    same or None, values ``(heads, B, T, att_dim_v)``, lengths ``(B,)``. Heads first, so
-    that each head's operands are contiguous; :meth:`reorder` selects along dim 1 there."""
+    """One utterance of ``AttMultiHeadAdd``: per head (tuples of ``aheads`` tensors) keys
+    ``(B, T, att_dim_k)``, their prepared form (or None) and values ``(B, T, att_dim_v)``;
+    lengths ``(B,)``. One tensor per head, so that a step's head uses its operands whole
+    (a slice of a stacked tensor would cost a full-size zero gradient per head and step);
+    :meth:`reorder` selects rows of each."""
 
-    keys: Tensor
-    values: Tensor
+    keys: tuple[Tensor, ...]
+    values: tuple[Tensor, ...]
     lengths: Tensor
-    key_exp: Tensor | None = None
+    key_exp: tuple[Tensor, ...] | None = None
 
     def reorder(self, index: Tensor) -> EspnetMultiHeadState:
         if not isinstance(index, Tensor) or index.dim() != 1 or index.dtype != torch.long:
             raise TypeError("reorder: index must be a 1-D torch.long tensor, got "
                             + (f"{index.dtype} of shape {tuple(index.shape)}"
                                if isinstance(index, Tensor) else type(index).__name__))
-        index = index.to(self.keys.device)
+        index = index.to(self.lengths.device)
+
+        def pick(ts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+            return tuple(t.index_select(0, index) for t in ts)
+
         return dataclasses.replace(
-            self, keys=self.keys.index_select(1, index),
-            values=self.values.index_select(1, index),
+            self, keys=pick(self.keys), values=pick(self.values),
             lengths=self.lengths.index_select(0, index),
-            key_exp=None if self.key_exp is None else self.key_exp.index_select(1, index))
+            key_exp=None if self.key_exp is None else pick(self.key_exp))
 
 
 # ---------------------------------------------------------------- checks
@@ -594,38 +599,39 @@ class AttMultiHeadAdd(nn.Module):
         heads = self.aheads
         w_k = torch.cat([_lin(m).weight for m in self.mlp_k])  # (heads * dk, eprojs)
         w_v = torch.cat([_lin(m).weight for m in self.mlp_v])
-        # one GEMM each for all heads, then heads first (contiguous per head)
-        keys = (memory @ w_k.t()).view(batch, steps, heads, -1).permute(2, 0, 1, 3)
-        values = (memory @ w_v.t()).view(batch, steps, heads, -1).permute(2, 0, 1, 3)
+        # one GEMM each for all heads, then one contiguous tensor per head
+        keys_all = (memory @ w_k.t()).view(batch, steps, heads, -1)
         gbias: list[Tensor] = [b for g in self.gvec if (b := _lin(g).bias) is not None]
         if torch.is_grad_enabled() and any(b.requires_grad for b in gbias):
-            keys = keys + torch.cat(gbias).sum() * 0  # gvec biases: exactly zero gradients
-        keys = keys.contiguous()
-        key_exp = prepare_keys(keys.view(heads * batch, steps, -1)).key_exp
-        return EspnetMultiHeadState(
-            keys=keys, values=values.contiguous(), lengths=lengths,
-            key_exp=None if key_exp is None else key_exp.view(keys.shape))
+            keys_all = keys_all + torch.cat(gbias).sum() * 0  # gvec biases: zero gradients
+        keys = tuple(k.contiguous() for k in keys_all.unbind(2))
+        values = tuple(v.contiguous()
+                       for v in (memory @ w_v.t()).view(batch, steps, heads, -1).unbind(2))
+        exps = [prepare_keys(k).key_exp for k in keys]
+        key_exp = None if any(e is None for e in exps) else tuple(
+            e for e in exps if e is not None)
+        return EspnetMultiHeadState(keys=keys, values=values, lengths=lengths, key_exp=key_exp)
 
     def step(self, dec_z: Tensor | None, state: EspnetMultiHeadState
              ) -> tuple[Tensor, list[Tensor], EspnetMultiHeadState]:
         """One decoder step: ``(c (B, eprojs), [w_h (B, T)] * aheads, state)``."""
-        heads, batch = state.keys.shape[:2]
+        heads, batch = len(state.keys), state.lengths.shape[0]
         if dec_z is None:
-            dec_z = state.keys.new_zeros(batch, self.dunits)
+            dec_z = state.keys[0].new_zeros(batch, self.dunits)
         elif not isinstance(dec_z, Tensor) or dec_z.numel() != batch * self.dunits:
             raise _fail("dec_z", f"a (B={batch}, {self.dunits}) tensor", dec_z)
         else:
             dec_z = dec_z.view(batch, self.dunits)
         w_q = torch.cat([_lin(m).weight for m in self.mlp_q])
         b_q = torch.cat([_lin(m).bias for m in self.mlp_q])
-        queries = torch.addmm(b_q, dec_z, w_q.t()).view(batch, heads, -1)
+        queries = torch.addmm(b_q, dec_z, w_q.t()).view(batch, heads, -1).unbind(1)
         contexts, weights = [], []
         for h in range(heads):
             keys: Tensor | PreparedKeys = state.keys[h]
             if state.key_exp is not None:
                 keys = PreparedKeys(state.keys[h], state.key_exp[h])
             c, w = additive_attention(
-                queries[:, h], keys, state.values[h],
+                queries[h], keys, state.values[h],
                 _lin(self.gvec[h]).weight.view(-1) * self.scaling, key_lengths=state.lengths,
                 return_weights=True, backend=self.backend)
             contexts.append(c)
