@@ -29,13 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import ops
 from .._registry import converts
+from .._steps import _eager
 from .._validation import check_backend
 from ..functional import PreparedKeys, additive_attention, prepare_keys
-from ..state import DecodingState, register
+from ..state import DecodingState, register, shared
 
 __all__ = ["AttAdd", "AttCov", "AttCovLoc", "AttLoc", "AttLocRec", "AttMultiHeadAdd",
-           "EspnetAttentionState", "EspnetMultiHeadState", "location_keys"]
+           "EspnetAttentionState", "EspnetMultiHeadState", "attend", "location_keys",
+           "value_sink"]
 
 _PATHS = ("espnet.nets.pytorch_backend.rnn.attentions",
           "espnet2.legacy.nets.pytorch_backend.rnn.attentions")
@@ -89,6 +92,32 @@ def location_keys(base: Tensor, prev: Tensor, conv_weight: Tensor, dense_weight:
 
 # ---------------------------------------------------------------- state
 
+def value_sink(memory: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    """``(memory.detach(), token)`` when the values' gradient can be deferred to one GEMM
+    per utterance (attnkern/_steps.py: each step's fused op then skips its ``(B, T, D)``
+    value gradient, ~25% of a LAS step's attention backward), else ``(None, None)``."""
+    if (type(memory) in (Tensor, nn.Parameter) and memory.requires_grad
+            and torch.is_grad_enabled() and memory.is_cpu
+            and memory.dtype in (torch.float32, torch.float64) and ops.HAS_CPP and _eager()):
+        return memory.detach(), torch.ops.attnkern.step_sink(memory, False)
+    return None, None
+
+
+def attend(query: Tensor, keys: Tensor | PreparedKeys, memory: Tensor,
+           detached: Tensor | None, token: Tensor | None, weight: Tensor, *,
+           key_lengths: Tensor | None = None, key_padding_mask: Tensor | None = None,
+           backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """The fused step; with a :func:`value_sink` token the context's gradient with respect
+    to ``memory`` is handed to the sink instead of computed by the step."""
+    value = memory if token is None or detached is None else detached
+    context, weights = additive_attention(
+        query, keys, value, weight, key_lengths=key_lengths,
+        key_padding_mask=key_padding_mask, return_weights=True, backend=backend)
+    if value is not memory:
+        context = torch.ops.attnkern.step_tap(context, weights, token)
+    return context, weights
+
+
 @register
 @dataclasses.dataclass(frozen=True)
 class EspnetAttentionState(DecodingState):
@@ -109,6 +138,12 @@ class EspnetAttentionState(DecodingState):
     prev: Tensor | None = None
     att_h: Tensor | None = None
     att_c: Tensor | None = None
+    memory_detached: Tensor | None = shared()  # value_sink(memory), for this batch only
+    memory_token: Tensor | None = shared()
+
+    def reorder(self, index: Tensor) -> EspnetAttentionState:
+        # the reordered memory is a new tensor: its gradient flows through index_select
+        return super().reorder(index).replace(memory_detached=None, memory_token=None)
 
     def prepared(self) -> Tensor | PreparedKeys:
         return self.keys if self.key_exp is None else PreparedKeys(self.keys, self.key_exp)
@@ -255,8 +290,10 @@ class _EspnetAttention(nn.Module):
         lengths = _lengths(key_lengths, batch, steps, memory.device)
         keys = F.linear(memory, self.mlp_enc.weight, self._folded_bias())
         key_exp = prepare_keys(keys).key_exp if self._content_only else None
+        detached, token = value_sink(memory)
         return EspnetAttentionState(memory=memory, keys=keys, lengths=lengths, key_exp=key_exp,
-                                    prev=self._initial_prev(lengths, steps, memory, att_prev))
+                                    prev=self._initial_prev(lengths, steps, memory, att_prev),
+                                    memory_detached=detached, memory_token=token)
 
     def _folded_bias(self) -> Tensor:
         return self._key_bias()
@@ -280,10 +317,8 @@ class _EspnetAttention(nn.Module):
 
     def _attend(self, query: Tensor, keys: Tensor | PreparedKeys, state: EspnetAttentionState,
                 scaling: float) -> tuple[Tensor, Tensor]:
-        context, weights = additive_attention(
-            query, keys, state.memory, self._weight(scaling), key_lengths=state.lengths,
-            return_weights=True, backend=self.backend)
-        return context, weights
+        return attend(query, keys, state.memory, state.memory_detached, state.memory_token,
+                      self._weight(scaling), key_lengths=state.lengths, backend=self.backend)
 
     def _utterance(self, enc_hs_pad: Tensor, enc_hs_len: Any) -> EspnetAttentionState:
         state = self._state

@@ -23,9 +23,9 @@ from torch import Tensor, nn
 
 from .._registry import converts
 from .._validation import check_backend
-from ..functional import PreparedKeys, additive_attention, prepare_keys
-from ..state import DecodingState, register
-from .espnet import location_keys
+from ..functional import PreparedKeys, prepare_keys
+from ..state import DecodingState, register, shared
+from .espnet import attend, location_keys, value_sink
 
 __all__ = ["ContentBasedAttention", "LocationAwareAttention", "SpeechBrainAttentionState"]
 
@@ -45,6 +45,11 @@ class SpeechBrainAttentionState(DecodingState):
     padding: Tensor
     key_exp: Tensor | None = None
     prev: Tensor | None = None
+    memory_detached: Tensor | None = shared()  # value_sink(memory), for this batch only
+    memory_token: Tensor | None = shared()
+
+    def reorder(self, index: Tensor) -> SpeechBrainAttentionState:
+        return super().reorder(index).replace(memory_detached=None, memory_token=None)
 
     def prepared(self) -> Tensor | PreparedKeys:
         return self.keys if self.key_exp is None else PreparedKeys(self.keys, self.key_exp)
@@ -118,8 +123,10 @@ class _SpeechBrainAttention(nn.Module):
             # SpeechBrain: mask * (1 / enc_len.float()), in the encoder's dtype here
             prev = (valid.to(enc_len.dtype) * (1 / enc_len.float()).unsqueeze(1)).to(memory.dtype)
         key_exp = prepare_keys(keys).key_exp if self._content_only else None
+        detached, token = value_sink(memory)
         return SpeechBrainAttentionState(memory=memory, keys=keys, padding=~valid,
-                                         key_exp=key_exp, prev=prev)
+                                         key_exp=key_exp, prev=prev, memory_detached=detached,
+                                         memory_token=token)
 
     def _query(self, dec_states: Tensor, state: SpeechBrainAttentionState) -> Tensor:
         batch = state.memory.shape[0]
@@ -134,10 +141,11 @@ class _SpeechBrainAttention(nn.Module):
              ) -> tuple[Tensor, Tensor, SpeechBrainAttentionState]:
         """One decoder step: ``(context (B, output_dim), attn (B, T), state)``; the new
         state's prev is ``attn.detach()``."""
-        context, attn = additive_attention(
+        context, attn = attend(
             self._query(dec_states, state), self._keys(state), state.memory,
+            state.memory_detached, state.memory_token,
             self.mlp_attn.weight.view(-1) * self.scaling, key_padding_mask=state.padding,
-            return_weights=True, backend=self.backend)
+            backend=self.backend)
         new = state if state.prev is None else state.replace(prev=attn.detach())
         return self.mlp_out(context), attn, new
 
@@ -150,7 +158,8 @@ class _SpeechBrainAttention(nn.Module):
             if not isinstance(enc_states, Tensor) or enc_states.shape != state.memory.shape:
                 raise _bad("enc_states", f"{tuple(state.memory.shape)} (this utterance's)",
                            enc_states)
-            state = state.replace(memory=enc_states)
+            # SpeechBrain's context reads this call's enc_states
+            state = state.replace(memory=enc_states, memory_detached=None, memory_token=None)
         context, attn, self._state = self.step(dec_states, state)
         return context, attn
 
