@@ -452,7 +452,11 @@ class AttCov(_EspnetAttention):
         return _uniform(lengths, steps, memory) if att_prev is None else att_prev
 
     def _coverage_keys(self, state: EspnetAttentionState, coverage: Tensor) -> Tensor:
-        return torch.addcmul(state.keys, coverage.unsqueeze(-1), self.wvec.weight.view(-1))
+        # a K = 1 batched GEMM: its backward is two GEMVs on the keys' gradient (addcmul's
+        # would build a (B, T, A) product for wvec's gradient)
+        batch = coverage.shape[0]
+        return torch.baddbmm(state.keys, coverage.unsqueeze(-1),
+                             self.wvec.weight.view(1, 1, -1).expand(batch, 1, -1))
 
     def step(self, dec_z: Tensor | None, state: EspnetAttentionState, *,
              scaling: float = 2.0) -> tuple[Tensor, Tensor, EspnetAttentionState]:
