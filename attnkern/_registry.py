@@ -9,10 +9,13 @@ its loaders with :func:`converts`::
     def _from_espnet_att_add(module: nn.Module) -> nn.Module: ...
 
 A name ``"*.ClassName"`` matches that class in any module (for classes users copy into
-their own scripts, as the PyTorch tutorial's; such a loader checks the layout and returns
-None where it does not match). A loader builds the drop-in with the original's constructor
-arguments (read from the module), loads its state_dict strictly, and returns it on the
-original's device and dtype.
+their own scripts, as the PyTorch tutorial's). A loader builds the drop-in with the
+original's constructor arguments (read from the module), loads its state_dict strictly, and
+returns it on the original's device and dtype; it returns None where the module has no
+drop-in (a class whose qualified name matches but whose layout does not, e.g. another
+"model.Attention", or a configuration of the class with no drop-in, e.g. OpenNMT-py's
+``GlobalAttention(attn_type="dot")``): ``from_module`` then raises ``TypeError`` and
+``replace_attention`` leaves the module alone.
 """
 
 from __future__ import annotations
@@ -57,16 +60,24 @@ def from_module(module: nn.Module) -> nn.Module:
     device, dtype and training mode). Raises ``TypeError`` for an unsupported class."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"from_module: module must be an nn.Module, got {type(module).__name__}")
-    new = _convert(module)
-    if new is None:
+    if _loader(module) is None:
         raise TypeError(
             f"from_module: {_qualname(module)} is not a supported attention module; "
             f"supported: {', '.join(supported())}")
+    new = _convert(module)
+    if new is None:
+        raise TypeError(
+            f"from_module: this {_qualname(module)} ({module.extra_repr() or 'no config'}) "
+            "has no attnkern drop-in (not a supported attention module of that name)")
     return new
 
 
+def _loader(module: nn.Module) -> Loader | None:
+    return _LOADERS.get(_qualname(module)) or _LOADERS.get("*." + type(module).__name__)
+
+
 def _convert(module: nn.Module) -> nn.Module | None:
-    loader = _LOADERS.get(_qualname(module)) or _LOADERS.get("*." + type(module).__name__)
+    loader = _loader(module)
     new = loader(module) if loader is not None else None
     if new is not None:
         new.train(module.training)

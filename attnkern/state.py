@@ -41,7 +41,8 @@ runs no Python autograd code. A store exists only where it pays and is safe (see
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+import weakref
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -50,8 +51,9 @@ from . import ops
 from ._compat import forward_hooks_free as hooks_free
 from ._compat import is_eager as eager
 
-__all__ = ["DecodingState", "batch_store", "eager", "hooks_free", "record", "record_linear",
-           "register", "same_tensors", "shared", "usable", "weight_grad_store"]
+__all__ = ["DecodingState", "HoldsState", "batch_store", "eager", "held", "hold", "hooks_free",
+           "record", "record_linear", "register", "rehold", "same_tensors", "shared", "usable",
+           "weight_grad_store"]
 
 S = TypeVar("S", bound="DecodingState")
 
@@ -159,3 +161,80 @@ def same_tensors(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> bool:
         return same
     return len(a) == len(b) and all(
         x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
+
+
+# ------------------------------------------------------------------ the call protocols' state
+
+
+class _Held(NamedTuple):
+    refs: tuple[weakref.ref[Tensor], ...]
+    versions: tuple[int, ...]
+    extra: tuple[Any, ...]
+    copies: tuple[Tensor, ...]
+    value: Any
+    alive: list[bool]  # emptied when a backward pass reaches a watched tensor
+
+
+class _Forget:
+    """A tensor hook marking a held state consumed (a backward pass may free its graph)."""
+
+    def __init__(self, alive: list[bool]) -> None:
+        self.alive = alive
+
+    def __call__(self, grad: Tensor) -> None:
+        self.alive.clear()
+
+
+def held(owner: torch.nn.Module, tensors: tuple[Tensor, ...], compare: tuple[Tensor, ...],
+         *extra: Any) -> _Held | None:
+    """What a toolkit call protocol kept on ``owner`` (by :func:`hold`; the state is its
+    ``.value``), or None.
+
+    The one rule: it is reused while ``tensors`` (the memory) are the same objects with the
+    same versions, ``extra`` (grad mode, ...) is equal, no backward pass has reached the
+    tensors it watches, and ``compare`` (the memory and the parameters folded into the
+    state) equal the copies taken when it was made, compared bitwise at each call (an edit
+    through ``.data``, which no version counter sees, is picked up). Eager mode only. One
+    state is kept, read and replaced whole, so threads sharing a module never mix two."""
+    h: _Held | None = owner.__dict__.get("_held")  # read once (threads)
+    if (h is None or not h.alive or h.extra != extra or len(h.refs) != len(tensors)
+            or not eager()):
+        return None
+    for ref, version, t in zip(h.refs, h.versions, tensors):
+        if ref() is not t or t._version != version:
+            return None
+    return h if same_tensors(h.copies, compare) else None
+
+
+def hold(owner: torch.nn.Module, tensors: tuple[Tensor, ...], compare: tuple[Tensor, ...],
+         value: Any, watch: tuple[Tensor | None, ...], *extra: Any) -> Any:
+    """Keep ``value`` on ``owner`` for :func:`held` (replacing what was there); ``watch``:
+    the tensors whose graph a backward pass consumes. Returns ``value``."""
+    if not eager():  # compiled / exported graphs keep nothing between calls
+        return value
+    alive = [True]
+    for t in watch:
+        if t is not None and t.requires_grad:
+            t.register_hook(_Forget(alive))
+    owner.__dict__["_held"] = _Held(tuple(weakref.ref(t) for t in tensors),
+                                    tuple(t._version for t in tensors), extra,
+                                    tuple(t.detach().clone() for t in compare), value, alive)
+    return value
+
+
+def rehold(owner: torch.nn.Module, kept: _Held, value: Any) -> Any:
+    """Keep ``value`` in place of ``kept.value`` (same rule and copies: e.g. a prepared
+    form of it). A new record from ``kept``, so a record another thread stored meanwhile is
+    replaced whole, never given this one's value."""
+    owner.__dict__["_held"] = kept._replace(value=value)
+    return value
+
+
+class HoldsState:
+    """Mixin for modules with a call protocol that keeps a state (:func:`hold`): copies
+    and pickles (deepcopy goes through ``__getstate__``) start without it."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()  # type: ignore[attr-defined]
+        state["_held"] = None
+        return state

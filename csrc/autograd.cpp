@@ -85,7 +85,8 @@ class FwdFunction : public torch::autograd::Function<FwdFunction> {
     // weights are passed whenever the forward returned them: in the accumulation dtype
     // (float32 and float64 inputs) the CPU kernel reads p from them instead of recomputing
     // the scores. A value that takes no gradient (e.g. attnkern's step-invariant values,
-    // whose gradient is one GEMM per sequence: attnkern/_steps.py) costs no dv pass.
+    // whose gradient is one GEMM per sequence in a weight-gradient store, attnkern/state.py)
+    // costs no dv pass.
     const bool value_grad = ctx->needs_input_grad(2);
     auto [dq, dk, dv, dw] =
         bwd_op().call(grad_out, grad_weights, query, key, value, weight, out, lse,

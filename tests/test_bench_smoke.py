@@ -95,6 +95,15 @@ def test_percall_smoke():
         assert entry in proc.stdout, (entry, proc.stdout)
 
 
+def test_toolkits_bench_smoke():
+    """bench/toolkits.py runs every toolkit case (a toolkit not installed is a 'skipped' row)."""
+    proc = _run(["bench/toolkits.py", "--smoke"], timeout=300)
+    for case in ("ESPnet AttLoc", "ESPnet AttMultiHeadAdd", "SpeechBrain LocationAwareAttention",
+                 "OpenNMT GlobalAttention(mlp)"):
+        assert f"| {case} |" in proc.stdout, (case, proc.stdout)
+    assert "load" in proc.stdout
+
+
 def test_gpu_bench_table_row_and_cpu_refusal():
     # bench/gpu.py needs CUDA to run; its row formatting (ratios, throughput, a failed
     # backend) is checked here so the script does not rot on CPU-only CI.

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import weakref
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +13,7 @@ from torch import Tensor, nn
 from .._registry import converts
 from .._validation import check_backend
 from ..functional import PreparedKeys, additive_attention, prepare_keys
-from ..state import DecodingState, eager, hooks_free, register, same_tensors
+from ..state import DecodingState, HoldsState, held, hold, hooks_free, register, rehold
 from ._checks import check_positive_ints
 
 __all__ = ["AdditiveAttention", "AdditiveState", "BahdanauAttention"]
@@ -39,61 +38,24 @@ class AdditiveState(DecodingState):
         return PreparedKeys(self.projected_keys, self.keys_exp)
 
 
-class _HeldKeys(NamedTuple):
-    """The one key projection ``forward`` keeps between calls (see _held_projection)."""
-
-    keys: weakref.ref[Tensor]
-    version: int
-    grad: bool
-    copies: tuple[Tensor, ...]  # keys and the projection's parameters, as projected
-    projected: Tensor | PreparedKeys
-    alive: list[bool]  # emptied when a backward pass reaches the projection
-
-
 def _held_projection(owner: nn.Module, proj: nn.Module, keys: Tensor) -> Tensor | PreparedKeys:
-    """``proj(keys)``, kept on ``owner`` for its next call by one rule.
-
-    For a decoder that passes the same ``keys`` at every step (as the tutorial's module is
-    called): the next call reuses the projection while ``keys`` is the same tensor (object
-    and version) in the same grad mode, no backward pass has reached the projection, and
-    ``keys`` and ``proj``'s parameters equal the copies taken when it was made, compared
-    elementwise at each call (an edit through ``.data``, which no version counter sees, is
-    picked up). It is prepared (:func:`prepare_keys`) on its first reuse. Eager mode only,
-    and not with hooks on ``proj`` (they run at every call). One projection is kept, read
-    and replaced whole, so threads sharing a module never mix two.
-    """
-    if not (eager() and hooks_free(proj)):
+    """``proj(keys)``, kept on ``owner`` for its next call by the rule of
+    :func:`attnkern.state.held` (the memory: ``keys``; compared: ``keys`` and ``proj``'s
+    parameters), for a decoder that passes the same ``keys`` at every step (as the
+    tutorial's module is called). Prepared (:func:`prepare_keys`) on its first reuse. Not
+    with hooks on ``proj`` (they run at every call)."""
+    if not hooks_free(proj):
         out: Tensor = proj(keys)
         return out
-    tensors = (keys, *proj.parameters())
+    compare = (keys, *proj.parameters())
     grad = torch.is_grad_enabled()
-    held = owner.__dict__.get("_held")  # read once (threads); absent in old pickles
-    if (held is not None and held.alive and held.keys() is keys
-            and held.version == keys._version and held.grad == grad
-            and same_tensors(held.copies, tensors)):
-        if type(held.projected) is PreparedKeys:
-            return held.projected
-        prepared = prepare_keys(held.projected)  # used a second time: prepare it once
-        owner.__dict__["_held"] = held._replace(projected=prepared)
-        return prepared
+    kept = held(owner, (keys,), compare, grad)
+    if kept is not None:
+        if type(kept.value) is PreparedKeys:
+            return kept.value
+        return rehold(owner, kept, prepare_keys(kept.value))  # reused: prepare it once
     projected: Tensor = proj(keys)
-    alive = [True]
-    if projected.requires_grad:
-        projected.register_hook(_Forget(alive))
-    owner.__dict__["_held"] = _HeldKeys(weakref.ref(keys), keys._version, grad,
-                                        tuple(t.detach().clone() for t in tensors), projected,
-                                        alive)
-    return projected
-
-
-class _Forget:
-    """A tensor hook that marks a held projection consumed (backward may free its graph)."""
-
-    def __init__(self, alive: list[bool]) -> None:
-        self.alive = alive
-
-    def __call__(self, grad: Tensor) -> None:
-        self.alive.clear()
+    return hold(owner, (keys,), compare, projected, (projected,), grad)  # type: ignore[no-any-return]
 
 
 def _state(source: nn.Module | Mapping[str, Tensor]) -> Mapping[str, Tensor]:
@@ -118,7 +80,7 @@ def _check_input(name: str, x: object, ranks: tuple[int, ...], dim: int, form: s
         )
 
 
-class AdditiveAttention(nn.Module):
+class AdditiveAttention(HoldsState, nn.Module):
     """Additive (Bahdanau / feedforward / concat / MLP) attention.
 
     ``score(s_i, h_j) = v . tanh(W_q s_i + b + W_k h_j)``, softmax over the usable keys,
@@ -165,7 +127,7 @@ class AdditiveAttention(nn.Module):
             self.g = nn.Parameter(torch.empty((), device=device, dtype=dtype))
         else:
             self.register_parameter("g", None)
-        self._held: _HeldKeys | None = None
+        self._held = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -330,12 +292,6 @@ class AdditiveAttention(nn.Module):
         :func:`_held_projection` (:meth:`start` / :meth:`step` keep nothing)."""
         return _held_projection(self, self.key_proj, keys)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # copies and pickles (deepcopy goes through here too) start without the held keys
-        state = self.__dict__.copy()
-        state["_held"] = None
-        return state
-
     def extra_repr(self) -> str:
         return (
             f"query_dim={self.query_dim}, key_dim={self.key_dim}, hidden_dim={self.hidden_dim}, "
@@ -344,7 +300,7 @@ class AdditiveAttention(nn.Module):
         )
 
 
-class BahdanauAttention(nn.Module):
+class BahdanauAttention(HoldsState, nn.Module):
     """The PyTorch seq2seq tutorial's ``BahdanauAttention`` on the fused op: same
     constructor (``hidden_size``), parameters and state_dict (``Wa``, ``Ua``, ``Va``, each
     an ``nn.Linear(hidden_size, ...)``), ``forward(query, keys)`` and return values.
@@ -365,7 +321,7 @@ class BahdanauAttention(nn.Module):
         self.Va = nn.Linear(hidden_size, 1)
         self.hidden_size = hidden_size
         self.backend = check_backend(backend)
-        self._held: _HeldKeys | None = None
+        self._held = None
 
     def _check(self, name: str, x: object, ranks: tuple[int, ...], form: str) -> None:
         _check_input(name, x, ranks, self.hidden_size, form, self.Ua.weight)
@@ -396,10 +352,6 @@ class BahdanauAttention(nn.Module):
             return_weights=True, backend=self.backend)
         return context, weights, state
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_held"] = None  # copies and pickles start without the last keys' projection
-        return state
 
 
 @converts("*.BahdanauAttention")

@@ -20,7 +20,6 @@ attnkern/state.py (the weight-gradient stores) -> attnkern/functional.py -> the 
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -33,13 +32,15 @@ from .._validation import check_backend
 from ..functional import additive_attention
 from ..state import (
     DecodingState,
+    HoldsState,
     batch_store,
     eager,
+    held,
+    hold,
     hooks_free,
     record,
     record_linear,
     register,
-    same_tensors,
     shared,
     usable,
     weight_grad_store,
@@ -86,18 +87,7 @@ class _Prepared(NamedTuple):
     grad_store_memory: Tensor | None
 
 
-class _Held(NamedTuple):
-    """The one state the tacotron2-protocol ``forward`` keeps between calls (see its rule)."""
-
-    memory: weakref.ref[Tensor]
-    memory_version: int
-    grad: bool
-    params: tuple[Tensor, ...]  # copies of the parameters folded into `prepared`
-    prepared: _Prepared
-    alive: list[bool]  # emptied when a backward pass reaches the prepared tensors
-
-
-class _LocationAttention(nn.Module):
+class _LocationAttention(HoldsState, nn.Module):
     """The math both drop-ins share; subclasses lay out the parameters (their state_dict)
     and say where each weight is (:meth:`_weights`)."""
 
@@ -110,7 +100,7 @@ class _LocationAttention(nn.Module):
         self.attention_dim = attention_dim
         self.score_mask_value = -float("inf")  # the originals' attribute, kept for users
         self.backend = check_backend(backend)
-        self._held: _Held | None = None
+        self._held = None
 
     def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(W_q (A, rnn), W_m (A, emb), v (1, A), conv (F, 2, kernel), dense (A, F))."""
@@ -272,23 +262,17 @@ class _LocationAttention(nn.Module):
                             attention_weights_cat, mask, None, prepared)
 
     def _held_state(self, memory: Tensor) -> _Prepared:
+        # the rule of attnkern.state.held: memory the same tensor, the folded parameters
+        # bitwise equal, same grad mode, not consumed by a backward pass
         params = self._folded_params()
         grad = torch.is_grad_enabled()
-        held = self._held  # read once: another thread may replace it
-        if (held is not None and held.alive and held.memory() is memory
-                and held.memory_version == memory._version and held.grad == grad
-                and same_tensors(held.params, params)):
-            return held.prepared
-        if not eager():  # compiled / exported graphs: nothing kept between calls
-            return self._prepare(memory)
+        kept = held(self, (memory,), params, grad)
+        if kept is not None:
+            return kept.value  # type: ignore[no-any-return]
         prepared = self._prepare(memory)
-        alive = [True]
-        for t in (prepared.location_filter, prepared.grad_store_query, prepared.grad_store_memory):
-            if t is not None and t.requires_grad:
-                t.register_hook(_Forget(alive))
-        self._held = _Held(weakref.ref(memory), memory._version, grad,
-                           tuple(p.detach().clone() for p in params), prepared, alive)
-        return prepared
+        return hold(self, (memory,), params, prepared,  # type: ignore[no-any-return]
+                    (prepared.location_filter, prepared.grad_store_query,
+                     prepared.grad_store_memory), grad)
 
     def _folded_params(self) -> tuple[Tensor, Tensor, Tensor]:
         wq, _, _, conv, dense = self._weights()
@@ -322,23 +306,6 @@ class _LocationAttention(nn.Module):
                 raise ValueError(f"mask must be a bool tensor of shape (B={b}, T={t}) (True = "
                                  f"padding) or None, got {seen}")
         return b, t
-
-    def __getstate__(self) -> dict[str, object]:
-        # copies and pickles (deepcopy goes through here too) start without the held state
-        state = self.__dict__.copy()
-        state["_held"] = None
-        return state
-
-
-class _Forget:
-    """A tensor hook that marks a held state consumed (a backward pass may free its graph)."""
-
-    def __init__(self, alive: list[bool]) -> None:
-        self.alive = alive
-
-    def __call__(self, grad: Tensor) -> None:
-        self.alive.clear()
-
 
 def _check_geometry(attention_rnn_dim: int, embedding_dim: int, attention_dim: int,
                     n_filters: int, kernel_size: int) -> None:
