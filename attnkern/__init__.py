@@ -12,7 +12,12 @@ from ._cpu import cpu_isa
 from ._onnx import onnx_translation_table
 from ._registry import from_module, replace_attention
 from .functional import PreparedKeys, additive_attention, prepare_keys
-from .modules import AdditiveAttention, LocationSensitiveAttention
+from .modules import (
+    AdditiveAttention,
+    LocationSensitiveAttention,
+    MonotonicAttention,
+    monotonic_alignment,
+)
 from .ops import AdditiveAttentionFunction
 
 __version__ = "0.1.0"
@@ -21,10 +26,12 @@ __all__ = [
     "AdditiveAttention",
     "AdditiveAttentionFunction",
     "LocationSensitiveAttention",
+    "MonotonicAttention",
     "PreparedKeys",
     "additive_attention",
     "cpu_isa",
     "from_module",
+    "monotonic_alignment",
     "onnx_translation_table",
     "prepare_keys",
     "reference",
