@@ -10,13 +10,13 @@ import copy
 import itertools
 
 import pytest
+import toolkits_family as tk
 import torch
 from torch import nn
 
 import attnkern
 from attnkern.modules.coqui import OriginalAttention
 from attnkern.modules.forward import AttForward, AttForwardTA
-import toolkits_family as tk
 
 ESPNET = tk.espnet_attentions()
 COQUI = tk.coqui_attentions()
