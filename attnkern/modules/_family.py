@@ -17,7 +17,40 @@ from .. import ops
 from .._steps import _eager
 from ..functional import additive_attention
 
-__all__ = ["fold_location_filter", "location_term", "softmax_weights"]
+__all__ = ["context_of", "fold_location_filter", "location_term", "softmax_weights",
+           "value_store"]
+
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def value_store(memory: Tensor) -> Tensor | None:
+    """A weight-gradient store for the values of a sequence (csrc/steps.cpp's
+    ``step_sink``): every step's context records ``(weights_s, dcontext_s)`` and the values'
+    gradient is one GEMM when backward reaches them, instead of a ``(B, T, D)`` outer
+    product added at every step. The token lives in the decoding state (one per
+    sequence). None where it does not apply (no grad, not a plain float32/float64 CPU
+    tensor, no C++ extension, compiled or traced code)."""
+    if (type(memory) in _PLAIN and memory.requires_grad and torch.is_grad_enabled()
+            and memory.is_cpu and memory.dtype in (torch.float32, torch.float64)
+            and ops.HAS_CPP and _eager()):
+        return torch.ops.attnkern.step_sink(memory, False)
+    return None
+
+
+def _stored(memory: Tensor, token: Tensor | None, value_of: Tensor | None) -> bool:
+    return (token is not None and memory is value_of and torch.is_grad_enabled()
+            and _eager())
+
+
+def context_of(weights: Tensor, memory: Tensor, token: Tensor | None = None,
+               value_of: Tensor | None = None) -> Tensor:
+    """``sum_j weights[b, j] memory[b, j]``: weights ``(B, T)``, memory ``(B, T, D)`` ->
+    ``(B, D)``; through the store ``token`` (made by :func:`value_store` for the tensor
+    ``value_of``) when ``memory`` is that tensor."""
+    if not _stored(memory, token, value_of):
+        return torch.bmm(weights.unsqueeze(1), memory).squeeze(1)
+    y = torch.bmm(weights.unsqueeze(1), memory.detach()).squeeze(1)
+    return torch.ops.attnkern.step_tap(y, weights, token)
 
 
 def _energies(query: Tensor, key: Tensor, weight: Tensor) -> Tensor:
@@ -32,6 +65,21 @@ def _energies(query: Tensor, key: Tensor, weight: Tensor) -> Tensor:
     else:
         s = key.unsqueeze(1) + query.unsqueeze(2)
     return torch.matmul(torch.tanh_(s), weight)
+
+
+def attention_with_store(query: Tensor, key: Tensor, memory: Tensor, weight: Tensor,
+                         key_padding_mask: Tensor | None, backend: str,
+                         token: Tensor | None, value_of: Tensor | None
+                         ) -> tuple[Tensor, Tensor]:
+    """The fused op's ``(context, weights)`` with ``memory`` as the values, their gradient
+    through the store ``token`` when it applies (the op then skips its value pass)."""
+    stored = _stored(memory, token, value_of)
+    context, weights = additive_attention(
+        query, key, memory.detach() if stored else memory, weight,
+        key_padding_mask=key_padding_mask, return_weights=True, backend=backend)
+    if stored:
+        context = torch.ops.attnkern.step_tap(context, weights, token)
+    return context, weights
 
 
 def softmax_weights(query: Tensor, key: Tensor, weight: Tensor,

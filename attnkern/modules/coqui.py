@@ -38,9 +38,16 @@ from torch import Tensor, nn
 
 from .._registry import converts
 from .._validation import check_backend
-from ..functional import additive_attention
-from ..state import DecodingState, register
-from ._family import _energies, fold_location_filter, location_term, softmax_weights
+from ..state import DecodingState, register, shared
+from ._family import (
+    _energies,
+    attention_with_store,
+    context_of,
+    fold_location_filter,
+    location_term,
+    softmax_weights,
+    value_store,
+)
 
 __all__ = ["CoquiAttentionState", "OriginalAttention"]
 
@@ -101,6 +108,8 @@ class CoquiAttentionState(DecodingState):
     alpha: Tensor | None = None
     u: Tensor | None = None
     win_idx: Tensor | None = None
+    value_store: Tensor | None = shared()  # the inputs' weight-gradient store
+    store_of: Tensor | None = shared()  # the inputs tensor value_store was made for
 
 
 class OriginalAttention(nn.Module):
@@ -174,7 +183,8 @@ class OriginalAttention(nn.Module):
             win = torch.full((batch,), -1, dtype=torch.long, device=inputs.device)
         return CoquiAttentionState(
             inputs, processed_inputs, key_padding_mask, zeros,
-            inputs.new_zeros(batch, steps) if self.location_attention else None, alpha, u, win)
+            inputs.new_zeros(batch, steps) if self.location_attention else None, alpha, u, win,
+            value_store(inputs), inputs)
 
     def start(self, inputs: Tensor, *, mask: Tensor | None = None,
               key_padding_mask: Tensor | None = None) -> CoquiAttentionState:
@@ -224,9 +234,9 @@ class OriginalAttention(nn.Module):
             if self.forward_attn:
                 alignment = softmax_weights(query_proj, keys, weight, mask, self.backend)
             else:
-                context, alignment = additive_attention(
-                    query_proj, keys, inputs, weight, key_padding_mask=mask,
-                    return_weights=True, backend=self.backend)
+                context, alignment = attention_with_store(
+                    query_proj, keys, inputs, weight, mask, self.backend, state.value_store,
+                    state.store_of)
             if first is not None:
                 # Coqui sets e_0 := max_j e_j at the first windowed step; on the softmax
                 # weights that is exactly a_0 -> a_max, the row renormalised by
@@ -264,7 +274,7 @@ class OriginalAttention(nn.Module):
             alignment = alpha = alpha / alpha.sum(dim=1, keepdim=True)
             context = None
         if context is None:
-            context = torch.bmm(alignment.unsqueeze(1), inputs).squeeze(1)
+            context = context_of(alignment, inputs, state.value_store, state.store_of)
         if self.forward_attn and self.trans_agent:
             u = torch.sigmoid(self.ta(torch.cat([context, query], dim=-1)))
         return context, alignment, state.replace(

@@ -27,8 +27,15 @@ from torch import Tensor, nn
 
 from .._registry import converts
 from .._validation import check_backend
-from ..state import DecodingState, register
-from ._family import fold_location_filter, lengths_mask, location_term, softmax_weights
+from ..state import DecodingState, register, shared
+from ._family import (
+    context_of,
+    fold_location_filter,
+    lengths_mask,
+    location_term,
+    softmax_weights,
+    value_store,
+)
 
 __all__ = ["AttForward", "AttForwardTA", "ForwardAttentionState"]
 
@@ -41,7 +48,8 @@ class ForwardAttentionState(DecodingState):
     memory ``(B, T, D)`` (ESPnet's ``enc_h``: the values), keys ``(B, T, att_dim)``
     (``mlp_enc(memory)``, its ``pre_compute_enc_h``), mask ``(B, T)`` bool (True =
     padding), att_prev ``(B, T)`` (the previous step's weights; one-hot at 0 initially),
-    trans_agent_prob ``(B, 1)`` (AttForwardTA's ``u``, 0.5 initially; None for AttForward).
+    trans_agent_prob ``(B, 1)`` (AttForwardTA's ``u``, 0.5 initially; None for AttForward),
+    value_store: the memory's weight-gradient store (``_family.value_store``; shared).
     """
 
     memory: Tensor
@@ -49,6 +57,8 @@ class ForwardAttentionState(DecodingState):
     mask: Tensor
     att_prev: Tensor
     trans_agent_prob: Tensor | None = None
+    value_store: Tensor | None = shared()
+    store_of: Tensor | None = shared()  # the tensor value_store was made for
 
 
 def _one_hot_start(memory: Tensor) -> Tensor:
@@ -98,7 +108,8 @@ class _ForwardAttention(nn.Module):
         prob = memory.new_full((batch, 1), 0.5) if self._trans_agent else None
         return ForwardAttentionState(
             memory, self.mlp_enc(memory), mask,
-            _one_hot_start(memory) if att_prev is None else att_prev, prob)
+            _one_hot_start(memory) if att_prev is None else att_prev, prob,
+            value_store(memory), memory)
 
     def step(self, dec_z: Tensor | None, state: ForwardAttentionState,
              out_prev: Tensor | None = None, *, scaling: float = 1.0,
@@ -145,7 +156,7 @@ class _ForwardAttention(nn.Module):
         # ESPnet: "clamp is needed to avoid nan gradient", then F.normalize(p=1)
         w = torch.clamp(prior * alpha, 1e-6)
         w = w / w.sum(1, keepdim=True)
-        context = torch.bmm(w.unsqueeze(1), memory).squeeze(1)
+        context = context_of(w, memory, state.value_store, state.store_of)
         if prob is not None:
             if out_prev is None:
                 raise ValueError("AttForwardTA.step needs out_prev (B, odim)")

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..reference import compute_dtype
-from ..state import DecodingState, register
-from ._family import _energies, lengths_mask
+from ..state import DecodingState, register, shared
+from ._family import _energies, context_of, lengths_mask, value_store
 
 __all__ = ["MonotonicAttention", "MonotonicState", "monotonic_alignment", "safe_cumprod"]
 
@@ -100,12 +100,15 @@ def monotonic_alignment(p_choose: Tensor, previous_alignment: Tensor,
 class MonotonicState(DecodingState):
     """Per-sequence state of :class:`MonotonicAttention`: keys ``(B, T, H)`` (projected
     memory), values ``(B, T, Dv)``, mask ``(B, T)`` bool (True = padding), alignment
-    ``(B, T)`` (the previous step's; one-hot at 0 initially)."""
+    ``(B, T)`` (the previous step's; one-hot at 0 initially), value_store (the values'
+    weight-gradient store, shared)."""
 
     keys: Tensor
     values: Tensor
     mask: Tensor
     alignment: Tensor
+    value_store: Tensor | None = shared()
+    store_of: Tensor | None = shared()  # the tensor value_store was made for
 
 
 class MonotonicAttention(nn.Module):
@@ -211,7 +214,7 @@ class MonotonicAttention(nn.Module):
             keys = keys + self.b
         alignment = memory.new_zeros(batch, steps)
         alignment[:, 0] = 1.0  # TF-Addons' initial_alignments: one-hot at 0
-        return MonotonicState(keys, values, mask, alignment)
+        return MonotonicState(keys, values, mask, alignment, value_store(values), values)
 
     def _p_choose(self, score: Tensor, mask: Tensor) -> Tensor:
         if self.sigmoid_noise > 0 and self.training:
@@ -231,7 +234,7 @@ class MonotonicAttention(nn.Module):
         score = _energies(self.query_proj(query), state.keys, self.score_vector()) + self.score_bias
         p = self._p_choose(score, state.mask)
         alignment = monotonic_alignment(p, state.alignment, self.mode)
-        context = torch.bmm(alignment.unsqueeze(1), state.values).squeeze(1)
+        context = context_of(alignment, state.values, state.value_store, state.store_of)
         return context, alignment, state.replace(alignment=alignment)
 
     def forward(self, query: Tensor, memory: Tensor, previous_alignment: Tensor | None = None,
