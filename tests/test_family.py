@@ -399,3 +399,20 @@ def test_coqui_protocol_and_errors() -> None:
     picked = state2.reorder(torch.tensor([1, 1]))
     torch.testing.assert_close(picked.alpha, state2.alpha[[1, 1]])
     torch.testing.assert_close(picked.win_idx, state2.win_idx[[1, 1]])
+
+
+def test_bench_family_smoke() -> None:
+    """bench/family.py --smoke runs (tiny shapes; figures not checked) and its loops agree."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "bench/family.py", "--smoke", "--threads", "1"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "x |" in line]
+    assert any("monotonic" in r for r in rows)
+    for row in rows:
+        assert float(row.rstrip(" |").split("|")[-1]) < 1e-4, row
