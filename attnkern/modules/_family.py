@@ -1,0 +1,128 @@
+"""Pieces the attention family shares (forward attention, Coqui, monotonic).
+
+``_energies`` is the one place raw additive energies ``e = v . tanh(q + k)`` are computed
+without a softmax (sigmoid normalisation, monotonic attention); it is written with standard
+ops and is the place to swap in a fused ``attnkern.additive_scores``. Where the softmax of
+the energies is what is needed, the modules call the fused :func:`attnkern.additive_attention`
+instead (:func:`softmax_weights` when only the weights are used).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import ops
+from ..functional import additive_attention
+from ..state import eager as _eager
+from ..state import record, weight_grad_store
+
+__all__ = ["context_of", "fold_location_filter", "location_term", "softmax_weights",
+           "value_store"]
+
+def value_store(memory: Tensor) -> Tensor | None:
+    """A weight-gradient store for the values of a sequence
+    (:func:`attnkern.state.weight_grad_store`): every step's context records
+    ``(weights_s, dcontext_s)`` and the values' gradient is one GEMM when backward reaches
+    them, instead of a ``(B, T, D)`` outer product added at every step. The token lives in
+    the decoding state (one per sequence); None where a store does not apply."""
+    return weight_grad_store(memory)
+
+
+def _stored(memory: Tensor, token: Tensor | None, value_of: Tensor | None) -> bool:
+    return (token is not None and memory is value_of and torch.is_grad_enabled()
+            and _eager())
+
+
+def context_of(weights: Tensor, memory: Tensor, token: Tensor | None = None,
+               value_of: Tensor | None = None) -> Tensor:
+    """``sum_j weights[b, j] memory[b, j]``: weights ``(B, T)``, memory ``(B, T, D)`` ->
+    ``(B, D)``; through the store ``token`` (made by :func:`value_store` for the tensor
+    ``value_of``) when ``memory`` is that tensor."""
+    if not _stored(memory, token, value_of):
+        return torch.bmm(weights.unsqueeze(1), memory).squeeze(1)
+    y = torch.bmm(weights.unsqueeze(1), memory.detach()).squeeze(1)
+    return record(token, y, weights)  # type: ignore[arg-type]
+
+
+def _energies(query: Tensor, key: Tensor, weight: Tensor) -> Tensor:
+    """Raw energies ``e[b, j] = sum_h weight[h] * tanh(query[b, h] + key[b, j, h])``.
+
+    query ``(B, H)`` -> ``(B, Tk)``, or ``(B, Tq, H)`` -> ``(B, Tq, Tk)``; key ``(B, Tk, H)``;
+    weight ``(H,)``. Standard ops: materialises ``(B, [Tq,] Tk, H)`` (the tanh is done in
+    place on the sum, which autograd allows: the add saves nothing).
+    """
+    if query.dim() == 2:
+        s = key + query.unsqueeze(1)
+    else:
+        s = key.unsqueeze(1) + query.unsqueeze(2)
+    return torch.matmul(torch.tanh_(s), weight)
+
+
+def attention_with_store(query: Tensor, key: Tensor, memory: Tensor, weight: Tensor,
+                         key_padding_mask: Tensor | None, backend: str,
+                         token: Tensor | None, value_of: Tensor | None
+                         ) -> tuple[Tensor, Tensor]:
+    """The fused op's ``(context, weights)`` with ``memory`` as the values, their gradient
+    through the store ``token`` when it applies (the op then skips its value pass)."""
+    stored = _stored(memory, token, value_of)
+    context, weights = additive_attention(
+        query, key, memory.detach() if stored else memory, weight,
+        key_padding_mask=key_padding_mask, return_weights=True, backend=backend)
+    if stored:
+        context = record(token, context, weights)  # type: ignore[arg-type]
+    return context, weights
+
+
+def softmax_weights(query: Tensor, key: Tensor, weight: Tensor,
+                    key_padding_mask: Tensor | None, backend: str = "auto") -> Tensor:
+    """``softmax_j(v . tanh(q + k_j))`` over the unmasked keys, from the fused op (a
+    zero-width value: no context is computed). query ``(B, H)``, key ``(B, Tk, H)`` ->
+    ``(B, Tk)``; zeros where masked (and for a row with no usable key)."""
+    empty = key.new_empty(key.shape[0], key.shape[1], 0)
+    _, weights = additive_attention(query, key, empty, weight, key_padding_mask=key_padding_mask,
+                                    return_weights=True, backend=backend)
+    return weights
+
+
+def fold_location_filter(conv_weight: Tensor, dense_weight: Tensor) -> Tensor:
+    """A bias-free ``Conv1d(C, F, kernel)`` followed by a bias-free ``Linear(F, A)`` as one
+    linear map of each ``(C, taps)`` window: ``U = dense @ conv`` ``(A, C * taps)``, each
+    channel's taps zero-padded so that ``C * taps`` is a multiple of 16 (GEMM-friendly).
+
+    conv_weight ``(F, C, kernel)``; dense_weight ``(A, F)``.
+    """
+    n_filters, channels, kernel = conv_weight.shape
+    taps = next(t for t in range(kernel, kernel + 16) if channels * t % 16 == 0)
+    conv = F.pad(conv_weight, (0, taps - kernel)).reshape(n_filters, channels * taps)
+    return dense_weight @ conv
+
+
+def location_term(base: Tensor, x: Tensor, filt: Tensor, kernel: int, pad: int) -> Tensor:
+    """``base + dense(conv(x))`` as one GEMM: base ``(B, T, A)``; x ``(B, C, T)`` (the
+    location features' input); filt ``(A, C * taps)`` from :func:`fold_location_filter`
+    (the convolution has ``kernel`` taps and ``pad`` zeros each side, stride 1, output
+    length T). Returns ``(B, T, A)``."""
+    batch, channels, steps = x.shape
+    attention_dim = filt.shape[0]
+    taps = filt.shape[1] // channels
+    if x.is_cpu and ops.HAS_CPP and _eager():
+        windows = ops.location_windows(x, kernel, pad, taps)  # one C++ op (and backward)
+    else:
+        windows = F.pad(x, (pad, pad)).unfold(2, kernel, 1)  # (B, C, T, kernel)
+        windows = F.pad(windows.permute(0, 2, 1, 3), (0, taps - kernel))
+        windows = windows.reshape(batch * steps, channels * taps)
+    keys = torch.addmm(base.reshape(batch * steps, attention_dim), windows, filt.t())
+    return keys.view(batch, steps, attention_dim)
+
+
+def lengths_mask(lengths: object, batch: int, steps: int, device: torch.device) -> Tensor:
+    """``(B, T)`` bool, True at padding (``j >= lengths[b]``), from a list or tensor of
+    lengths."""
+    lens = torch.as_tensor(lengths, device=device)
+    if lens.dim() != 1 or lens.shape[0] != batch or lens.is_floating_point():
+        raise ValueError(
+            f"lengths must be {batch} integers (one per batch item), got "
+            f"{tuple(lens.shape)} {lens.dtype}")
+    return torch.arange(steps, device=device)[None, :] >= lens[:, None]
