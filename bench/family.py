@@ -50,7 +50,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _toolkits() -> ModuleType:
-    path = os.path.join(ROOT, "tests", "toolkits_family.py")
+    tests = os.path.join(ROOT, "tests")
+    if tests not in sys.path:  # toolkits_family imports tests/toolkits.py
+        sys.path.insert(0, tests)
+    path = os.path.join(tests, "toolkits_family.py")
     spec = importlib.util.spec_from_file_location("_attnkern_toolkits_family", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)

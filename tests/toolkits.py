@@ -153,3 +153,8 @@ def speechbrain_rnn() -> types.ModuleType:
 def opennmt_global_attention() -> types.ModuleType:
     """``onmt.modules.global_attention``."""
     return _import(OPENNMT_GLOBAL_ATTENTION)
+
+
+def coqui_attentions() -> types.ModuleType:
+    """``TTS.tts.layers.tacotron.attentions`` (coqui-tts)."""
+    return _import("TTS.tts.layers.tacotron.attentions")
