@@ -487,3 +487,33 @@ def test_tutorial_and_nvidia_layouts_convert():
     assert attnkern.replace_attention(torch.nn.Sequential(other)) == []
     with pytest.raises(TypeError, match="not a supported attention module"):
         attnkern.from_module(other)
+
+
+def test_onnx_step_with_the_state_in_and_out(tmp_path):
+    """The per-step graph with the state as inputs and outputs (the decoder_iter.onnx
+    contract): onnxruntime's step equals PyTorch's."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    lsa, memory, hidden, mask = _setup()
+
+    class Step(torch.nn.Module):
+        def __init__(self, attn):
+            super().__init__()
+            self.attn = attn
+
+        def forward(self, h, state):
+            return self.attn.step(h, state)
+
+    with torch.no_grad():
+        state = lsa.start(memory.detach(), key_padding_mask=mask)
+        _, _, state = lsa.step(hidden[0].detach(), state)  # non-zero previous weights
+        path = tmp_path / "step.onnx"
+        torch.onnx.export(Step(lsa).eval(), (hidden[1].detach(), state), path, dynamo=True)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        inputs = [hidden[1].detach(), *pytree.tree_leaves(state)]
+        feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs, strict=True)}
+        got = [torch.from_numpy(a) for a in session.run(None, feeds)]
+        c, w, new = lsa.step(hidden[1].detach(), state)
+    want = [c, w, *pytree.tree_leaves(new)]
+    assert len(got) == len(want)
+    _close(got, want, "onnxruntime step")
