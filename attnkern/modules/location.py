@@ -98,6 +98,7 @@ class _LocationAttention(HoldsState, nn.Module):
                n_filters: int, kernel_size: int, backend: str) -> None:
         self.attention_rnn_dim, self.embedding_dim = attention_rnn_dim, embedding_dim
         self.attention_dim = attention_dim
+        self._kernel = kernel_size
         self.score_mask_value = -float("inf")  # the originals' attribute, kept for users
         self.backend = check_backend(backend)
         self._held = None
@@ -123,13 +124,15 @@ class _LocationAttention(HoldsState, nn.Module):
         conv_w = F.pad(conv, (0, taps - kernel)).reshape(n_filters, channels * taps)
         return dense @ conv_w
 
-    def _prepare(self, memory: Tensor) -> _Prepared:
+    def _prepare(self, memory: Tensor, transpose: bool = True) -> _Prepared:
+        # transpose: keep W_q^T (start); the call protocol uses W_q as it is at each call
+        # instead, so that nothing it keeps can go stale without a 512 KB comparison
         wq = self._weights()[0]
-        direct = hooks_free(self.query_linear)  # no hooks to run: W_q may be used directly
-        wq_t = wq.detach().t().contiguous() if direct and eager() else None
+        direct = hooks_free(self.query_linear) and eager()  # no hooks: W_q used directly
+        wq_t = wq.detach().t().contiguous() if direct and transpose else None
         return _Prepared(
             self.location_filter(), wq_t,
-            weight_grad_store(wq, linear=True) if wq_t is not None else None,
+            weight_grad_store(wq, linear=True) if direct else None,
             weight_grad_store(memory))
 
     def start(self, memory: Tensor, *, key_padding_mask: Tensor | None = None,
@@ -188,8 +191,8 @@ class _LocationAttention(HoldsState, nn.Module):
         ``(B, T, attention_dim)``, one GEMM of the unfolded windows with
         :meth:`location_filter` (computed here if not given), added by ``addmm``."""
         combined = self.location_filter() if location_filter is None else location_filter
-        kernel = self.location_conv.kernel_size[0]
-        pad = int(self.location_conv.padding[0])  # type: ignore[index]
+        kernel = self._kernel
+        pad = (kernel - 1) // 2  # both layouts build the conv with this padding
         batch, channels, steps = attention_weights_cat.shape
         attention_dim = combined.shape[0]
         taps = combined.shape[1] // channels
@@ -207,18 +210,21 @@ class _LocationAttention(HoldsState, nn.Module):
         return keys.view(batch, steps, attention_dim)
 
     def _attend(self, hidden: Tensor, memory: Tensor, processed_memory: Tensor, cat: Tensor,
-                mask: Tensor | None, lengths: Tensor | None,
-                prepared: _Prepared) -> tuple[Tensor, Tensor]:
-        wq, _, v, _, _ = self._weights()
+                mask: Tensor | None, lengths: Tensor | None, prepared: _Prepared,
+                weights5: tuple[Tensor, ...] | None = None) -> tuple[Tensor, Tensor]:
+        wq, _, v, _, _ = self._weights() if weights5 is None else weights5
         wq_t, q_store = prepared.query_weight_t, prepared.grad_store_query
         m_store = prepared.grad_store_memory
-        if wq_t is None or not hooks_free(self.query_linear):  # hooks to run: call it
+        if not hooks_free(self.query_linear):  # hooks to run: call the layer
             query = self.query_linear(hidden)
         elif usable(q_store):
-            query = record_linear(q_store, hidden, wq_t.t(), wq_t)  # type: ignore[arg-type]
-        elif wq.requires_grad and torch.is_grad_enabled():
+            if wq_t is None:  # W_q as it is now (the call protocol)
+                query = record_linear(q_store, hidden, wq, wq.detach().t())  # type: ignore[arg-type]
+            else:  # the state's W_q^T, and W_q as it was then
+                query = record_linear(q_store, hidden, wq_t.t(), wq_t)  # type: ignore[arg-type]
+        elif wq_t is None or (wq.requires_grad and torch.is_grad_enabled()):
             query = F.linear(hidden, wq)
-        else:  # inference: from the contiguous W_q^T (a step's few rows: ~1.5x faster)
+        else:  # inference: from the contiguous W_q^T (a step's few rows: ~1.3x faster)
             query = hidden @ wq_t
         keys = self.location_keys(processed_memory, cat, prepared.location_filter)
         deferred = usable(m_store)
@@ -247,36 +253,35 @@ class _LocationAttention(HoldsState, nn.Module):
         all masked gives zeros (the originals give NaN there).
 
         The rule for the state this protocol keeps (at most one, for the last utterance):
-        the next call reuses what it prepared (the folded location filter, ``W_q^T``, the
-        weight-gradient stores) while ``memory`` is the same tensor (object and version) in
-        the same grad mode, no backward pass has reached the prepared tensors, and the
-        parameters they were made from equal the module's, compared elementwise at each
-        call (so an edit through ``.data``, which no version counter sees, is picked up at
-        the next call). Otherwise it prepares anew. Everything else comes from the
-        arguments, at every call. :meth:`start` / :meth:`step` keep no state at all.
+        the next call reuses what it prepared (the folded location filter, the
+        weight-gradient stores) while ``memory`` and ``W_q`` are the same tensors (objects
+        and versions) in the same grad mode, no backward pass has reached the prepared
+        tensors, and the location conv and dense weights folded into the filter equal the
+        module's, compared bitwise at each call (so an edit through ``.data``, which no
+        version counter sees, is picked up at the next call). Otherwise it prepares anew.
+        ``W_q`` and everything else are read at every call. :meth:`start` / :meth:`step`
+        keep no state at all.
         """
-        b, t = self._check_step(attention_hidden_state, memory, processed_memory,
-                                attention_weights_cat, mask)
-        prepared = self._held_state(memory)
+        w = self._weights()  # once per call (each lookup goes through nn.Module.__getattr__)
+        self._check_step(attention_hidden_state, memory, processed_memory,
+                         attention_weights_cat, mask, w[0])
+        prepared = self._held_state(memory, w)
         return self._attend(attention_hidden_state, memory, processed_memory,
-                            attention_weights_cat, mask, None, prepared)
+                            attention_weights_cat, mask, None, prepared, w)
 
-    def _held_state(self, memory: Tensor) -> _Prepared:
-        # the rule of attnkern.state.held: memory the same tensor, the folded parameters
-        # bitwise equal, same grad mode, not consumed by a backward pass
-        params = self._folded_params()
+    def _held_state(self, memory: Tensor, w: tuple[Tensor, ...]) -> _Prepared:
+        # the rule of attnkern.state.held: memory and W_q (whose store the state holds) the
+        # same tensors, the folded location weights bitwise equal, same grad mode, not
+        # consumed by a backward pass; W_q itself is read at every call
+        wq, _, _, conv, dense = w
         grad = torch.is_grad_enabled()
-        kept = held(self, (memory,), params, grad)
+        kept = held(self, (memory, wq), (conv, dense), grad)
         if kept is not None:
             return kept.value  # type: ignore[no-any-return]
-        prepared = self._prepare(memory)
-        return hold(self, (memory,), params, prepared,  # type: ignore[no-any-return]
+        prepared = self._prepare(memory, transpose=False)
+        return hold(self, (memory, wq), (conv, dense), prepared,  # type: ignore[no-any-return]
                     (prepared.location_filter, prepared.grad_store_query,
                      prepared.grad_store_memory), grad)
-
-    def _folded_params(self) -> tuple[Tensor, Tensor, Tensor]:
-        wq, _, _, conv, dense = self._weights()
-        return wq, conv, dense
 
     # ------------------------------------------------------------------ checks
 
@@ -285,8 +290,7 @@ class _LocationAttention(HoldsState, nn.Module):
         check_dims(name, x, dims, form, self._weights()[0] if like is None else like)
 
     def _check_step(self, hidden: Tensor, memory: Tensor, processed_memory: Tensor,
-                    cat: Tensor, mask: Tensor | None) -> tuple[int, int]:
-        like = self._weights()[0]
+                    cat: Tensor, mask: Tensor | None, like: Tensor) -> None:
         self._check("memory", memory, (None, None, self.embedding_dim),
                     "(B, T, embedding_dim={2})", like)
         b, t = memory.shape[:2]
@@ -294,8 +298,7 @@ class _LocationAttention(HoldsState, nn.Module):
                     "(B={0}, attention_rnn_dim={1}) (B of memory)", like)
         self._check("processed_memory", processed_memory, (b, t, self.attention_dim),
                     "(B={0}, T={1}, attention_dim={2}) (B, T of memory)", like)
-        channels = self.location_conv.in_channels
-        self._check("attention_weights_cat", cat, (b, channels, t),
+        self._check("attention_weights_cat", cat, (b, 2, t),
                     "(B={0}, {1}, T={2}) (previous and cumulative weights; B, T of memory)",
                     like)
         if mask is not None:
@@ -305,7 +308,7 @@ class _LocationAttention(HoldsState, nn.Module):
                         else type(mask).__name__)
                 raise ValueError(f"mask must be a bool tensor of shape (B={b}, T={t}) (True = "
                                  f"padding) or None, got {seen}")
-        return b, t
+
 
 def _check_geometry(attention_rnn_dim: int, embedding_dim: int, attention_dim: int,
                     n_filters: int, kernel_size: int) -> None:
