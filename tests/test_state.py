@@ -163,6 +163,17 @@ def test_additive_step_equals_forward():
 # ------------------------------------------------------------------ pytree, compile, export
 
 
+class Step(torch.nn.Module):
+    """One decoder step as a module (what torch.export and the ONNX exporter take)."""
+
+    def __init__(self, attn):
+        super().__init__()
+        self.attn = attn
+
+    def forward(self, h, state):
+        return self.attn.step(h, state)
+
+
 def test_state_is_a_pytree_of_tensors():
     lsa, memory, hidden, mask = _setup()
     state = lsa.start(memory, key_padding_mask=mask)
@@ -195,14 +206,6 @@ def test_compiled_step_fullgraph_matches_eager(grad):
 
 def test_export_a_step_with_the_state():
     lsa, memory, hidden, mask = _setup()
-
-    class Step(torch.nn.Module):
-        def __init__(self, attn):
-            super().__init__()
-            self.attn = attn
-
-        def forward(self, h, state):
-            return self.attn.step(h, state)
 
     with torch.no_grad():
         state = lsa.start(memory.detach(), key_padding_mask=mask)
@@ -495,14 +498,6 @@ def test_onnx_step_with_the_state_in_and_out(tmp_path):
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
     lsa, memory, hidden, mask = _setup()
-
-    class Step(torch.nn.Module):
-        def __init__(self, attn):
-            super().__init__()
-            self.attn = attn
-
-        def forward(self, h, state):
-            return self.attn.step(h, state)
 
     with torch.no_grad():
         state = lsa.start(memory.detach(), key_padding_mask=mask)
