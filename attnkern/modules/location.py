@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import ops
 from .._registry import converts
 from .._validation import check_backend
 from ..functional import additive_attention
@@ -46,6 +45,7 @@ from ..state import (
     weight_grad_store,
 )
 from ._checks import check_dims, check_positive_ints
+from ._family import fold_location_filter, location_term
 
 __all__ = ["LocationSensitiveAttention", "LocationState", "TorchaudioAttention"]
 
@@ -119,10 +119,7 @@ class _LocationAttention(HoldsState, nn.Module):
         (from the current parameters): :meth:`start` does it once per utterance.
         """
         _, _, _, conv, dense = self._weights()
-        n_filters, channels, kernel = conv.shape
-        taps = next(t for t in range(kernel, kernel + 16) if channels * t % 16 == 0)
-        conv_w = F.pad(conv, (0, taps - kernel)).reshape(n_filters, channels * taps)
-        return dense @ conv_w
+        return fold_location_filter(conv, dense)
 
     def _prepare(self, memory: Tensor, transpose: bool = True) -> _Prepared:
         # transpose: keep W_q^T (start); the call protocol uses W_q as it is at each call
@@ -191,23 +188,10 @@ class _LocationAttention(HoldsState, nn.Module):
         ``(B, T, attention_dim)``, one GEMM of the unfolded windows with
         :meth:`location_filter` (computed here if not given), added by ``addmm``."""
         combined = self.location_filter() if location_filter is None else location_filter
-        kernel = self._kernel
-        pad = (kernel - 1) // 2  # both layouts build the conv with this padding
-        batch, channels, steps = attention_weights_cat.shape
-        attention_dim = combined.shape[0]
-        taps = combined.shape[1] // channels
-        # (B, 2, T) -> windows (B * T, 2 * taps), ordered as conv.weight's (channel, tap):
-        # one C++ op (and one for its backward) on CPU in eager mode; standard ops
-        # elsewhere and in exported / compiled graphs (which then need no attnkern op).
-        if attention_weights_cat.is_cpu and ops.HAS_CPP and eager():
-            windows = ops.location_windows(attention_weights_cat, kernel, pad, taps)
-        else:
-            windows = F.pad(attention_weights_cat, (pad, pad)).unfold(2, kernel, 1)
-            windows = F.pad(windows.permute(0, 2, 1, 3), (0, taps - kernel))
-            windows = windows.reshape(batch * steps, channels * taps)
-        keys = torch.addmm(processed_memory.reshape(batch * steps, attention_dim), windows,
-                           combined.t())
-        return keys.view(batch, steps, attention_dim)
+        # (B, 2, T) -> windows (B * T, 2 * taps) by one C++ op on CPU in eager mode (standard
+        # ops in exported / compiled graphs), then one addmm onto processed_memory
+        return location_term(processed_memory, attention_weights_cat, combined, self._kernel,
+                             (self._kernel - 1) // 2)  # both layouts pad the conv so
 
     def _attend(self, hidden: Tensor, memory: Tensor, processed_memory: Tensor, cat: Tensor,
                 mask: Tensor | None, lengths: Tensor | None, prepared: _Prepared,
