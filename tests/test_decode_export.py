@@ -104,14 +104,18 @@ def test_onnx_decode_step_with_every_state_in_and_out(tmp_path):
 
 def test_onnx_whole_loop_equals_eager_decode(tmp_path):
     """One ONNX graph with a Loop: onnxruntime's decode equals the eager one, for items
-    with different memory lengths and stop steps; also with one item never stopping."""
+    with different memory lengths and stop steps; also with one item never stopping, and
+    at another batch size and memory length (B and T exported as dynamic)."""
     import onnx
+    from torch.export import Dim
 
     dec, memory = _decoder()
     path = tmp_path / "decoder_loop.onnx"
     with torch.no_grad():
+        batch, steps = Dim("B", min=2), Dim("T", min=2)
         torch.onnx.export(WhileLoopDecoder(dec, MAX_STEPS).eval(), (memory, LENGTHS), path,
-                          dynamo=True)
+                          dynamo=True, dynamic_shapes={"memory": {0: batch, 1: steps},
+                                                       "lengths": {0: batch}})
         assert [n.op_type for n in onnx.load(str(path)).graph.node].count("Loop") == 1
         session = _session(path)
         want = dec.decode(memory, LENGTHS, MAX_STEPS)
@@ -123,3 +127,8 @@ def test_onnx_whole_loop_equals_eager_decode(tmp_path):
         want = dec.decode(memory, LENGTHS, MAX_STEPS)
         assert want[2].tolist() == [4, 6, MAX_STEPS]
         _close(_run(session, [memory, LENGTHS]), list(want), "onnxruntime loop, no stop")
+        # another shape, random lengths (the first item the longest)
+        other = torch.randn(5, 13, dec.embedding_dim)
+        lengths = torch.tensor([13, 2, 7, 13, 5])
+        want = dec.decode(other, lengths, MAX_STEPS)
+        _close(_run(session, [other, lengths]), list(want), "onnxruntime loop, B=5 T=13")
