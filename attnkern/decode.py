@@ -52,7 +52,13 @@ class TinyTacotronDecoder(nn.Module):
     def start(self, memory: Tensor, lengths: Tensor) -> tuple[tuple[Tensor, ...], LocationState]:
         """The zero states ``(frame, ah, ac, dh, dc, context)`` and the attention's state
         for ``memory`` ``(B, T, embedding_dim)`` with ``lengths`` ``(B,)`` valid steps."""
+        if memory.dim() != 3 or memory.shape[2] != self.embedding_dim:
+            raise ValueError(f"memory must be (B, T, embedding_dim={self.embedding_dim}), "
+                             f"got {tuple(memory.shape)}")
         batch, steps = memory.shape[:2]
+        if lengths.shape != (batch,) or lengths.dtype.is_floating_point or lengths.is_complex():
+            raise ValueError(f"lengths must be (B={batch},) integer, got "
+                             f"{tuple(lengths.shape)} {lengths.dtype}")
         mask = torch.arange(steps, device=memory.device)[None, :] >= lengths[:, None]
         state = self.attention.start(memory, key_padding_mask=mask)
         z = memory.new_zeros
@@ -101,6 +107,8 @@ class TinyTacotronDecoder(nn.Module):
         ``(frames (B, max_steps, n_mel), gates (B, max_steps), decoded (B,) long)``; an
         item's frames after its stop step are zeros. Eager Python loop of
         :meth:`loop_body` (no host sync: it runs ``max_steps`` iterations)."""
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
         carried = self._initial(memory, lengths, max_steps)
         spec = pytree.tree_structure(self.start(memory, lengths)[1])
         for _ in range(max_steps):
@@ -133,6 +141,8 @@ class WhileLoopDecoder(nn.Module):
     def __init__(self, decoder: TinyTacotronDecoder, max_steps: int,
                  threshold: float = 0.5) -> None:
         super().__init__()
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
         self.decoder, self.max_steps, self.threshold = decoder, max_steps, threshold
 
     def forward(self, memory: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:

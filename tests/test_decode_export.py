@@ -10,12 +10,13 @@ from torch.utils import _pytree as pytree
 
 from attnkern.decode import TinyTacotronDecoder, WhileLoopDecoder
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxscript")
-ort = pytest.importorskip("onnxruntime")
-
 B, T, MAX_STEPS = 3, 9, 12
 LENGTHS = torch.tensor([9, 6, 4])
+
+
+def _need_onnx():  # the eager tests run without them
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(name)
 
 
 def _close(got, want, what):
@@ -62,6 +63,7 @@ class DecodeStep(torch.nn.Module):
 
 
 def _session(path):
+    ort = pytest.importorskip("onnxruntime")
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
@@ -87,8 +89,23 @@ def test_eager_decode_stops_each_item_at_its_own_step():
         assert alone[2].item() == n
 
 
+def test_bad_input_names_the_argument():
+    dec, memory = _decoder()
+    with pytest.raises(ValueError, match=r"memory must be .*got \(3, 9\)"):
+        dec.decode(memory[:, :, 0], LENGTHS, MAX_STEPS)
+    with pytest.raises(ValueError, match=r"lengths must be \(B=3,\) integer, got \(2,\)"):
+        dec.decode(memory, LENGTHS[:2], MAX_STEPS)
+    with pytest.raises(ValueError, match="lengths must be .*float32"):
+        dec.decode(memory, LENGTHS.float(), MAX_STEPS)
+    with pytest.raises(ValueError, match="max_steps must be a positive int, got 0"):
+        dec.decode(memory, LENGTHS, 0)
+    with pytest.raises(ValueError, match="max_steps"):
+        WhileLoopDecoder(dec, 0)
+
+
 def test_onnx_decode_step_with_every_state_in_and_out(tmp_path):
     """The decoder_iter.onnx contract: onnxruntime's step equals PyTorch's."""
+    _need_onnx()
     dec, memory = _decoder()
     with torch.no_grad():
         states, att = dec.start(memory, LENGTHS)
@@ -106,6 +123,7 @@ def test_onnx_whole_loop_equals_eager_decode(tmp_path):
     """One ONNX graph with a Loop: onnxruntime's decode equals the eager one, for items
     with different memory lengths and stop steps; also with one item never stopping, and
     at another batch size and memory length (B and T exported as dynamic)."""
+    _need_onnx()
     import onnx
     from torch.export import Dim
 
