@@ -14,21 +14,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import ops
-from ..functional import additive_attention
+from ..functional import PreparedKeys, additive_attention
 from ..state import eager as _eager
-from ..state import record, weight_grad_store
+from ..state import record
 
-__all__ = ["context_of", "fold_location_filter", "location_term", "softmax_weights",
-           "value_store"]
-
-def value_store(memory: Tensor) -> Tensor | None:
-    """A weight-gradient store for the values of a sequence
-    (:func:`attnkern.state.weight_grad_store`): every step's context records
-    ``(weights_s, dcontext_s)`` and the values' gradient is one GEMM when backward reaches
-    them, instead of a ``(B, T, D)`` outer product added at every step. The token lives in
-    the decoding state (one per sequence); None where a store does not apply."""
-    return weight_grad_store(memory)
-
+__all__ = ["attention_with_store", "context_of", "fold_location_filter", "location_term",
+           "softmax_weights"]
 
 def _stored(memory: Tensor, token: Tensor | None, value_of: Tensor | None) -> bool:
     return (token is not None and memory is value_of and torch.is_grad_enabled()
@@ -38,8 +29,9 @@ def _stored(memory: Tensor, token: Tensor | None, value_of: Tensor | None) -> bo
 def context_of(weights: Tensor, memory: Tensor, token: Tensor | None = None,
                value_of: Tensor | None = None) -> Tensor:
     """``sum_j weights[b, j] memory[b, j]``: weights ``(B, T)``, memory ``(B, T, D)`` ->
-    ``(B, D)``; through the store ``token`` (made by :func:`value_store` for the tensor
-    ``value_of``) when ``memory`` is that tensor."""
+    ``(B, D)``; through the weight-gradient store ``token`` (made by
+    :func:`attnkern.state.weight_grad_store` for the tensor ``value_of``) when ``memory`` is
+    that tensor."""
     if not _stored(memory, token, value_of):
         return torch.bmm(weights.unsqueeze(1), memory).squeeze(1)
     y = torch.bmm(weights.unsqueeze(1), memory.detach()).squeeze(1)
@@ -60,16 +52,18 @@ def _energies(query: Tensor, key: Tensor, weight: Tensor) -> Tensor:
     return torch.matmul(torch.tanh_(s), weight)
 
 
-def attention_with_store(query: Tensor, key: Tensor, memory: Tensor, weight: Tensor,
-                         key_padding_mask: Tensor | None, backend: str,
-                         token: Tensor | None, value_of: Tensor | None
-                         ) -> tuple[Tensor, Tensor]:
+def attention_with_store(query: Tensor, key: Tensor | PreparedKeys, memory: Tensor,
+                         weight: Tensor, key_padding_mask: Tensor | None, backend: str,
+                         token: Tensor | None, value_of: Tensor | None, *,
+                         key_lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The fused op's ``(context, weights)`` with ``memory`` as the values, their gradient
-    through the store ``token`` when it applies (the op then skips its value pass)."""
+    through the store ``token`` when it applies (made for ``value_of``: the op then skips
+    its value pass)."""
     stored = _stored(memory, token, value_of)
     context, weights = additive_attention(
         query, key, memory.detach() if stored else memory, weight,
-        key_padding_mask=key_padding_mask, return_weights=True, backend=backend)
+        key_padding_mask=key_padding_mask, key_lengths=key_lengths, return_weights=True,
+        backend=backend)
     if stored:
         context = record(token, context, weights)  # type: ignore[arg-type]
     return context, weights

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .._registry import converts
 from .._validation import check_backend
-from ..state import DecodingState, register, shared
+from ..state import DecodingState, register, shared, weight_grad_store
 from ._family import (
     _energies,
     attention_with_store,
@@ -46,7 +46,6 @@ from ._family import (
     fold_location_filter,
     location_term,
     softmax_weights,
-    value_store,
 )
 
 __all__ = ["CoquiAttentionState", "OriginalAttention"]
@@ -109,7 +108,7 @@ class CoquiAttentionState(DecodingState):
     u: Tensor | None = None
     win_idx: Tensor | None = None
     value_store: Tensor | None = shared()  # the inputs' weight-gradient store
-    store_of: Tensor | None = shared()  # the inputs tensor value_store was made for
+    store_of: Tensor | None = shared()  # the inputs value_store was made for (calls pass theirs)
 
 
 class OriginalAttention(nn.Module):
@@ -184,7 +183,7 @@ class OriginalAttention(nn.Module):
         return CoquiAttentionState(
             inputs, processed_inputs, key_padding_mask, zeros,
             inputs.new_zeros(batch, steps) if self.location_attention else None, alpha, u, win,
-            value_store(inputs), inputs)
+            weight_grad_store(inputs), inputs)
 
     def start(self, inputs: Tensor, *, mask: Tensor | None = None,
               key_padding_mask: Tensor | None = None) -> CoquiAttentionState:

@@ -32,11 +32,11 @@ from torch import Tensor, nn
 from .._registry import converts
 from .._validation import check_backend
 from ..functional import PreparedKeys, additive_attention, prepare_keys
-from ..state import DecodingState, record, register, shared, weight_grad_store
+from ..state import DecodingState, batch_store, register, weight_grad_store
+from ._family import attention_with_store
 
 __all__ = ["AttAdd", "AttCov", "AttCovLoc", "AttLoc", "AttLocRec", "AttMultiHeadAdd",
-           "EspnetAttentionState", "EspnetMultiHeadState", "attend", "location_keys",
-           "value_sink"]
+           "EspnetAttentionState", "EspnetMultiHeadState", "location_keys"]
 
 _PATHS = ("espnet.nets.pytorch_backend.rnn.attentions",
           "espnet2.legacy.nets.pytorch_backend.rnn.attentions")
@@ -90,30 +90,6 @@ def location_keys(base: Tensor, prev: Tensor, conv_weight: Tensor, dense_weight:
 
 # ---------------------------------------------------------------- state
 
-def value_sink(memory: Tensor) -> tuple[Tensor | None, Tensor | None]:
-    """``(memory.detach(), token)`` when the values' gradient can go to a weight-gradient
-    store (attnkern/state.py: one GEMM per utterance; each step's fused op then skips its
-    ``(B, T, D)`` value gradient, ~25% of a LAS step's attention backward), else
-    ``(None, None)``."""
-    token = weight_grad_store(memory)
-    return (None, None) if token is None else (memory.detach(), token)
-
-
-def attend(query: Tensor, keys: Tensor | PreparedKeys, memory: Tensor,
-           detached: Tensor | None, token: Tensor | None, weight: Tensor, *,
-           key_lengths: Tensor | None = None, key_padding_mask: Tensor | None = None,
-           backend: str = "auto") -> tuple[Tensor, Tensor]:
-    """The fused step; with a :func:`value_sink` token the context's gradient with respect
-    to ``memory`` is handed to the sink instead of computed by the step."""
-    value = memory if token is None or detached is None else detached
-    context, weights = additive_attention(
-        query, keys, value, weight, key_lengths=key_lengths,
-        key_padding_mask=key_padding_mask, return_weights=True, backend=backend)
-    if value is not memory:
-        context = record(token, context, weights)  # type: ignore[arg-type]
-    return context, weights
-
-
 @register
 @dataclasses.dataclass(frozen=True)
 class EspnetAttentionState(DecodingState):
@@ -134,12 +110,9 @@ class EspnetAttentionState(DecodingState):
     prev: Tensor | None = None
     att_h: Tensor | None = None
     att_c: Tensor | None = None
-    values_detached: Tensor | None = shared()  # value_sink(memory), for this batch only
-    values_store: Tensor | None = shared()
-
-    def reorder(self, index: Tensor) -> EspnetAttentionState:
-        # the reordered memory is a new tensor: its gradient flows through index_select
-        return super().reorder(index).replace(values_detached=None, values_store=None)
+    # memory's weight-gradient store; reorder drops it (the reordered memory is a new
+    # tensor: its gradient flows through index_select)
+    values_store: Tensor | None = batch_store()
 
     def prepared(self) -> Tensor | PreparedKeys:
         return self.keys if self.key_exp is None else PreparedKeys(self.keys, self.key_exp)
@@ -286,10 +259,9 @@ class _EspnetAttention(nn.Module):
         lengths = _lengths(key_lengths, batch, steps, memory.device)
         keys = F.linear(memory, self.mlp_enc.weight, self._folded_bias())
         key_exp = prepare_keys(keys).key_exp if self._content_only else None
-        detached, token = value_sink(memory)
         return EspnetAttentionState(memory=memory, keys=keys, lengths=lengths, key_exp=key_exp,
                                     prev=self._initial_prev(lengths, steps, memory, att_prev),
-                                    values_detached=detached, values_store=token)
+                                    values_store=weight_grad_store(memory))
 
     def _folded_bias(self) -> Tensor:
         return self._key_bias()
@@ -313,8 +285,9 @@ class _EspnetAttention(nn.Module):
 
     def _attend(self, query: Tensor, keys: Tensor | PreparedKeys, state: EspnetAttentionState,
                 scaling: float) -> tuple[Tensor, Tensor]:
-        return attend(query, keys, state.memory, state.values_detached, state.values_store,
-                      self._weight(scaling), key_lengths=state.lengths, backend=self.backend)
+        return attention_with_store(query, keys, state.memory, self._weight(scaling), None,
+                                    self.backend, state.values_store, state.memory,
+                                    key_lengths=state.lengths)
 
     def _utterance(self, enc_hs_pad: Tensor, enc_hs_len: Any) -> EspnetAttentionState:
         state = self._state

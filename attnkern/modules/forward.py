@@ -27,14 +27,13 @@ from torch import Tensor, nn
 
 from .._registry import converts
 from .._validation import check_backend
-from ..state import DecodingState, register, shared
+from ..state import DecodingState, register, shared, weight_grad_store
 from ._family import (
     context_of,
     fold_location_filter,
     lengths_mask,
     location_term,
     softmax_weights,
-    value_store,
 )
 
 __all__ = ["AttForward", "AttForwardTA", "ForwardAttentionState"]
@@ -49,7 +48,7 @@ class ForwardAttentionState(DecodingState):
     (``mlp_enc(memory)``, its ``pre_compute_enc_h``), mask ``(B, T)`` bool (True =
     padding), att_prev ``(B, T)`` (the previous step's weights; one-hot at 0 initially),
     trans_agent_prob ``(B, 1)`` (AttForwardTA's ``u``, 0.5 initially; None for AttForward),
-    value_store: the memory's weight-gradient store (``_family.value_store``; shared).
+    value_store: the memory's weight-gradient store (``attnkern.state.weight_grad_store``; shared).
     """
 
     memory: Tensor
@@ -109,7 +108,7 @@ class _ForwardAttention(nn.Module):
         return ForwardAttentionState(
             memory, self.mlp_enc(memory), mask,
             _one_hot_start(memory) if att_prev is None else att_prev, prob,
-            value_store(memory), memory)
+            weight_grad_store(memory), memory)
 
     def step(self, dec_z: Tensor | None, state: ForwardAttentionState,
              out_prev: Tensor | None = None, *, scaling: float = 1.0,

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..reference import compute_dtype
-from ..state import DecodingState, register, shared
-from ._family import _energies, context_of, lengths_mask, value_store
+from ..state import DecodingState, register, shared, weight_grad_store
+from ._family import _energies, context_of, lengths_mask
 
 __all__ = ["MonotonicAttention", "MonotonicState", "monotonic_alignment", "safe_cumprod"]
 
@@ -214,7 +214,7 @@ class MonotonicAttention(nn.Module):
             keys = keys + self.b
         alignment = memory.new_zeros(batch, steps)
         alignment[:, 0] = 1.0  # TF-Addons' initial_alignments: one-hot at 0
-        return MonotonicState(keys, values, mask, alignment, value_store(values), values)
+        return MonotonicState(keys, values, mask, alignment, weight_grad_store(values), values)
 
     def _p_choose(self, score: Tensor, mask: Tensor) -> Tensor:
         if self.sigmoid_noise > 0 and self.training:

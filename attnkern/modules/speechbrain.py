@@ -24,8 +24,9 @@ from torch import Tensor, nn
 from .._registry import converts
 from .._validation import check_backend
 from ..functional import PreparedKeys, prepare_keys
-from ..state import DecodingState, register, shared
-from .espnet import attend, location_keys, value_sink
+from ..state import DecodingState, batch_store, register, weight_grad_store
+from ._family import attention_with_store
+from .espnet import location_keys
 
 __all__ = ["ContentBasedAttention", "LocationAwareAttention", "SpeechBrainAttentionState"]
 
@@ -45,11 +46,9 @@ class SpeechBrainAttentionState(DecodingState):
     padding: Tensor
     key_exp: Tensor | None = None
     prev: Tensor | None = None
-    values_detached: Tensor | None = shared()  # value_sink(memory), for this batch only
-    values_store: Tensor | None = shared()
-
-    def reorder(self, index: Tensor) -> SpeechBrainAttentionState:
-        return super().reorder(index).replace(values_detached=None, values_store=None)
+    # memory's weight-gradient store; reorder drops it (the reordered memory is a new
+    # tensor: its gradient flows through index_select)
+    values_store: Tensor | None = batch_store()
 
     def prepared(self) -> Tensor | PreparedKeys:
         return self.keys if self.key_exp is None else PreparedKeys(self.keys, self.key_exp)
@@ -123,10 +122,9 @@ class _SpeechBrainAttention(nn.Module):
             # SpeechBrain: mask * (1 / enc_len.float()), in the encoder's dtype here
             prev = (valid.to(enc_len.dtype) * (1 / enc_len.float()).unsqueeze(1)).to(memory.dtype)
         key_exp = prepare_keys(keys).key_exp if self._content_only else None
-        detached, token = value_sink(memory)
         return SpeechBrainAttentionState(memory=memory, keys=keys, padding=~valid,
-                                         key_exp=key_exp, prev=prev, values_detached=detached,
-                                         values_store=token)
+                                         key_exp=key_exp, prev=prev,
+                                         values_store=weight_grad_store(memory))
 
     def _query(self, dec_states: Tensor, state: SpeechBrainAttentionState) -> Tensor:
         batch = state.memory.shape[0]
@@ -141,11 +139,10 @@ class _SpeechBrainAttention(nn.Module):
              ) -> tuple[Tensor, Tensor, SpeechBrainAttentionState]:
         """One decoder step: ``(context (B, output_dim), attn (B, T), state)``; the new
         state's prev is ``attn.detach()``."""
-        context, attn = attend(
+        context, attn = attention_with_store(
             self._query(dec_states, state), self._keys(state), state.memory,
-            state.values_detached, state.values_store,
-            self.mlp_attn.weight.view(-1) * self.scaling, key_padding_mask=state.padding,
-            backend=self.backend)
+            self.mlp_attn.weight.view(-1) * self.scaling, state.padding, self.backend,
+            state.values_store, state.memory)
         new = state if state.prev is None else state.replace(prev=attn.detach())
         return self.mlp_out(context), attn, new
 
@@ -159,7 +156,7 @@ class _SpeechBrainAttention(nn.Module):
                 raise _bad("enc_states", f"{tuple(state.memory.shape)} (this utterance's)",
                            enc_states)
             # SpeechBrain's context reads this call's enc_states
-            state = state.replace(memory=enc_states, values_detached=None, values_store=None)
+            state = state.replace(memory=enc_states, values_store=None)
         context, attn, self._state = self.step(dec_states, state)
         return context, attn
 
