@@ -30,7 +30,7 @@ agree); for B > 1 each item here follows its own alignment.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,26 +47,12 @@ from ._family import (
     location_term,
     softmax_weights,
 )
+from .location import _LinearNorm  # Coqui's common_layers.Linear is the same layer
 
 __all__ = ["CoquiAttentionState", "OriginalAttention"]
 
 # Coqui's fixed window around the last attended position (init_win_idx)
 _WIN_BACK, _WIN_FRONT = 2, 6
-
-
-class _Linear(nn.Module):
-    """Coqui's ``common_layers.Linear``: an ``nn.Linear`` as ``.linear_layer``, Xavier init
-    (created and initialised in Coqui's order: same values for the same seed)."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 init_gain: Literal["linear", "tanh"] = "linear") -> None:
-        super().__init__()
-        self.linear_layer = nn.Linear(in_features, out_features, bias=bias)
-        nn.init.xavier_uniform_(self.linear_layer.weight,
-                                gain=nn.init.calculate_gain(init_gain))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear_layer(x)
 
 
 class _LocationLayer(nn.Module):
@@ -79,8 +65,8 @@ class _LocationLayer(nn.Module):
         self.location_conv1d = nn.Conv1d(2, attention_n_filters, attention_kernel_size,
                                          stride=1, padding=(attention_kernel_size - 1) // 2,
                                          bias=False)
-        self.location_dense = _Linear(attention_n_filters, attention_dim, bias=False,
-                                      init_gain="tanh")
+        self.location_dense = _LinearNorm(attention_n_filters, attention_dim, bias=False,
+                                      w_init_gain="tanh")
 
     def forward(self, attention_cat: Tensor) -> Tensor:
         processed = self.location_conv1d(attention_cat)
@@ -144,9 +130,10 @@ class OriginalAttention(nn.Module):
             # Coqui's conv then gives T - 1 outputs, which do not add to the T inputs
             raise ValueError("attention_location_kernel_size must be odd (Coqui's location "
                              f"layer fails for even sizes), got {attention_location_kernel_size}")
-        self.query_layer = _Linear(query_dim, attention_dim, bias=False, init_gain="tanh")
-        self.inputs_layer = _Linear(embedding_dim, attention_dim, bias=False, init_gain="tanh")
-        self.v = _Linear(attention_dim, 1, bias=True)
+        self.query_layer = _LinearNorm(query_dim, attention_dim, bias=False, w_init_gain="tanh")
+        self.inputs_layer = _LinearNorm(embedding_dim, attention_dim, bias=False,
+                                        w_init_gain="tanh")
+        self.v = _LinearNorm(attention_dim, 1, bias=True)
         if trans_agent:
             self.ta = nn.Linear(query_dim + embedding_dim, 1, bias=True)
         if location_attention:
