@@ -233,6 +233,16 @@ def _location_windows_backward_fake(grad, x_size, kernel, pad, taps):
     return grad.new_empty(x_size)
 
 
+def _location1_keys_fake(base, prev, conv_weight, dense_weight):
+    return torch.empty_like(base, memory_format=torch.contiguous_format)
+
+
+def _location1_keys_backward_fake(grad, prev, conv_weight, dense_weight, prev_grad):
+    gprev = prev.new_empty(prev.shape if prev_grad else (0,))
+    return gprev, conv_weight.new_empty(conv_weight.shape), dense_weight.new_empty(
+        dense_weight.shape)
+
+
 def _missing_extension(*args: Any, **kwargs: Any) -> Any:
     raise RuntimeError(
         "attnkern._C (the C++ extension: the attnkern op schemas, CPU kernels and autograd) "
@@ -244,17 +254,21 @@ def _missing_extension(*args: Any, **kwargs: Any) -> Any:
 fwd: Any
 bwd: Any
 location_windows: Any
+location1_keys: Any
 if HAS_CPP:
     fwd = torch.ops.attnkern.fwd.default
     bwd = torch.ops.attnkern.bwd.default
     location_windows = torch.ops.attnkern.location_windows.default
+    location1_keys = torch.ops.attnkern.location1_keys.default
 
     _lib = torch.library.Library("attnkern", "FRAGMENT")  # noqa: TOR901 (module global)
     _lib.impl("fwd", _eager_cuda(fwd_triton), "CUDA")
     _lib.impl("bwd", _eager_cuda(bwd_triton), "CUDA")
     for _name, _fake in (("fwd", _fwd_fake), ("bwd", _bwd_fake),
                          ("location_windows", _location_windows_fake),
-                         ("location_windows_backward", _location_windows_backward_fake)):
+                         ("location_windows_backward", _location_windows_backward_fake),
+                         ("location1_keys", _location1_keys_fake),
+                         ("location1_keys_backward", _location1_keys_backward_fake)):
         torch.library.register_fake("attnkern::" + _name, _fake, lib=_lib)
     if HAS_TRITON:
         _compat.register_functional_rule("attnkern::fwd", _decompose_on_cuda(fwd_triton), _lib)
@@ -265,7 +279,7 @@ if HAS_CPP:
                         .values() if isinstance(obj, triton.runtime.jit.JITFunction)]
             _compat.name_triton_kernels(("attnkern::fwd", "attnkern::bwd"), _kernels)
 else:
-    fwd = bwd = location_windows = _missing_extension
+    fwd = bwd = location_windows = location1_keys = _missing_extension
 
 
 def clear_caches() -> None:

@@ -21,6 +21,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <tuple>
+
+#include "kernels/api.h"
 
 namespace attnkern {
 namespace {
@@ -138,14 +141,170 @@ Tensor windows_autograd(const Tensor& x, int64_t kernel, int64_t pad, int64_t ta
   return WindowsFunction::apply(x, kernel, pad, taps);
 }
 
+// ---------------------------------------------------------------- one-channel location term
+//
+//   location1_keys(base (B, T, A), prev (B, T), conv_weight (C, K), dense_weight (A, C))
+//     -> base + dense(conv(prev)): conv with K = 2P + 1 taps (odd), P zeros each side, no
+//     biases (ESPnet AttLoc / AttCovLoc, SpeechBrain LocationAwareAttention)
+//   location1_keys_backward(grad (B, T, A), prev, conv_weight, dense_weight, prev_grad)
+//     -> (grad_prev (B, T), or (0,) when not prev_grad; grad_conv_weight; grad_dense_weight)
+// The kernels are per ISA (kernels/location1.cpp); float16 / bfloat16 run in float.
+
+struct Loc1Dims {
+  int64_t B, T, A, C, K;
+};
+
+Loc1Dims check_location1(const char* op, const Tensor& base, const Tensor& prev,
+                         const Tensor& conv_weight, const Tensor& dense_weight,
+                         const char* base_name) {
+  TORCH_CHECK(base.dim() == 3, op, ": ", base_name, " must be 3-D (B, T, A), got ",
+              base.sizes());
+  const int64_t B = base.size(0), T = base.size(1), A = base.size(2);
+  TORCH_CHECK(prev.dim() == 2 && prev.size(0) == B && prev.size(1) == T, op,
+              ": prev must be (B, T) = (", B, ", ", T, "), got ", prev.sizes());
+  TORCH_CHECK(conv_weight.dim() == 2, op, ": conv_weight must be 2-D (C, K), got ",
+              conv_weight.sizes());
+  const int64_t C = conv_weight.size(0), K = conv_weight.size(1);
+  TORCH_CHECK(K % 2 == 1, op, ": conv_weight must have an odd number of taps K = 2P + 1 "
+              "(the output keeps length T), got ", conv_weight.sizes());
+  TORCH_CHECK(dense_weight.dim() == 2 && dense_weight.size(0) == A &&
+                  dense_weight.size(1) == C,
+              op, ": dense_weight must be (A, C) = (", A, ", ", C, "), got ",
+              dense_weight.sizes());
+  for (const Tensor* t : {&base, &prev, &conv_weight, &dense_weight}) {
+    check_float(op, "every input", *t);
+    TORCH_CHECK(t->scalar_type() == base.scalar_type(), op,
+                ": every input must have ", base_name, "'s dtype ", base.scalar_type(),
+                ", got ", t->scalar_type());
+    TORCH_CHECK(t->device().is_cpu(), op, ": every input must be a CPU tensor, got ",
+                t->device());
+  }
+  return {B, T, A, C, K};
+}
+
+// The accumulation type as a template parameter picked by one branch (see ops.cpp on GCC
+// 12's miscompile of a computed dtype).
+template <typename T>
+struct Loc1Kernels;
+template <>
+struct Loc1Kernels<float> {
+  static Location1FwdFn<float> fwd() { return active_kernels().loc1_fwd_f; }
+  static Location1BwdFn<float> bwd() { return active_kernels().loc1_bwd_f; }
+};
+template <>
+struct Loc1Kernels<double> {
+  static Location1FwdFn<double> fwd() { return active_kernels().loc1_fwd_d; }
+  static Location1BwdFn<double> bwd() { return active_kernels().loc1_bwd_d; }
+};
+
+Tensor acc_contig(const Tensor& t, at::ScalarType acc) {
+  return t.to(acc).contiguous();
+}
+
+template <typename T>
+Tensor location1_run(const Loc1Dims& d, const Tensor& base, const Tensor& prev,
+                     const Tensor& cw, const Tensor& dw) {
+  constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
+  const Tensor b = acc_contig(base, acc), p = acc_contig(prev, acc), c = acc_contig(cw, acc),
+               w = acc_contig(dw, acc);
+  Tensor out = at::empty({d.B, d.T, d.A}, b.options());
+  if (out.numel() > 0) {
+    Loc1Kernels<T>::fwd()(b.data_ptr<T>(), p.data_ptr<T>(), c.data_ptr<T>(), w.data_ptr<T>(),
+                          d.B, d.T, d.A, d.C, d.K, out.data_ptr<T>());
+  }
+  return out.to(base.scalar_type());
+}
+
+Tensor location1_cpu(const Tensor& base, const Tensor& prev, const Tensor& conv_weight,
+                     const Tensor& dense_weight) {
+  const Loc1Dims d = check_location1("attnkern::location1_keys", base, prev, conv_weight,
+                                     dense_weight, "base");
+  if (base.scalar_type() == at::kDouble)
+    return location1_run<double>(d, base, prev, conv_weight, dense_weight);
+  return location1_run<float>(d, base, prev, conv_weight, dense_weight);
+}
+
+template <typename T>
+std::tuple<Tensor, Tensor, Tensor> location1_backward_run(const Loc1Dims& d, const Tensor& grad,
+                                                          const Tensor& prev, const Tensor& cw,
+                                                          const Tensor& dw, bool prev_grad) {
+  constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
+  const Tensor g = acc_contig(grad, acc), p = acc_contig(prev, acc), c = acc_contig(cw, acc),
+               w = acc_contig(dw, acc);
+  Tensor gprev = prev_grad ? at::zeros({d.B, d.T}, g.options()) : at::empty({0}, g.options());
+  Tensor gcw = at::zeros({d.C, d.K}, g.options());
+  Tensor gdw = at::zeros({d.A, d.C}, g.options());
+  if (d.B * d.T > 0 && d.C > 0) {
+    Loc1Kernels<T>::bwd()(g.data_ptr<T>(), p.data_ptr<T>(), c.data_ptr<T>(), w.data_ptr<T>(),
+                          d.B, d.T, d.A, d.C, d.K, prev_grad ? gprev.data_ptr<T>() : nullptr,
+                          gcw.data_ptr<T>(), gdw.data_ptr<T>());
+  }
+  const auto dtype = grad.scalar_type();
+  return {gprev.to(dtype), gcw.to(dtype), gdw.to(dtype)};
+}
+
+std::tuple<Tensor, Tensor, Tensor> location1_backward_cpu(const Tensor& grad,
+                                                          const Tensor& prev,
+                                                          const Tensor& conv_weight,
+                                                          const Tensor& dense_weight,
+                                                          bool prev_grad) {
+  const Loc1Dims d = check_location1("attnkern::location1_keys_backward", grad, prev,
+                                     conv_weight, dense_weight, "grad");
+  if (grad.scalar_type() == at::kDouble)
+    return location1_backward_run<double>(d, grad, prev, conv_weight, dense_weight, prev_grad);
+  return location1_backward_run<float>(d, grad, prev, conv_weight, dense_weight, prev_grad);
+}
+
+using Loc1Sig = Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&);
+using Loc1BwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&,
+                                                      const Tensor&, const Tensor&, bool);
+
+class Location1Function : public torch::autograd::Function<Location1Function> {
+ public:
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& base,
+                        const Tensor& prev, const Tensor& conv_weight,
+                        const Tensor& dense_weight) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("attnkern::location1_keys", "")
+                               .typed<Loc1Sig>();
+    ctx->save_for_backward({prev, conv_weight, dense_weight});
+    return op.call(base, prev, conv_weight, dense_weight);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("attnkern::location1_keys_backward", "")
+                               .typed<Loc1BwdSig>();
+    const auto saved = ctx->get_saved_variables();
+    const bool prev_grad = ctx->needs_input_grad(1);
+    const bool weight_grads = ctx->needs_input_grad(2) || ctx->needs_input_grad(3);
+    Tensor gprev, gcw, gdw;
+    if (prev_grad || weight_grads) {
+      std::tie(gprev, gcw, gdw) = op.call(grads[0], saved[0], saved[1], saved[2], prev_grad);
+    }
+    return {ctx->needs_input_grad(0) ? grads[0] : Tensor(), prev_grad ? gprev : Tensor(), ctx->needs_input_grad(2) ? gcw : Tensor(),
+            ctx->needs_input_grad(3) ? gdw : Tensor()};
+  }
+};
+
+Tensor location1_autograd(const Tensor& base, const Tensor& prev, const Tensor& conv_weight,
+                          const Tensor& dense_weight) {
+  return Location1Function::apply(base, prev, conv_weight, dense_weight);
+}
+
 }  // namespace
 }  // namespace attnkern
 
 TORCH_LIBRARY_IMPL(attnkern, CPU, m) {
   m.impl("location_windows", &attnkern::windows_cpu);
   m.impl("location_windows_backward", &attnkern::windows_backward_cpu);
+  m.impl("location1_keys", &attnkern::location1_cpu);
+  m.impl("location1_keys_backward", &attnkern::location1_backward_cpu);
 }
 
 TORCH_LIBRARY_IMPL(attnkern, Autograd, m) {
   m.impl("location_windows", &attnkern::windows_autograd);
+  m.impl("location1_keys", &attnkern::location1_autograd);
 }

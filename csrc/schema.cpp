@@ -31,6 +31,14 @@ TORCH_LIBRARY(attnkern, m) {
   m.def(
       "location_windows_backward(Tensor grad, int[] x_size, int kernel, int pad, int taps) "
       "-> Tensor");
+  // The one-channel location term (csrc/location.cpp): base + dense(conv(prev)) with an odd
+  // number of taps K = 2P + 1 and P zeros each side; base (B, T, A), prev (B, T),
+  // conv_weight (C, K), dense_weight (A, C). Its backward's grad_prev is (0,) unless
+  // prev_grad; grad_base is the incoming grad itself.
+  m.def("location1_keys(Tensor base, Tensor prev, Tensor conv_weight, Tensor dense_weight) "
+        "-> Tensor");
+  m.def("location1_keys_backward(Tensor grad, Tensor prev, Tensor conv_weight, "
+        "Tensor dense_weight, bool prev_grad) -> (Tensor, Tensor, Tensor)");
   // Weight-gradient stores of step-invariant operands (csrc/steps.cpp).
   m.def("wgrad_store(Tensor operand, bool linear) -> Tensor");
   m.def("wgrad_record(Tensor y, Tensor a, Tensor token) -> Tensor");

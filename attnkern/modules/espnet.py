@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import ops
+from .._compat import is_eager as _eager
 from .._registry import converts
 from .._validation import check_backend
 from ..functional import PreparedKeys, additive_attention, prepare_keys
@@ -53,29 +55,32 @@ def location_keys(base: Tensor, prev: Tensor, conv_weight: Tensor, dense_weight:
     """``base + dense(conv(prev))`` for a 1-channel location conv without biases.
 
     base ``(B, T, A)``; prev ``(B, T)``; conv_weight ``(C, 1, K)`` (or ESPnet's Conv2d
-    ``(C, 1, 1, K)``); dense_weight ``(A, C)``. Returns ``(B, T, A)``.
+    ``(C, 1, 1, K)``), ``K = 2 * padding + 1``; dense_weight ``(A, C)``. Returns
+    ``(B, T, A)``.
 
-    Two ways to the same numbers: the conv as its own op then the dense ``C -> A`` added onto
-    ``base`` by one ``baddbmm`` (``T K C + T C A`` multiply-adds per row), or the two folded
-    into one ``(A, K)`` filter applied to the unfolded ``K``-tap windows (``T K A``). With
-    one channel the folded form does ``K A / (K C + C A)`` times the work (16x at the LAS
-    default 201 taps, 10 filters, A = 320; 1.1x at tacotron2's 2 x 31 x 32, A = 128, where
-    the folded GEMM's better shape wins): the separate path is taken whenever it does less
-    than half the folded work.
+    On CPU (eager, the C++ extension built) one op does it, ``attnkern::location1_keys``
+    (csrc/kernels/location1.cpp): the conv as a register-blocked correlation per batch item
+    and the dense term added while ``base`` is copied; its backward reads the gradient once
+    for both ``grad_conv`` and ``grad_dense``. Elsewhere (compile, export, CUDA) standard ops:
+    the conv then the dense ``C -> A`` by one ``baddbmm`` (``T K C + T C A`` multiply-adds per
+    row), or, when that does more than half the work, the two folded into one ``(A, K)``
+    filter on the unfolded ``K``-tap windows (``T K A``; 16x the work at the LAS default 201
+    taps, 10 filters, A = 320, 1.1x at tacotron2's 2 x 31 x 32).
 
-    Predicted: at the LAS default the folded term costs about as much as the whole
-    original step's location part and more than its conv (206 M multiply-adds a step vs
-    16 M), so the separate path should make the location term ~2x cheaper than folding and
-    cheaper than ESPnet's own (which does the same conv and dense, plus a separate add).
-    Measured (B16, T200, A320, 10 x 201, 2 threads, quiet machine, min of 30): forward 0.65
-    ms separate vs 1.57 ms folded; forward+backward 2.4 ms separate vs 6.0 ms folded vs 3.3
-    ms for ESPnet's conv + mlp_att + add. What remains is memory traffic on ``(B, T, A)``
-    tensors (4 MB each: the keys written, their gradient read twice and accumulated).
+    Why the op (LAS default B16, T200, A320, 10 x 201; 2 threads, Sapphire Rapids): oneDNN's
+    1-channel conv runs at a few GFLOP/s (1.1 ms forward, 2.2 ms backward a step) and the
+    baddbmm's ``N = 10`` GEMMs and the add cost several passes over the 4 MB ``(B, T, A)``
+    tensors: 5.8 ms forward+backward, 1.9 ms forward for the standard path. Predicted for the
+    op: the conv at ~0.1 ms a direction and one pass over ``(B, T, A)`` for each of forward
+    and backward, ~2 ms forward+backward. Measured: see docs/results.md.
     """
     n_filters = conv_weight.shape[0]
     kernel = conv_weight.shape[-1]
     attention_dim = dense_weight.shape[0]
     batch, steps = prev.shape
+    if prev.is_cpu and ops.HAS_CPP and _eager() and kernel == 2 * padding + 1:
+        return ops.location1_keys(base, prev, conv_weight.reshape(n_filters, kernel),
+                                  dense_weight)
     if kernel * n_filters + n_filters * attention_dim < kernel * attention_dim // 2:
         # as a (1, K) Conv2d: oneDNN's 2-D kernel measured ~10% faster here (fwd+bwd)
         conv = F.conv2d(prev.view(batch, 1, 1, steps),

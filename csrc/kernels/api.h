@@ -74,6 +74,17 @@ using ForwardPlanFn = ForwardPlan (*)(int64_t B, int64_t Tq, int64_t Tk, int64_t
                                       int64_t Dv, int64_t threads);
 using BackwardPlanFn = BackwardPlan (*)(int64_t B, int64_t Tk, int64_t Hp, int64_t Dv);
 
+// The one-channel location term (kernels/location1.cpp): base (B,T,A), prev (B,T), cw (C,K)
+// with K = 2P + 1 odd, dw (A,C) -> out (B,T,A) = base + dw . conv(prev, cw, padding P).
+template <typename T>
+using Location1FwdFn = void (*)(const T* base, const T* prev, const T* cw, const T* dw,
+                                int64_t B, int64_t Tn, int64_t A, int64_t C, int64_t K, T* out);
+// Its backward from grad (B,T,A): gprev (B,T) (null: not computed), gcw (C,K), gdw (A,C).
+template <typename T>
+using Location1BwdFn = void (*)(const T* g, const T* prev, const T* cw, const T* dw,
+                                int64_t B, int64_t Tn, int64_t A, int64_t C, int64_t K,
+                                T* gprev, T* gcw, T* gdw);
+
 // One ISA's kernels (defined in kernels/table.cpp of that ISA's build).
 struct KernelTable {
   const char* name;  // "scalar" | "avx2" | "avx512" | "neon"
@@ -84,6 +95,10 @@ struct KernelTable {
   // The work plans the kernels above use (reached by tests through attnkern._C).
   ForwardPlanFn plan_fwd;
   BackwardPlanFn plan_bwd;
+  Location1FwdFn<float> loc1_fwd_f;
+  Location1FwdFn<double> loc1_fwd_d;
+  Location1BwdFn<float> loc1_bwd_f;
+  Location1BwdFn<double> loc1_bwd_d;
 };
 
 namespace scalar { extern const KernelTable table; }

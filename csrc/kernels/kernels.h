@@ -19,6 +19,15 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
                    const MaskArgs& mk, int64_t B,
                    int64_t Tq, int64_t Tk, int64_t H, int64_t Dv, T* dq, T* dk, T* dv, T* dw);
 
+template <typename T>
+void location1_forward_impl(const T* base, const T* prev, const T* cw, const T* dw, int64_t B,
+                            int64_t Tn, int64_t A, int64_t C, int64_t K, T* out);
+
+template <typename T>
+void location1_backward_impl(const T* g, const T* prev, const T* cw, const T* dw, int64_t B,
+                             int64_t Tn, int64_t A, int64_t C, int64_t K, T* gprev, T* gcw,
+                             T* gdw);
+
 // The work split of forward_impl / backward_impl (plan.cpp; fields and invariants in api.h).
 ForwardPlan plan_forward(int64_t B, int64_t Tq, int64_t Tk, int64_t Hp, int64_t Dv,
                          int64_t threads);

@@ -8,7 +8,10 @@ namespace ATTNKERN_ISA {
 #define ATTNKERN_STR(x) ATTNKERN_STR2(x)
 const KernelTable table = {ATTNKERN_STR(ATTNKERN_ISA), &forward_impl<float>,
                            &forward_impl<double>, &backward_impl<float>,
-                           &backward_impl<double>, &plan_forward, &plan_backward};
+                           &backward_impl<double>, &plan_forward, &plan_backward,
+                           &location1_forward_impl<float>, &location1_forward_impl<double>,
+                           &location1_backward_impl<float>,
+                           &location1_backward_impl<double>};
 
 }  // namespace ATTNKERN_ISA
 }  // namespace attnkern
