@@ -26,8 +26,16 @@ namespace attnkern {
 namespace ATTNKERN_ISA {
 namespace {
 
-constexpr int64_t kTB = 64;     // outputs per register block of corr_acc
-constexpr int64_t kLanes = 16;  // partial sums of a dot product
+// Outputs per register block of corr_acc: 8 accumulators of this ISA's widest vector of
+// float (two FMA ports x 4 cycles of latency), 4 on SSE.
+#if ATTNKERN_ISA_ID == ATTNKERN_ISA_AVX512
+constexpr int64_t kTB = 64;
+#elif ATTNKERN_ISA_ID == ATTNKERN_ISA_AVX2
+constexpr int64_t kTB = 64;
+#else
+constexpr int64_t kTB = 16;
+#endif
+constexpr int64_t kLanes = 16;  // partial sums of a dot product; columns per dense block
 
 // out[i] += sum_{k < K} w[k] * x[i + k] for i in [0, n). x must be readable (and finite) up
 // to round_up(n, kTB) + K - 1; out must have round_up(n, kTB) slots (the tail is scratch).
@@ -81,11 +89,23 @@ void location1_forward_impl(const T* base, const T* prev, const T* cw, const T* 
       for (int64_t t = 0; t < Tn; ++t) {
         const T* __restrict src = base + (b * Tn + t) * A;
         T* __restrict dst = out + (b * Tn + t) * A;
-        std::memcpy(dst, src, sizeof(T) * A);
+        // base + sum_c conv[c] dt[c] in blocks of columns held in registers over c
+        int64_t a0 = 0;
+        for (; a0 + 4 * kLanes <= A; a0 += 4 * kLanes) {
+          T acc[4 * kLanes];
+          for (int64_t u = 0; u < 4 * kLanes; ++u) acc[u] = src[a0 + u];
+          for (int64_t c = 0; c < C; ++c) {
+            const T v = conv[c * Tp + t];
+            const T* __restrict d = dt + c * A + a0;
+            for (int64_t u = 0; u < 4 * kLanes; ++u) acc[u] += v * d[u];
+          }
+          for (int64_t u = 0; u < 4 * kLanes; ++u) dst[a0 + u] = acc[u];
+        }
+        std::copy(src + a0, src + A, dst + a0);  // the tail columns: C axpys
         for (int64_t c = 0; c < C; ++c) {
           const T v = conv[c * Tp + t];
           const T* __restrict d = dt + c * A;
-          for (int64_t a = 0; a < A; ++a) dst[a] += v * d[a];
+          for (int64_t a = a0; a < A; ++a) dst[a] += v * d[a];
         }
       }
     }
