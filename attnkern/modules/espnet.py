@@ -667,9 +667,8 @@ class AttMultiHeadAdd(nn.Module):
             raise _fail("dec_z", f"a (B={batch}, {self.dunits}) tensor", dec_z)
         else:
             dec_z = dec_z.view(batch, self.dunits)
-        w_q = torch.cat([_lin(m).weight for m in self.mlp_q])
-        b_q = torch.cat([_lin(m).bias for m in self.mlp_q])
-        queries = torch.addmm(b_q, dec_z, w_q.t()).view(batch, heads, -1).unbind(1)
+        # one small GEMM per head (concatenating the heads' W_q would copy them every step)
+        queries = [_lin(m)(dec_z) for m in self.mlp_q]
         contexts, weights = [], []
         stores = state.stores or (None,) * heads
         for h in range(heads):
