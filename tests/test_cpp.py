@@ -528,6 +528,23 @@ def test_key_exp_gives_the_same_results(shape, kind):
     torch.testing.assert_close(with_ke[2], ref[1].float(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("big", [30.0, -30.0, float("inf"), float("-inf")])
+@pytest.mark.parametrize("shape", [KEY_EXP_SHAPES[1], KEY_EXP_SHAPES[3]], ids=["Tq1", "Tq9"])
+def test_key_exp_range_test_sends_large_keys_direct(shape, big):
+    """With key_exp the kernel tests the factorised range on exp(2k) itself (it does not
+    read the raw keys for it): a block with one |k| past the range, or an infinite key
+    (exp(2k) = inf or 0), still takes the direct path and matches the plain op."""
+    B, Tq, Tk, H, Dv = shape
+    q, k, v, w = make_inputs(B, Tq, Tk, H, Dv, requires_grad=False, seed=11)
+    k[0, 1, 3] = big
+    kw = make_masks("none", B, Tq, Tk)
+    plain = _ops_with_key_exp(q, k, v, w, kw, None)
+    with_ke = _ops_with_key_exp(q, k, v, w, kw, torch.exp(2 * k))
+    for a, b in zip(with_ke, plain):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16],
                          ids=lambda d: str(d).split(".")[-1])
 def test_key_exp_other_dtypes(dtype):

@@ -60,6 +60,9 @@ constexpr int64_t kBK = 64;  // keys per block
 // |x| <= 21: exp(+-42) per factor and exp(+-84) for the product are normal floats, so
 // the factorised reciprocal never sees inf * 0 or a denormal.
 constexpr float kSafe = 21.f;
+// exp(2 kSafe) and exp(-2 kSafe): the same range read on a caller's exp(2k).
+constexpr float kSafeExpHi = 1.7392749e18f;
+constexpr float kSafeExpLo = 5.7495223e-19f;
 // Below this many query rows per key chunk the exp(2k) precompute costs as much as it saves.
 constexpr int64_t kFactMinTq = 4;
 // Key chunks (see chunk_keys in plan.cpp): key-side bytes per chunk, sized for a 1-2 MiB L2

@@ -101,15 +101,22 @@ struct KeyChunk {
         // exp(2k) of the block's keys: kept in ek when an h-vectorised pass needs them, else
         // staged in a one-block buffer on the way to the transposed tile.
         float* e = alias ? nullptr : keep ? ek.get() + j0 * Hp : stage(Hp);
-        vf mx = vzero();
+        vf mx = vzero(), mn = vset1(kSafeExpHi);
         for (int64_t j = j0; j < j1; ++j) {
           const float* src = kp + j * Hp;
           float* dst = alias ? nullptr : e + (j - j0) * Hp;
           if (key_exp != nullptr) {
-            for (int64_t h = 0; h < Hp; h += 16) mx = vmax(mx, vabs(vload(src + h)));
             if (!alias) {  // padding lanes: exp(0) = 1, as for the padded keys (weight 0)
               std::copy(key_exp + j * H, key_exp + (j + 1) * H, dst);
               std::fill(dst + H, dst + Hp, 1.f);
+            }
+            // the range test on exp(2k) itself: reading the raw keys only for it would add
+            // a third (B, Tk, H) stream to a step's ek and values (~1/3 of its bytes)
+            const float* er = alias ? key_exp + j * H : dst;
+            for (int64_t h = 0; h < Hp; h += 16) {
+              const vf x = vload(er + h);
+              mx = vmax(mx, x);
+              mn = vmin(mn, x);
             }
             continue;
           }
@@ -119,8 +126,11 @@ struct KeyChunk {
             vstore(dst + h, exp16(vadd(x, x)));
           }
         }
-        // NaN compares false: a NaN key makes its block take the direct path.
-        safe[t] = vall_le(mx, vset1(kSafe));
+        // |k| <= kSafe, or exp(-2 kSafe) <= exp(2k) <= exp(2 kSafe) from a caller's key_exp
+        // (an infinite key gives 0 or inf, out of range). NaN compares false.
+        safe[t] = key_exp != nullptr
+                      ? vall_le(mx, vset1(kSafeExpHi)) && vall_le(vset1(kSafeExpLo), mn)
+                      : vall_le(mx, vset1(kSafe));
         if (P.hpass) continue;
         if (alias) e = const_cast<float*>(key_exp) + j0 * Hp;  // read only below
         // transpose into the block's tile in 16 x 16 register tiles; padding keys get
