@@ -264,8 +264,47 @@ def test_espnet_bad_input_names_the_argument():
     cov = ak_espnet.AttCov(E, D, A)
     with pytest.raises(TypeError, match="att_prev_list"):
         cov(h, [T] * B, None, [])
-    with pytest.raises(NotImplementedError, match="last_attended_idx"):
-        att(h, [T] * B, None, None, last_attended_idx=3)
+    with pytest.raises(NotImplementedError, match="Batch attention constraining"):
+        att(h, [T] * B, None, None, last_attended_idx=3)  # ESPnet's: batch 1 only
+    one = ak_espnet.AttLoc(E, D, A, 4, 5)
+    one(h[:1], [T], None, None)
+    with pytest.raises(ValueError, match="last_attended_idx"):
+        one(h[:1], [T], None, None, last_attended_idx=2.5)
+    with pytest.raises(ValueError, match="forward_window"):
+        one(h[:1], [T], None, None, last_attended_idx=2, forward_window=None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_espnet_attloc_attention_constraint(dtype):
+    """AttLoc's last_attended_idx (ESPnet's monotonic constraint, batch 1) against
+    ESPnet's own module: a TTS-style loop whose index follows the argmax, windows at the
+    start, the middle and past the end; gradients included. Per item for B > 1 (step)."""
+    mod = toolkits.espnet_attentions()
+    torch.manual_seed(0)
+    orig = mod.AttLoc(E, D, A, 4, 5).to(dtype)
+    ours = attnkern.from_module(orig)
+
+    def run(m):
+        h = torch.randn(1, T, E, dtype=dtype, requires_grad=True)
+        z = torch.randn(STEPS + 2, 1, D, dtype=dtype, requires_grad=True)
+        m.reset()
+        att, outs, idx = None, [], 0
+        for s in range(STEPS + 2):
+            c, att = m(h, [T], z[s], att, last_attended_idx=idx,
+                       backward_window=1 + s % 2, forward_window=3 + s % 3)
+            outs += [c, att]
+            idx = int(att.argmax()) if s < STEPS else T - 2  # the end: a clipped window
+        return outs, [h, z]
+
+    _compare(orig, ours, run, dtype)
+    # per item: a (B,) index tensor gives each item what a batch of one gives
+    h = torch.randn(2, T, E, dtype=dtype)
+    z = torch.randn(2, D, dtype=dtype)
+    _, w, _ = ours.step(z, ours.start(h), last_attended_idx=torch.tensor([3, 12]))
+    for b, idx in enumerate((3, 12)):
+        _, w1, _ = ours.step(z[b:b + 1], ours.start(h[b:b + 1]), last_attended_idx=idx)
+        _close(w[b:b + 1], w1, dtype, "per-item constraint")
+        assert (w1[0, :max(idx - 1, 0)] == 0).all() and (w1[0, idx + 3:] == 0).all()
 
 
 # ---------------------------------------------------------------- SpeechBrain
