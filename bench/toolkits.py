@@ -17,6 +17,7 @@ A toolkit that is not installed is reported as skipped.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -37,12 +38,21 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import toolkits  # noqa: E402
 
 
+def _replaced(decoder: nn.Module) -> nn.Module:
+    """A copy of a toolkit's decoder with its attention replaced in place."""
+    ours = copy.deepcopy(decoder)
+    if not attnkern.replace_attention(ours):
+        raise RuntimeError(f"replace_attention found nothing in {type(decoder).__name__}")
+    return ours
+
+
 @dataclass
 class Case:
     name: str
-    build: Callable[[], nn.Module]  # the toolkit's module
+    build: Callable[[], nn.Module]  # the toolkit's module (an attention, or a decoder)
     loop: Callable[[nn.Module, dict[str, Tensor], int], list[Tensor]]
     inputs: Callable[[], dict[str, Tensor]]
+    convert: Callable[[nn.Module], nn.Module] = attnkern.from_module
 
 
 def _espnet_loop(kind: str) -> Callable[[nn.Module, dict[str, Tensor], int], list[Tensor]]:
@@ -75,6 +85,30 @@ def _opennmt_loop(m: nn.Module, x: dict[str, Tensor], steps: int) -> list[Tensor
     return outs
 
 
+def _espnet_decoder_loop(m: nn.Module, x: dict[str, Tensor], steps: int) -> list[Tensor]:
+    # teacher forcing over `steps` target tokens: ESPnet's Decoder.forward -> (loss, acc, ppl)
+    loss, _, _ = m(x["enc"], x["lens"], list(x["ys"]))
+    return [loss]
+
+
+def _speechbrain_decoder_loop(m: nn.Module, x: dict[str, Tensor], steps: int) -> list[Tensor]:
+    out, attn = m(x["emb"], x["enc"], x["wav_len"])
+    return [out, attn]
+
+
+def _decoder_inputs(batch: int, frames: int, enc_dim: int, steps: int, odim: int,
+                    emb: int) -> Callable[[], dict[str, Tensor]]:
+    def make() -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(0)
+        lens = torch.linspace(frames, max(1, frames * 3 // 4), batch).round().long()
+        return {"enc": torch.randn(batch, frames, enc_dim, generator=g).requires_grad_(),
+                "lens": lens, "wav_len": lens.double() / frames,
+                "ys": torch.randint(0, odim - 1, (batch, steps), generator=g),
+                "emb": torch.randn(batch, steps, emb, generator=g).requires_grad_()}
+
+    return make
+
+
 def _inputs(batch: int, frames: int, enc_dim: int, dec_dim: int, steps: int,
             float_lens: bool = False) -> Callable[[], dict[str, Tensor]]:
     def make() -> dict[str, Tensor]:
@@ -101,6 +135,21 @@ def cases(smoke: bool, steps: int) -> list[Case]:
     def sb(name: str, *args: int) -> Callable[[], nn.Module]:
         return lambda: getattr(toolkits.speechbrain_attention(), name)(*args)
 
+    odim, emb = (6, 5) if smoke else (100, 128)  # a character vocabulary
+    dec_in = _decoder_inputs(B, T, E, steps, odim, emb)
+
+    def espnet_decoder(name: str, *args: int) -> Callable[[], nn.Module]:
+        def build() -> nn.Module:
+            att = getattr(toolkits.espnet_attentions(), name)(*args)
+            return toolkits.espnet_decoders().Decoder(E, odim, "lstm", 1, E, odim - 1,
+                                                      odim - 1, nn.ModuleList([att]))
+        return build
+
+    def sb_decoder(attn_type: str) -> Callable[[], nn.Module]:
+        return lambda: toolkits.speechbrain_rnn().AttentionalRNNDecoder(
+            rnn_type="lstm", attn_type=attn_type, hidden_size=E, attn_dim=A, num_layers=1,
+            enc_dim=E, input_size=emb, channels=C, kernel_size=2 * F_ + 1, scaling=1.0)
+
     return [
         Case("ESPnet AttAdd", esp("AttAdd", E, E, A), _espnet_loop("add"), las),
         Case("ESPnet AttLoc", esp("AttLoc", E, E, A, C, F_), _espnet_loop("loc"), las),
@@ -116,6 +165,15 @@ def cases(smoke: bool, steps: int) -> list[Case]:
         Case("OpenNMT GlobalAttention(mlp)",
              lambda: toolkits.opennmt_global_attention().GlobalAttention(D, attn_type="mlp"),
              _opennmt_loop, nmt),
+        # whole decoders, the attention replaced by attnkern.replace_attention
+        Case("ESPnet Decoder (AttLoc), whole", espnet_decoder("AttLoc", E, E, A, C, F_),
+             _espnet_decoder_loop, dec_in, _replaced),
+        Case("ESPnet Decoder (AttAdd), whole", espnet_decoder("AttAdd", E, E, A),
+             _espnet_decoder_loop, dec_in, _replaced),
+        Case("SpeechBrain AttentionalRNNDecoder (location), whole",
+             sb_decoder("location"), _speechbrain_decoder_loop, dec_in, _replaced),
+        Case("SpeechBrain AttentionalRNNDecoder (content), whole",
+             sb_decoder("content"), _speechbrain_decoder_loop, dec_in, _replaced),
     ]
 
 
@@ -133,7 +191,7 @@ def run_case(case: Case, steps: int, repeats: int) -> dict[str, float] | str:
         if isinstance(e, KeyboardInterrupt):
             raise
         return f"skipped ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-    ours = attnkern.from_module(original)
+    ours = case.convert(original)
     x = case.inputs()
     weights = [torch.randn_like(c) for c in case.loop(original, x, steps)]
 

@@ -99,9 +99,19 @@ def test_toolkits_bench_smoke():
     """bench/toolkits.py runs every toolkit case (a toolkit not installed is a 'skipped' row)."""
     proc = _run(["bench/toolkits.py", "--smoke"], timeout=300)
     for case in ("ESPnet AttLoc", "ESPnet AttMultiHeadAdd", "SpeechBrain LocationAwareAttention",
-                 "OpenNMT GlobalAttention(mlp)"):
+                 "OpenNMT GlobalAttention(mlp)", "ESPnet Decoder (AttLoc), whole",
+                 "SpeechBrain AttentionalRNNDecoder (location), whole"):
         assert f"| {case} |" in proc.stdout, (case, proc.stdout)
     assert "load" in proc.stdout
+
+
+def test_beam_bench_smoke():
+    """bench/beam.py: the three ways at each beam (or a 'skipped' row without OpenNMT-py)."""
+    proc = _run(["bench/beam.py", "--smoke"], timeout=120)
+    assert "load" in proc.stdout
+    if "skipped" not in proc.stdout:
+        for way in ("OpenNMT tiled", "attnkern tiled", "attnkern shared"):
+            assert f"| 5 | {way} |" in proc.stdout, (way, proc.stdout)
 
 
 def test_gpu_bench_table_row_and_cpu_refusal():
