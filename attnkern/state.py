@@ -18,9 +18,12 @@ next ``start``. The modules keep no per-sequence state of their own.
 
 Fields are per-hypothesis (batch first: ``reorder`` indexes them) unless declared with
 :func:`shared` (the same for every hypothesis: parameters folded at start, the query
-weight's gradient store), which ``reorder`` passes through, or :func:`batch_store` (a
-weight-gradient store of a batched operand, which ``reorder`` drops: the reordered rows
-are a new tensor, whose gradient plain autograd then carries).
+weight's gradient store), which ``reorder`` passes through, :func:`source` (the key side
+of a content-based state, kept at the ``B`` source rows: ``reorder`` composes the state's
+``rows`` field, hypothesis -> source row, instead of copying it per hypothesis; see
+:func:`attnkern.modules._family.attend_rows`), or :func:`batch_store` (a weight-gradient
+store of a batched operand, which ``reorder`` drops: the reordered rows are a new tensor,
+whose gradient plain autograd then carries).
 
 Weight-gradient stores (Megatron's and zero-bubble's ``WeightGradStore``): a decoder step
 ``y_s = a_s @ M`` with an operand ``M`` that is the same tensor at every step (the values,
@@ -52,7 +55,8 @@ from ._compat import forward_hooks_free as hooks_free
 from ._compat import is_eager as eager
 
 __all__ = ["DecodingState", "HoldsState", "batch_store", "eager", "held", "hold", "hooks_free",
-           "record", "record_linear", "register", "rehold", "same_tensors", "shared", "usable",
+           "record", "record_linear", "register", "rehold", "same_tensors", "shared", "source",
+           "usable",
            "weight_grad_store"]
 
 S = TypeVar("S", bound="DecodingState")
@@ -61,6 +65,13 @@ S = TypeVar("S", bound="DecodingState")
 def shared(default: Any = None) -> Any:
     """A state field that is the same for every hypothesis (not indexed by ``reorder``)."""
     return dataclasses.field(default=default, metadata={"reorder": "keep"})
+
+
+def source(default: Any = None) -> Any:
+    """A key-side state field held at the source rows (keys, their prepared form, values,
+    masks, lengths): ``reorder`` leaves it as it is and maps the hypotheses to its rows in
+    the state's ``rows`` field instead (beam search on shared keys: no per-beam copies)."""
+    return dataclasses.field(default=default, metadata={"reorder": "source"})
 
 
 def batch_store(default: Any = None) -> Any:
@@ -92,6 +103,11 @@ class DecodingState:
             rule = f.metadata.get("reorder")
             if rule == "drop":
                 changes[f.name] = None
+            elif f.name == "rows" and any(g.metadata.get("reorder") == "source"
+                                          for g in dataclasses.fields(self)):
+                # hypothesis -> source row: composed, the source fields stay where they are
+                changes["rows"] = index if value is None else value.index_select(
+                    0, index.to(value.device))
             elif isinstance(value, Tensor) and rule is None:
                 changes[f.name] = value.index_select(0, index.to(value.device))
         return dataclasses.replace(self, **changes)

@@ -69,6 +69,69 @@ def attention_with_store(query: Tensor, key: Tensor | PreparedKeys, memory: Tens
     return context, weights
 
 
+def beam_groups(rows: Tensor | None, batch: int) -> int:
+    """Hypotheses per source row when ``rows`` (hypothesis -> source row, ``(N,)``; None:
+    the identity) is the grouped beam layout ``rows[i] = i // g`` with ``N = batch * g``
+    (what a beam search's reorders keep: each hypothesis picks among its own source's);
+    0 for any other selection, and where the check cannot run (compile, export, a CUDA
+    graph capture: it reads ``rows``)."""
+    if rows is None:
+        return 1
+    n = rows.shape[0]
+    if batch == 0 or n == 0 or n % batch or not _eager():
+        return 0
+    if rows.is_cuda and torch.cuda.is_current_stream_capturing():
+        return 0
+    g = n // batch
+    grouped = torch.arange(batch, device=rows.device).repeat_interleave(g)
+    return g if torch.equal(rows, grouped) else 0
+
+
+def attend_rows(query: Tensor, key: Tensor | PreparedKeys, value: Tensor, weight: Tensor,
+                rows: Tensor | None, *, key_padding_mask: Tensor | None = None,
+                key_lengths: Tensor | None = None, backend: str = "auto"
+                ) -> tuple[Tensor, Tensor]:
+    """The fused op's ``(context (N, Dv), weights (N, Tk))`` for ``N`` hypotheses whose key
+    side (key ``(B, Tk, H)`` or its prepared form, value ``(B, Tk, Dv)``, the mask and
+    lengths) stays at the ``B`` source rows, ``rows`` ``(N,)`` mapping each hypothesis to
+    its row (None: ``N = B``, the identity). query ``(N, H)``.
+
+    Grouped (``rows[i] = i // g``, a beam search's layout): one call with the ``g``
+    hypotheses of a source as ``g`` query rows of its keys, which the kernel reads once for
+    all of them (no per-beam copy, and the key-side work shared). Any other selection
+    gathers the key side per hypothesis (a copy; correct for every index)."""
+    batch = value.shape[0]
+    if rows is not None and rows.shape[0] != query.shape[0]:
+        raise ValueError(f"query has {query.shape[0]} rows, the state has {rows.shape[0]} "
+                         "hypotheses (state.rows)")
+    g = beam_groups(rows, batch) if query.dim() == 2 else 0
+    if rows is None or g == 1 and query.shape[0] == batch:
+        context, weights = additive_attention(
+            query, key, value, weight, key_padding_mask=key_padding_mask,
+            key_lengths=key_lengths, return_weights=True, backend=backend)
+        return context, weights
+    n = query.shape[0]
+    if g:
+        context, weights = additive_attention(
+            query.reshape(batch, g, query.shape[-1]), key, value, weight,
+            key_padding_mask=key_padding_mask, key_lengths=key_lengths, return_weights=True,
+            backend=backend)
+        return context.reshape(n, -1), weights.reshape(n, -1)
+
+    def pick(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.index_select(0, rows.to(t.device))
+
+    if isinstance(key, PreparedKeys):
+        key = PreparedKeys(pick(key.key), pick(key.key_exp))  # type: ignore[arg-type]
+    else:
+        key = pick(key)  # type: ignore[assignment]
+    context, weights = additive_attention(
+        query, key, pick(value), weight,  # type: ignore[arg-type]
+        key_padding_mask=pick(key_padding_mask), key_lengths=pick(key_lengths),
+        return_weights=True, backend=backend)
+    return context, weights
+
+
 def softmax_weights(query: Tensor, key: Tensor, weight: Tensor,
                     key_padding_mask: Tensor | None, backend: str = "auto") -> Tensor:
     """``softmax_j(v . tanh(q + k_j))`` over the unmasked keys, from the fused op (a

@@ -13,8 +13,9 @@ from torch import Tensor, nn
 from .._registry import converts
 from .._validation import check_backend
 from ..functional import PreparedKeys, additive_attention, prepare_keys
-from ..state import DecodingState, HoldsState, held, hold, hooks_free, register, rehold
+from ..state import DecodingState, HoldsState, held, hold, hooks_free, register, rehold, source
 from ._checks import check_positive_ints
+from ._family import attend_rows
 
 __all__ = ["AdditiveAttention", "AdditiveState", "BahdanauAttention"]
 
@@ -25,13 +26,16 @@ class AdditiveState(DecodingState):
     """One sequence's decoding state (see attnkern/state.py): ``projected_keys`` ``(B, Tk,
     H)``, ``keys_exp`` their prepared exp (:func:`attnkern.prepare_keys`, or None),
     ``values`` ``(B, Tk, Dv)``, ``key_padding_mask`` ``(B, Tk)`` bool and ``key_lengths``
-    ``(B,)``, or None."""
+    ``(B,)``, or None: the key side, at the ``B`` source rows. ``rows`` ``(N,)``: each
+    hypothesis's source row after :meth:`reorder` (None: one hypothesis per row); a beam
+    search's reorders copy none of the key side."""
 
-    projected_keys: Tensor
-    values: Tensor
-    keys_exp: Tensor | None = None
-    key_padding_mask: Tensor | None = None
-    key_lengths: Tensor | None = None
+    projected_keys: Tensor = source()
+    values: Tensor = source()
+    keys_exp: Tensor | None = source()
+    key_padding_mask: Tensor | None = source()
+    key_lengths: Tensor | None = source()
+    rows: Tensor | None = None
 
     @property
     def prepared_keys(self) -> PreparedKeys:
@@ -184,6 +188,16 @@ class AdditiveAttention(HoldsState, nn.Module):
                             f"{type(state).__name__}")
         self._check_input("query", query, (2, 3), self.query_dim,
                           "(B, Tq, query_dim={0}) or (B, query_dim={0})")
+        if state.rows is not None:  # hypotheses on the source rows (after reorder)
+            if query.dim() != 2 or causal:
+                raise ValueError("a reordered state (beam search) takes one step: query "
+                                 f"(N, query_dim), causal=False; got {tuple(query.shape)}, "
+                                 f"causal={causal}")
+            context, weights = attend_rows(
+                self.query_proj(query), state.prepared_keys, state.values,
+                self.score_vector(), state.rows, key_padding_mask=state.key_padding_mask,
+                key_lengths=state.key_lengths, backend=self.backend)
+            return context, weights, state
         context, weights = additive_attention(
             self.query_proj(query), state.prepared_keys, state.values, self.score_vector(),
             key_padding_mask=state.key_padding_mask, key_lengths=state.key_lengths,
@@ -346,6 +360,18 @@ class BahdanauAttention(HoldsState, nn.Module):
     def step(self, query: Tensor, state: AdditiveState) -> tuple[Tensor, Tensor, AdditiveState]:
         """``query`` ``(B, 1, H)`` -> ``(context (B, 1, H), weights (B, 1, T), state)``."""
         self._check("query", query, (2, 3), "(B, 1, hidden_size={})")
+        if state.rows is not None:  # hypotheses on the source rows (after reorder)
+            if query.dim() == 3 and query.shape[1] != 1:
+                raise ValueError("a reordered state (beam search) takes one step: query "
+                                 f"(N, 1, hidden_size), got {tuple(query.shape)}")
+            context, weights = attend_rows(
+                self.Wa(query.reshape(query.shape[0], -1)), state.prepared_keys,
+                state.values, self.Va.weight, state.rows,
+                key_padding_mask=state.key_padding_mask, key_lengths=state.key_lengths,
+                backend=self.backend)
+            if query.dim() == 3:
+                context, weights = context.unsqueeze(1), weights.unsqueeze(1)
+            return context, weights, state
         context, weights = additive_attention(
             self.Wa(query), state.prepared_keys, state.values, self.Va.weight,
             key_padding_mask=state.key_padding_mask, key_lengths=state.key_lengths,

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from .._registry import converts
 from .._validation import check_backend
 from ..functional import PreparedKeys, additive_attention, prepare_keys
-from ..state import DecodingState, HoldsState, held, hold, register
+from ..state import DecodingState, HoldsState, held, hold, register, source
+from ._family import attend_rows
 
 __all__ = ["GlobalAttention", "OpenNMTAttentionState"]
 
@@ -32,12 +33,15 @@ __all__ = ["GlobalAttention", "OpenNMTAttentionState"]
 class OpenNMTAttentionState(DecodingState):
     """One source batch: memory ``(B, S, dim)`` (``enc_out``, the values), keys ``(B, S,
     dim)`` = ``linear_context(enc_out)``, key_exp (prepared keys) or None, lengths ``(B,)``
-    or None (every source position used)."""
+    or None (every source position used): the key side, at the ``B`` source rows. ``rows``
+    ``(N,)``: each hypothesis's source row after :meth:`reorder` (None: one per row); beam
+    search needs no ``tile`` of the memory bank."""
 
-    memory: Tensor
-    keys: Tensor
-    key_exp: Tensor | None = None
-    lengths: Tensor | None = None
+    memory: Tensor = source()
+    keys: Tensor = source()
+    key_exp: Tensor | None = source()
+    lengths: Tensor | None = source()
+    rows: Tensor | None = None
 
 
 def _bad(name: str, what: str, got: object) -> ValueError:
@@ -98,17 +102,22 @@ class GlobalAttention(HoldsState, nn.Module):
              ) -> tuple[Tensor, Tensor, OpenNMTAttentionState]:
         """src ``(B, dim)`` (one step) or ``(B, tgt_len, dim)`` -> ``(attn_h, align_vectors,
         state)``, shapes as :meth:`forward`."""
-        batch = state.memory.shape[0]
+        batch = state.memory.shape[0] if state.rows is None else state.rows.shape[0]
         if (not isinstance(src, Tensor) or src.dim() not in (2, 3) or src.shape[0] != batch
-                or src.shape[-1] != self.dim):
+                or src.shape[-1] != self.dim or (state.rows is not None and src.dim() != 2)):
             raise _bad("src", f"a ({batch}, dim={self.dim}) or ({batch}, tgt_len, "
-                       f"{self.dim}) tensor", src)
+                       f"{self.dim}) tensor (one step, 2-D, after reorder)", src)
         keys: Tensor | PreparedKeys = state.keys
         if state.key_exp is not None:
             keys = PreparedKeys(state.keys, state.key_exp)
-        context, align = additive_attention(
-            self.linear_query(src), keys, state.memory, self.v.weight,
-            key_lengths=state.lengths, return_weights=True, backend=self.backend)
+        if state.rows is not None:  # hypotheses on the source rows (after reorder)
+            context, align = attend_rows(self.linear_query(src), keys, state.memory,
+                                         self.v.weight, state.rows, key_lengths=state.lengths,
+                                         backend=self.backend)
+        else:
+            context, align = additive_attention(
+                self.linear_query(src), keys, state.memory, self.v.weight,
+                key_lengths=state.lengths, return_weights=True, backend=self.backend)
         attn_h = self.linear_out(torch.cat([context, src], -1))
         return attn_h, align, state
 
