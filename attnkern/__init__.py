@@ -16,6 +16,7 @@ from ._registry import from_module, replace_attention
 from .functional import (
     PreparedKeys,
     additive_attention,
+    additive_scores,
     get_backend,
     prepare_keys,
     set_backend,
@@ -48,6 +49,7 @@ __all__ = [
     "PreparedKeys",
     "TorchaudioAttention",
     "additive_attention",
+    "additive_scores",
     "clear_caches",
     "cpu_isa",
     "from_module",

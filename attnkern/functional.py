@@ -15,7 +15,7 @@ from torch import Tensor
 from . import _compat, ops, reference
 from ._validation import BACKENDS, check_backend, check_inputs
 
-__all__ = ["PreparedKeys", "additive_attention", "get_backend", "prepare_keys",
+__all__ = ["PreparedKeys", "additive_attention", "additive_scores", "get_backend", "prepare_keys",
            "resolve_backend", "set_backend", "using_backend"]
 
 _warned: set[str] = set()
@@ -278,6 +278,56 @@ def additive_attention(
             return_weights=True,
         )
     return (out, weights) if return_weights else out
+
+
+def additive_scores(
+    query: Tensor,
+    key: Tensor | PreparedKeys,
+    weight: Tensor,
+    *,
+    key_padding_mask: Tensor | None = None,
+    key_lengths: Tensor | None = None,
+    causal: bool = False,
+    backend: str = "auto",
+) -> Tensor:
+    """Fused additive energies, without the softmax:
+    ``e[b,i,j] = sum_h weight[h] * tanh(query[b,i,h] + key[b,j,h])``.
+
+    What sigmoid normalisation, forward and monotonic attention build on. On CPU one fused
+    op forward and backward (``attnkern::scores``, C++, every ISA path), never allocating the
+    ``(B, Tq, Tk, H)`` tanh tensor; on CUDA (no fused kernel yet) and for
+    ``backend="reference"`` the reference (standard ops, which build it).
+
+    Args:
+        query: ``(B, Tq, H)``, or ``(B, H)`` for one decoder step.
+        key: ``(B, Tk, H)`` or :class:`PreparedKeys`.
+        weight: ``(H,)`` or ``(1, H)``.
+        key_padding_mask, key_lengths, causal: which keys each row may use, as in
+            :func:`additive_attention`.
+        backend: as in :func:`additive_attention` (``"triton"`` runs the reference).
+
+    Returns:
+        ``(B, Tq, Tk)`` (``(B, Tk)`` for a 2-D query) in the input dtype; ``-inf`` where a
+        key is masked (a constant: no gradient flows there; a softmax over a row of only
+        masked keys is NaN, as in PyTorch).
+    """
+    key_exp = None
+    if type(key) is PreparedKeys:
+        key, key_exp = key
+    stand_in = key.new_empty(key.shape[0], key.shape[1], 0) if isinstance(
+        key, Tensor) and key.dim() == 3 else key  # no value: the checks of the attention's
+    q, k, v, w, mask, lengths, step, key_exp = check_inputs(
+        query, key, stand_in, weight, key_padding_mask, key_lengths, causal, False, key_exp)
+    if _exporting_to_onnx():
+        check_backend(backend)
+        impl = "reference"
+    else:
+        impl = _resolve(backend, q, k, v, w)
+    if impl == "op":
+        out: Tensor = ops.scores(q, k, w, mask, lengths, causal, key_exp)
+        return out
+    return reference.additive_scores(q, k, w, key_padding_mask=mask, key_lengths=lengths,
+                                     causal=causal)
 
 
 _exporting_to_onnx = _compat.exporting_to_onnx

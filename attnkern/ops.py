@@ -37,6 +37,13 @@ key_padding_mask?, key_lengths?, causal, key_exp?, weights?, value_grad=True) ->
     value-gradient pass (the autograd backward does this when value takes no gradient).
     Outputs are contiguous, in the input dtype, grad_query in query's shape.
 
+``attnkern::scores(query, key, weight, key_padding_mask?, key_lengths?, causal, key_exp?)
+-> energies`` and ``attnkern::scores_backward(grad, ...) -> (grad_query, grad_key,
+grad_weight)``: the energies ``weight . tanh(query_i + key_j)`` without the softmax,
+``(B, Tq, Tk)`` (``(B, Tk)`` for a 2-D query), ``-inf`` where masked; the checks of ``fwd``.
+CPU: C++ (csrc/kernels/scores.cpp) with C++ autograd; CUDA: the reference (no Triton kernel
+yet).
+
 Kernels: CPU from the C++ extension (``csrc/ops.cpp``, ``TORCH_LIBRARY_IMPL(attnkern,
 CPU)``), CUDA from Triton (registered here; decomposed under ``torch.compile`` like
 ``triton_op``, so Inductor sees the kernels). Every kernel checks its own inputs: the C++
@@ -243,6 +250,50 @@ def _location1_keys_backward_fake(grad, prev, conv_weight, dense_weight, prev_gr
         dense_weight.shape)
 
 
+def _no_value(key: Any) -> Any:
+    """The (B, Tk, 0) value the scores ops' checks stand in (the checks of fwd, no value)."""
+    return key.new_empty(key.shape[0], key.shape[1], 0) if isinstance(
+        key, Tensor) and key.dim() == 3 else key
+
+
+def _scores_fake(query, key, weight, key_padding_mask, key_lengths, causal, key_exp=None):
+    check_op_inputs("attnkern::scores", query, key, _no_value(key), weight, key_padding_mask,
+                    key_lengths, key_exp)
+    return query.new_empty(*query.shape[:-1], key.shape[1])
+
+
+def _scores_backward_fake(grad, query, key, weight, key_padding_mask, key_lengths, causal,
+                          key_exp=None):
+    check_op_inputs("attnkern::scores_backward", query, key, _no_value(key), weight,
+                    key_padding_mask, key_lengths, key_exp)
+    return query.new_empty(query.shape), key.new_empty(key.shape), weight.new_empty(weight.shape)
+
+
+# CUDA has no fused scores kernel yet (no Triton kernel written): the op runs the reference
+# there (it builds the (B, Tq, Tk, H) tanh tensor), so that a direct call works on every
+# device; attnkern.additive_scores calls the reference itself on CUDA.
+def _scores_cuda(query, key, weight, key_padding_mask, key_lengths, causal, key_exp=None):
+    from . import reference
+
+    check_op_inputs("attnkern::scores", query, key, _no_value(key), weight, key_padding_mask,
+                    key_lengths, key_exp)
+    return reference.additive_scores(query, key, weight, key_padding_mask=key_padding_mask,
+                                     key_lengths=key_lengths, causal=causal)
+
+
+def _scores_backward_cuda(grad, query, key, weight, key_padding_mask, key_lengths, causal,
+                          key_exp=None):
+    from . import reference
+
+    check_op_inputs("attnkern::scores_backward", query, key, _no_value(key), weight,
+                    key_padding_mask, key_lengths, key_exp)
+    with torch.enable_grad():
+        q, k, w = (t.detach().requires_grad_() for t in (query, key, weight))
+        e = reference.additive_scores(q, k, w, key_padding_mask=key_padding_mask,
+                                      key_lengths=key_lengths, causal=causal)
+        return torch.autograd.grad(e, (q, k, w), grad)
+
+
 def _missing_extension(*args: Any, **kwargs: Any) -> Any:
     raise RuntimeError(
         "attnkern._C (the C++ extension: the attnkern op schemas, CPU kernels and autograd) "
@@ -253,18 +304,23 @@ def _missing_extension(*args: Any, **kwargs: Any) -> Any:
 
 fwd: Any
 bwd: Any
+scores: Any
 location_windows: Any
 location1_keys: Any
 if HAS_CPP:
     fwd = torch.ops.attnkern.fwd.default
     bwd = torch.ops.attnkern.bwd.default
+    scores = torch.ops.attnkern.scores.default
     location_windows = torch.ops.attnkern.location_windows.default
     location1_keys = torch.ops.attnkern.location1_keys.default
 
     _lib = torch.library.Library("attnkern", "FRAGMENT")  # noqa: TOR901 (module global)
     _lib.impl("fwd", _eager_cuda(fwd_triton), "CUDA")
     _lib.impl("bwd", _eager_cuda(bwd_triton), "CUDA")
+    _lib.impl("scores", _scores_cuda, "CUDA")
+    _lib.impl("scores_backward", _scores_backward_cuda, "CUDA")
     for _name, _fake in (("fwd", _fwd_fake), ("bwd", _bwd_fake),
+                         ("scores", _scores_fake), ("scores_backward", _scores_backward_fake),
                          ("location_windows", _location_windows_fake),
                          ("location_windows_backward", _location_windows_backward_fake),
                          ("location1_keys", _location1_keys_fake),
@@ -279,7 +335,7 @@ if HAS_CPP:
                         .values() if isinstance(obj, triton.runtime.jit.JITFunction)]
             _compat.name_triton_kernels(("attnkern::fwd", "attnkern::bwd"), _kernels)
 else:
-    fwd = bwd = location_windows = location1_keys = _missing_extension
+    fwd = bwd = scores = location_windows = location1_keys = _missing_extension
 
 
 def clear_caches() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["additive_attention", "valid_keys", "compute_dtype"]
+__all__ = ["additive_attention", "additive_scores", "valid_keys", "compute_dtype"]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -117,6 +117,33 @@ def additive_attention(
     if step:
         out, alpha = out.squeeze(1), alpha.squeeze(1)
     return (out, alpha) if return_weights else out
+
+
+def additive_scores(
+    query: Tensor,
+    key: Tensor,
+    weight: Tensor,
+    *,
+    key_padding_mask: Tensor | None = None,
+    key_lengths: Tensor | None = None,
+    causal: bool = False,
+) -> Tensor:
+    """Reference energies ``e[b,i,j] = sum_h weight[h] * tanh(query[b,i,h] + key[b,j,h])``
+    (same semantics as :func:`attnkern.additive_scores`): ``(B, Tq, Tk)``, ``(B, Tk)`` for a
+    2-D query, in the input dtype; ``-inf`` where a key is masked (no gradient there).
+    Inputs are not validated here."""
+    step = query.dim() == 2
+    if step:
+        query = query.unsqueeze(1)
+    acc = compute_dtype(query.dtype)
+    q, k, w = (t.to(acc) for t in (query, key, weight))
+    scores = (torch.tanh(q[:, :, None, :] + k[:, None, :, :]) * w).sum(-1)
+    _, valid = _usable_keys(q.shape[1], k.shape[1], key_padding_mask, key_lengths, causal,
+                            q.device)
+    if valid is not None:
+        scores = torch.where(valid, scores, float("-inf"))
+    scores = scores.to(query.dtype)
+    return scores.squeeze(1) if step else scores
 
 
 def _usable_keys(tq: int, tk: int, key_padding_mask: Tensor | None,

@@ -139,10 +139,86 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_autograd(
                        key_padding_mask, key_lengths, causal, key_exp, weights, value_grad);
 }
 
+// ------------------------------------------------------------------ fused energies
+
+using ScoresSig = Tensor(const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
+                         const OptTensor&, bool, const OptTensor&);
+using ScoresBwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&,
+                                                        const Tensor&, const Tensor&,
+                                                        const OptTensor&, const OptTensor&,
+                                                        bool, const OptTensor&);
+
+const c10::TypedOperatorHandle<ScoresSig>& scores_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("attnkern::scores", "")
+                             .typed<ScoresSig>();
+  return op;
+}
+
+const c10::TypedOperatorHandle<ScoresBwdSig>& scores_bwd_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("attnkern::scores_backward", "")
+                             .typed<ScoresBwdSig>();
+  return op;
+}
+
+class ScoresFunction : public torch::autograd::Function<ScoresFunction> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& query, const Tensor& key,
+                        const Tensor& weight, const OptTensor& key_padding_mask,
+                        const OptTensor& key_lengths, bool causal, const OptTensor& key_exp) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->saved_data["causal"] = causal;
+    ctx->save_for_backward({query, key, weight, key_padding_mask.value_or(Tensor()),
+                            key_lengths.value_or(Tensor()), key_exp.value_or(Tensor())});
+    return scores_op().call(query, key, weight, key_padding_mask, key_lengths, causal,
+                            key_exp);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    auto [dq, dk, dw] = scores_bwd_op().call(
+        grads[0], saved[0], saved[1], saved[2], optional_of(saved[3]), optional_of(saved[4]),
+        ctx->saved_data["causal"].toBool(), optional_of(saved[5]));
+    return {dq, dk, dw, Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+Tensor scores_autograd(const Tensor& query, const Tensor& key, const Tensor& weight,
+                       const OptTensor& key_padding_mask, const OptTensor& key_lengths,
+                       bool causal, const OptTensor& key_exp) {
+  if (!at::GradMode::is_enabled() ||
+      !(query.requires_grad() || key.requires_grad() || weight.requires_grad())) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return scores_op().call(query, key, weight, key_padding_mask, key_lengths, causal,
+                            key_exp);
+  }
+  return ScoresFunction::apply(query, key, weight, key_padding_mask, key_lengths, causal,
+                               key_exp);
+}
+
+// No derivative of its own (as bwd): say so where one could be asked for.
+std::tuple<Tensor, Tensor, Tensor> scores_backward_autograd(
+    const Tensor& grad, const Tensor& query, const Tensor& key, const Tensor& weight,
+    const OptTensor& key_padding_mask, const OptTensor& key_lengths, bool causal,
+    const OptTensor& key_exp) {
+  TORCH_CHECK(!at::GradMode::is_enabled() ||
+                  !(grad.requires_grad() || query.requires_grad() || key.requires_grad() ||
+                    weight.requires_grad()),
+              "attnkern: gradients of gradients (backward with create_graph=True, double "
+              "backward) are not supported by the fused op; backend='reference' supports "
+              "them");
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return scores_bwd_op().call(grad, query, key, weight, key_padding_mask, key_lengths, causal,
+                              key_exp);
+}
+
 }  // namespace
 }  // namespace attnkern
 
 TORCH_LIBRARY_IMPL(attnkern, Autograd, m) {
   m.impl("fwd", &attnkern::fwd_autograd);
   m.impl("bwd", &attnkern::bwd_autograd);
+  m.impl("scores", &attnkern::scores_autograd);
+  m.impl("scores_backward", &attnkern::scores_backward_autograd);
 }

@@ -377,10 +377,108 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
                         key_padding_mask, key_lengths, causal, key_exp, weights, value_grad);
 }
 
+// ------------------------------------------------------------------ fused energies
+//
+// scores / scores_backward: the checks of fwd with no value (a (B, Tk, 0) stand-in, so
+// every message about query, key, weight and the masks reads as fwd's).
+
+Dims check_scores(const char* op, const Tensor& q, const Tensor& k, const Tensor& w,
+                  const std::optional<Tensor>& mask, const std::optional<Tensor>& lengths) {
+  const Tensor none = k.defined() && k.dim() == 3 ? k.new_empty({k.size(0), k.size(1), 0}) : k;
+  return check_inputs(op, q, k, none, w, mask, lengths);
+}
+
+template <typename T>
+ScoresFwdFn<T> scores_kernel(const KernelTable& kt);
+template <>
+ScoresFwdFn<float> scores_kernel<float>(const KernelTable& kt) { return kt.scores_fwd_f; }
+template <>
+ScoresFwdFn<double> scores_kernel<double>(const KernelTable& kt) { return kt.scores_fwd_d; }
+template <typename T>
+ScoresBwdFn<T> scores_backward_kernel(const KernelTable& kt);
+template <>
+ScoresBwdFn<float> scores_backward_kernel<float>(const KernelTable& kt) {
+  return kt.scores_bwd_f;
+}
+template <>
+ScoresBwdFn<double> scores_backward_kernel<double>(const KernelTable& kt) {
+  return kt.scores_bwd_d;
+}
+
+template <typename T>
+Tensor scores_run(const char* op, const Dims& d, const Tensor& query, const Tensor& key,
+                  const Tensor& weight, const std::optional<Tensor>& key_padding_mask,
+                  const std::optional<Tensor>& key_lengths, bool causal,
+                  const std::optional<Tensor>& key_exp) {
+  constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
+  Tensor q = prep(query, acc), k = prep(key, acc), w = prep(weight, acc);
+  Tensor ek = prep_key_exp(op, key_exp, d, acc);
+  Tensor mask = key_padding_mask.has_value() ? key_padding_mask->contiguous() : Tensor();
+  Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
+  Tensor out = new_empty(d.rows(d.Tk), acc);
+  const MaskArgs mk = make_masks(d, mask, len, causal);
+  if (d.B * d.Tq * d.Tk > 0) {
+    scores_kernel<T>(active_kernels())(q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek),
+                                       w.data_ptr<T>(), mk, d.B, d.Tq, d.Tk, d.H,
+                                       out.data_ptr<T>());
+  }
+  return cast(out, query.scalar_type());
+}
+
+Tensor scores_cpu(const Tensor& query, const Tensor& key, const Tensor& weight,
+                  const std::optional<Tensor>& key_padding_mask,
+                  const std::optional<Tensor>& key_lengths, bool causal,
+                  const std::optional<Tensor>& key_exp) {
+  const char* op = "attnkern::scores";
+  const Dims d = check_scores(op, query, key, weight, key_padding_mask, key_lengths);
+  if (query.scalar_type() == at::kDouble)
+    return scores_run<double>(op, d, query, key, weight, key_padding_mask, key_lengths, causal,
+                              key_exp);
+  return scores_run<float>(op, d, query, key, weight, key_padding_mask, key_lengths, causal,
+                           key_exp);
+}
+
+template <typename T>
+std::tuple<Tensor, Tensor, Tensor> scores_backward_run(
+    const char* op, const Dims& d, const Tensor& grad, const Tensor& query, const Tensor& key,
+    const Tensor& weight, const std::optional<Tensor>& key_padding_mask,
+    const std::optional<Tensor>& key_lengths, bool causal,
+    const std::optional<Tensor>& key_exp) {
+  constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
+  const auto dtype = query.scalar_type();
+  Tensor g = prep(grad, acc), q = prep(query, acc), k = prep(key, acc), w = prep(weight, acc);
+  Tensor ek = prep_key_exp(op, key_exp, d, acc);
+  Tensor mask = key_padding_mask.has_value() ? key_padding_mask->contiguous() : Tensor();
+  Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
+  Tensor dq = new_empty(query.sizes(), acc), dk = new_empty({d.B, d.Tk, d.H}, acc);
+  Tensor dw = new_empty({d.H}, acc);
+  const MaskArgs mk = make_masks(d, mask, len, causal);
+  scores_backward_kernel<T>(active_kernels())(
+      g.data_ptr<T>(), q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek), w.data_ptr<T>(),
+      mk, d.B, d.Tq, d.Tk, d.H, dq.data_ptr<T>(), dk.data_ptr<T>(), dw.data_ptr<T>());
+  return {cast(dq, dtype), cast(dk, dtype), cast(dw, dtype)};
+}
+
+std::tuple<Tensor, Tensor, Tensor> scores_backward_cpu(
+    const Tensor& grad, const Tensor& query, const Tensor& key, const Tensor& weight,
+    const std::optional<Tensor>& key_padding_mask, const std::optional<Tensor>& key_lengths,
+    bool causal, const std::optional<Tensor>& key_exp) {
+  const char* op = "attnkern::scores_backward";
+  const Dims d = check_scores(op, query, key, weight, key_padding_mask, key_lengths);
+  check_rows(op, "grad", grad, d, d.Tk);
+  if (query.scalar_type() == at::kDouble)
+    return scores_backward_run<double>(op, d, grad, query, key, weight, key_padding_mask,
+                                       key_lengths, causal, key_exp);
+  return scores_backward_run<float>(op, d, grad, query, key, weight, key_padding_mask,
+                                    key_lengths, causal, key_exp);
+}
+
 }  // namespace
 }  // namespace attnkern
 
 TORCH_LIBRARY_IMPL(attnkern, CPU, m) {
   m.impl("fwd", &attnkern::fwd_cpu);
   m.impl("bwd", &attnkern::bwd_cpu);
+  m.impl("scores", &attnkern::scores_cpu);
+  m.impl("scores_backward", &attnkern::scores_backward_cpu);
 }

@@ -24,6 +24,17 @@ TORCH_LIBRARY(attnkern, m) {
       "Tensor weight, Tensor out, Tensor lse, Tensor? key_padding_mask, Tensor? key_lengths, "
       "bool causal, Tensor? key_exp=None, Tensor? weights=None, bool value_grad=True) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
+  // Fused energies e = weight . tanh(query_i + key_j), (B, Tq, Tk) or (B, Tk) for a 2-D
+  // query, -inf where a key is masked (csrc/kernels/scores.cpp); key_exp as for fwd. Its
+  // backward from grad (e's shape; masked entries ignored) -> (grad_query, grad_key,
+  // grad_weight).
+  m.def(
+      "scores(Tensor query, Tensor key, Tensor weight, Tensor? key_padding_mask, "
+      "Tensor? key_lengths, bool causal, Tensor? key_exp=None) -> Tensor");
+  m.def(
+      "scores_backward(Tensor grad, Tensor query, Tensor key, Tensor weight, "
+      "Tensor? key_padding_mask, Tensor? key_lengths, bool causal, Tensor? key_exp=None) "
+      "-> (Tensor, Tensor, Tensor)");
   // The location layer's windows (csrc/location.cpp): im2col of a 1-D convolution with
   // each channel's taps zero-padded to `taps`, (B, C, T) -> (B * T, C * taps), and its
   // adjoint.

@@ -66,6 +66,32 @@ def backend(request):
     return request.param
 
 
+def _isas():
+    if not ops.HAS_CPP:
+        return ["none"]
+    import importlib
+
+    return list(importlib.import_module("attnkern._C").available_isas())
+
+
+@pytest.fixture(scope="module", params=_isas())
+def every_isa(request):
+    """Run a module's tests once per ISA path this CPU can run (the C++ kernel table is
+    switched for the module; use with ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    if not ops.HAS_CPP:
+        yield None
+        return
+    import importlib
+
+    import attnkern
+
+    ext = importlib.import_module("attnkern._C")
+    before = attnkern.cpu_isa()
+    ext.set_isa(request.param)
+    yield request.param
+    ext.set_isa(before)
+
+
 def pytest_collection_modifyitems(config, items):
     # Tests needing a GPU are marked `gpu`; skip them cleanly where there is no CUDA.
     if torch.cuda.is_available():

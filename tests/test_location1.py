@@ -8,34 +8,16 @@ than T (taps reading only padding), A not a multiple of the 16 partial sums, C =
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-import attnkern
 from attnkern import ops
 from attnkern.modules.espnet import location_keys
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     not ops.HAS_CPP, reason=f"attnkern._C is not built ({ops.CPP_IMPORT_ERROR})"
-)
-
-ISAS = tuple(importlib.import_module("attnkern._C").available_isas()) if ops.HAS_CPP else ()
-
-
-@pytest.fixture(autouse=True, scope="module", params=ISAS or ["none"])
-def isa(request):
-    if not ops.HAS_CPP:
-        yield None
-        return
-    ext = importlib.import_module("attnkern._C")
-    before = attnkern.cpu_isa()
-    ext.set_isa(request.param)
-    yield request.param
-    ext.set_isa(before)
-
+), pytest.mark.usefixtures("every_isa")]  # every ISA path this CPU has (tests/conftest.py)
 
 def _reference(base, prev, cw, dw):
     """Standard ops: conv1d (K = 2P + 1, P zeros each side), then the dense C -> A."""

@@ -85,6 +85,18 @@ using Location1BwdFn = void (*)(const T* g, const T* prev, const T* cw, const T*
                                 int64_t B, int64_t Tn, int64_t A, int64_t C, int64_t K,
                                 T* gprev, T* gcw, T* gdw);
 
+// Fused energies (kernels/scores.cpp): q (B,Tq,H), k (B,Tk,H), ek = exp(2k) or null, w (H)
+//   -> out (B,Tq,Tk) = w . tanh(q_i + k_j), -inf where masked.
+template <typename T>
+using ScoresFwdFn = void (*)(const T* q, const T* k, const T* ek, const T* w,
+                             const MaskArgs& mk, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                             T* out);
+// Their backward from g (B,Tq,Tk) (masked entries ignored) -> dq, dk, dw.
+template <typename T>
+using ScoresBwdFn = void (*)(const T* g, const T* q, const T* k, const T* ek, const T* w,
+                             const MaskArgs& mk, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                             T* dq, T* dk, T* dw);
+
 // One ISA's kernels (defined in kernels/table.cpp of that ISA's build).
 struct KernelTable {
   const char* name;  // "scalar" | "avx2" | "avx512" | "neon"
@@ -99,6 +111,10 @@ struct KernelTable {
   Location1FwdFn<double> loc1_fwd_d;
   Location1BwdFn<float> loc1_bwd_f;
   Location1BwdFn<double> loc1_bwd_d;
+  ScoresFwdFn<float> scores_fwd_f;
+  ScoresFwdFn<double> scores_fwd_d;
+  ScoresBwdFn<float> scores_bwd_f;
+  ScoresBwdFn<double> scores_bwd_d;
 };
 
 namespace scalar { extern const KernelTable table; }

@@ -28,6 +28,15 @@ void location1_backward_impl(const T* g, const T* prev, const T* cw, const T* dw
                              int64_t Tn, int64_t A, int64_t C, int64_t K, T* gprev, T* gcw,
                              T* gdw);
 
+template <typename T>
+void scores_forward_impl(const T* q, const T* k, const T* ek, const T* w, const MaskArgs& mk,
+                         int64_t B, int64_t Tq, int64_t Tk, int64_t H, T* out);
+
+template <typename T>
+void scores_backward_impl(const T* g, const T* q, const T* k, const T* ek, const T* w,
+                          const MaskArgs& mk, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                          T* dq, T* dk, T* dw);
+
 // The work split of forward_impl / backward_impl (plan.cpp; fields and invariants in api.h).
 ForwardPlan plan_forward(int64_t B, int64_t Tq, int64_t Tk, int64_t Hp, int64_t Dv,
                          int64_t threads);

@@ -11,7 +11,9 @@ const KernelTable table = {ATTNKERN_STR(ATTNKERN_ISA), &forward_impl<float>,
                            &backward_impl<double>, &plan_forward, &plan_backward,
                            &location1_forward_impl<float>, &location1_forward_impl<double>,
                            &location1_backward_impl<float>,
-                           &location1_backward_impl<double>};
+                           &location1_backward_impl<double>,
+                           &scores_forward_impl<float>, &scores_forward_impl<double>,
+                           &scores_backward_impl<float>, &scores_backward_impl<double>};
 
 }  // namespace ATTNKERN_ISA
 }  // namespace attnkern
