@@ -314,10 +314,9 @@ def additive_scores(
     key_exp = None
     if type(key) is PreparedKeys:
         key, key_exp = key
-    stand_in = key.new_empty(key.shape[0], key.shape[1], 0) if isinstance(
-        key, Tensor) and key.dim() == 3 else key  # no value: the checks of the attention's
-    q, k, v, w, mask, lengths, step, key_exp = check_inputs(
-        query, key, stand_in, weight, key_padding_mask, key_lengths, causal, False, key_exp)
+    q, k, v, w, mask, lengths, step, key_exp = check_inputs(  # the attention's, no value
+        query, key, ops._no_value(key), weight, key_padding_mask, key_lengths, causal, False,
+        key_exp)
     if _exporting_to_onnx():
         check_backend(backend)
         impl = "reference"
