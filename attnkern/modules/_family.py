@@ -1,8 +1,8 @@
 """Pieces the attention family shares (forward attention, Coqui, monotonic).
 
 ``_energies`` is the one place raw additive energies ``e = v . tanh(q + k)`` are computed
-without a softmax (sigmoid normalisation, monotonic attention); it is written with standard
-ops and is the place to swap in a fused ``attnkern.additive_scores``. Where the softmax of
+without a softmax (sigmoid normalisation, monotonic attention): the fused
+``attnkern.additive_scores``. Where the softmax of
 the energies is what is needed, the modules call the fused :func:`attnkern.additive_attention`
 instead (:func:`softmax_weights` when only the weights are used).
 """
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import ops
-from ..functional import PreparedKeys, additive_attention
+from ..functional import PreparedKeys, additive_attention, additive_scores
 from ..state import eager as _eager
 from ..state import record
 
@@ -38,18 +38,17 @@ def context_of(weights: Tensor, memory: Tensor, token: Tensor | None = None,
     return record(token, y, weights)  # type: ignore[arg-type]
 
 
-def _energies(query: Tensor, key: Tensor, weight: Tensor) -> Tensor:
+def _energies(query: Tensor, key: Tensor, weight: Tensor,
+              key_padding_mask: Tensor | None = None, backend: str = "auto") -> Tensor:
     """Raw energies ``e[b, j] = sum_h weight[h] * tanh(query[b, h] + key[b, j, h])``.
 
     query ``(B, H)`` -> ``(B, Tk)``, or ``(B, Tq, H)`` -> ``(B, Tq, Tk)``; key ``(B, Tk, H)``;
-    weight ``(H,)``. Standard ops: materialises ``(B, [Tq,] Tk, H)`` (the tanh is done in
-    place on the sum, which autograd allows: the add saves nothing).
+    weight ``(H,)``; key_padding_mask ``(B, Tk)`` bool, True = masked: ``-inf`` there. The
+    fused :func:`attnkern.additive_scores` (on CPU one C++ op forward and backward, never the
+    ``(B, [Tq,] Tk, H)`` tanh tensor).
     """
-    if query.dim() == 2:
-        s = key + query.unsqueeze(1)
-    else:
-        s = key.unsqueeze(1) + query.unsqueeze(2)
-    return torch.matmul(torch.tanh_(s), weight)
+    return additive_scores(query, key, weight, key_padding_mask=key_padding_mask,
+                           backend=backend)
 
 
 def attention_with_store(query: Tensor, key: Tensor | PreparedKeys, memory: Tensor,

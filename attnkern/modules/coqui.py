@@ -237,9 +237,8 @@ class OriginalAttention(nn.Module):
                     context = torch.where(first, fixed, context)
             new_win = alignment.argmax(1) if win is not None else None
         else:
-            e = _energies(query_proj, keys, v_weight) + v_bias
-            if mask is not None:
-                e = e.masked_fill(mask, self._mask_value)
+            # -inf (Coqui's mask value) at masked keys, from the op: they cost nothing there
+            e = _energies(query_proj, keys, v_weight, mask, self.backend) + v_bias
             if first is not None:
                 e = torch.cat((torch.where(first, e.amax(1, keepdim=True), e[:, :1]), e[:, 1:]), 1)
             # argmax of the energies (the sigmoid saturates: ties where e does not)

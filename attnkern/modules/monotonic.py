@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validation import check_backend
 from ..reference import compute_dtype
 from ..state import DecodingState, register, shared, weight_grad_store
 from ._family import _energies, context_of, lengths_mask
@@ -127,6 +128,7 @@ class MonotonicAttention(nn.Module):
             e.g. -4 so that attention starts by moving on).
         normalize: weight-normalised ``v`` (``g v / ||v||``, ``g = sqrt(1/hidden_dim)``
             initially) and a bias ``b`` inside the tanh, as TF-Addons' ``normalize=True``.
+        backend: passed to the fused energies, :func:`attnkern.additive_scores`.
 
     Parameters: ``query_proj.weight`` ``(H, query_dim)``, ``key_proj.weight`` ``(H,
     key_dim)`` (no biases), ``v`` ``(H,)``, ``score_bias`` ``()``; with normalize ``g``
@@ -141,7 +143,7 @@ class MonotonicAttention(nn.Module):
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int, *,
                  mode: str = "parallel", sigmoid_noise: float = 0.0,
                  score_bias_init: float = 0.0, normalize: bool = False,
-                 device: torch.device | str | None = None,
+                 backend: str = "auto", device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
         for name, val in (("query_dim", query_dim), ("key_dim", key_dim),
@@ -155,6 +157,7 @@ class MonotonicAttention(nn.Module):
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.query_dim, self.key_dim, self.hidden_dim = query_dim, key_dim, hidden_dim
         self.mode, self.sigmoid_noise = mode, float(sigmoid_noise)
+        self.backend = check_backend(backend)
         self.score_bias_init, self.normalize = float(score_bias_init), normalize
         self.query_proj = nn.Linear(query_dim, hidden_dim, bias=False, **factory)
         self.key_proj = nn.Linear(key_dim, hidden_dim, bias=False, **factory)
@@ -231,7 +234,8 @@ class MonotonicAttention(nn.Module):
                 or query.shape[0] != state.keys.shape[0]:
             raise ValueError(f"query must be ({state.keys.shape[0]}, {self.query_dim}), got "
                              f"{tuple(query.shape) if isinstance(query, Tensor) else query}")
-        score = _energies(self.query_proj(query), state.keys, self.score_vector()) + self.score_bias
+        score = _energies(self.query_proj(query), state.keys, self.score_vector(),
+                          state.mask, self.backend) + self.score_bias
         p = self._p_choose(score, state.mask)
         alignment = monotonic_alignment(p, state.alignment, self.mode)
         context = context_of(alignment, state.values, state.value_store, state.store_of)
@@ -255,8 +259,8 @@ class MonotonicAttention(nn.Module):
             raise ValueError(f"query must be (B, Tq, {self.query_dim}) or (B, {self.query_dim}),"
                              f" got {tuple(query.shape)}")
         # every step's energies in one call; the alignment recursion is over the steps
-        scores = _energies(self.query_proj(query), state.keys, self.score_vector()) \
-            + self.score_bias  # (B, Tq, T)
+        scores = _energies(self.query_proj(query), state.keys, self.score_vector(),
+                           state.mask, self.backend) + self.score_bias  # (B, Tq, T)
         p_all = self._p_choose(scores, state.mask.unsqueeze(1))
         alignment, rows = state.alignment, []
         for i in range(query.shape[1]):
