@@ -23,7 +23,8 @@ of a content-based state, kept at the ``B`` source rows: ``reorder`` composes th
 ``rows`` field, hypothesis -> source row, instead of copying it per hypothesis; see
 :func:`attnkern.modules._family.attend_rows`), or :func:`batch_store` (a weight-gradient
 store of a batched operand, which ``reorder`` drops: the reordered rows are a new tensor,
-whose gradient plain autograd then carries).
+whose gradient plain autograd then carries). A :func:`prepared` field (a key's ``exp(2k)``)
+is made from another field, and ``replace`` clears it when that field changes without it.
 
 Weight-gradient stores (Megatron's and zero-bubble's ``WeightGradStore``): a decoder step
 ``y_s = a_s @ M`` with an operand ``M`` that is the same tensor at every step (the values,
@@ -45,7 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -55,9 +56,8 @@ from ._compat import forward_hooks_free as hooks_free
 from ._compat import is_eager as eager
 
 __all__ = ["DecodingState", "HoldsState", "batch_store", "eager", "held", "hold", "hooks_free",
-           "record", "record_linear", "register", "rehold", "same_tensors", "shared", "source",
-           "usable",
-           "weight_grad_store"]
+           "prepared", "record", "record_linear", "register", "rehold", "same_tensors",
+           "shared", "source", "usable", "weight_grad_store"]
 
 S = TypeVar("S", bound="DecodingState")
 
@@ -74,6 +74,17 @@ def source(default: Any = None) -> Any:
     return dataclasses.field(default=default, metadata={"reorder": "source"})
 
 
+def prepared(of: str, *, at_source: bool = False) -> Any:
+    """A state field computed from field ``of`` (its keys' ``exp(2k)``): ``replace`` with a
+    new ``of`` and no new value for it sets it to None (the op then works from ``of``
+    itself), so it never outlives what it was made from. ``at_source``: held at the
+    source rows, as :func:`source`; else per hypothesis."""
+    meta = {"prepared_from": of}
+    if at_source:
+        meta["reorder"] = "source"
+    return dataclasses.field(default=None, metadata=meta)
+
+
 def batch_store(default: Any = None) -> Any:
     """A weight-gradient store of a batched operand: ``reorder`` drops it (sets None)."""
     return dataclasses.field(default=default, metadata={"reorder": "drop"})
@@ -84,8 +95,16 @@ class DecodingState:
     """Base of the modules' states. Subclasses are frozen dataclasses of tensor (or None)
     fields, each registered as a pytree node with :func:`register`."""
 
+    # (field, the field it is prepared from) of the class's prepared() fields, by register
+    _prepared_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
+
     def replace(self: S, **changes: Any) -> S:
-        """A copy with some fields changed (the step's way of returning a new state)."""
+        """A copy with some fields changed (the step's way of returning a new state). A
+        :func:`prepared` field whose source field changes, and that is not given itself,
+        becomes None."""
+        for name, of in type(self)._prepared_fields:
+            if of in changes and name not in changes:
+                changes[name] = None
         return dataclasses.replace(self, **changes)
 
     def reorder(self: S, index: Tensor) -> S:
@@ -125,6 +144,14 @@ def register(cls: type[S]) -> type[S]:
     if clash:
         raise TypeError(f"{cls.__name__}: field {clash[0][0]!r} is a prefix of "
                         f"{clash[0][1]!r} (torch.export cannot guard such a state)")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    prepared_fields = tuple((f.name, f.metadata["prepared_from"]) for f in fields.values()
+                            if "prepared_from" in f.metadata)
+    for name, of in prepared_fields:
+        if of not in fields:
+            raise TypeError(f"{cls.__name__}: field {name!r} is prepared from {of!r}, "
+                            "which is not a field")
+    cls._prepared_fields = prepared_fields
     torch.export.register_dataclass(cls, serialized_type_name=f"attnkern.{cls.__name__}")
     return cls
 

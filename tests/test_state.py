@@ -512,3 +512,41 @@ def test_onnx_step_with_the_state_in_and_out(tmp_path):
     want = [c, w, *pytree.tree_leaves(new)]
     assert len(got) == len(want)
     _close(got, want, "onnxruntime step")
+
+
+def test_prepared_field_cleared_when_its_source_is_replaced():
+    # a key's exp(2k) must never outlive the keys it was made from: replace(keys=...) alone
+    # clears it (the op then works from the new keys), with both given it is kept
+    torch.manual_seed(0)
+    layer = attnkern.MonotonicAttention(6, 5, 4)
+    memory, other = torch.randn(2, 7, 5), torch.randn(2, 7, 5)
+    query = torch.randn(2, 6)
+    state = layer.start(memory)
+    assert state.key_exp is not None
+    fresh = layer.start(other)
+    swapped = state.replace(keys=fresh.keys)
+    assert swapped.key_exp is None
+    kept = state.replace(keys=fresh.keys, key_exp=fresh.key_exp)
+    assert kept.key_exp is fresh.key_exp
+    assert state.replace(alignment=state.alignment * 1).key_exp is state.key_exp
+    # the step on the swapped keys is the step of a state started on them
+    c_swap, a_swap, _ = layer.step(query, swapped.replace(values=fresh.values))
+    c_ref, a_ref, _ = layer.step(query, fresh)
+    torch.testing.assert_close(a_swap, a_ref)
+    torch.testing.assert_close(c_swap, c_ref)
+    # the same rule on a state held at the source rows (AdditiveState)
+    add = attnkern.AdditiveAttention(6, 5, 4)
+    st = add.start(memory, memory)
+    if st.keys_exp is not None:
+        assert st.replace(projected_keys=st.projected_keys * 2).keys_exp is None
+
+
+def test_prepared_field_must_name_a_field():
+    from attnkern.state import DecodingState, prepared, register
+
+    with pytest.raises(TypeError, match="prepared from 'nope'"):
+        @register
+        @dataclasses.dataclass(frozen=True)
+        class Bad(DecodingState):
+            keys: torch.Tensor
+            key_exp: torch.Tensor | None = prepared("nope")

@@ -38,14 +38,14 @@ def context_of(weights: Tensor, memory: Tensor, token: Tensor | None = None,
     return record(token, y, weights)  # type: ignore[arg-type]
 
 
-def _energies(query: Tensor, key: Tensor, weight: Tensor,
+def _energies(query: Tensor, key: Tensor | PreparedKeys, weight: Tensor,
               key_padding_mask: Tensor | None = None, backend: str = "auto") -> Tensor:
     """Raw energies ``e[b, j] = sum_h weight[h] * tanh(query[b, h] + key[b, j, h])``.
 
-    query ``(B, H)`` -> ``(B, Tk)``, or ``(B, Tq, H)`` -> ``(B, Tq, Tk)``; key ``(B, Tk, H)``;
-    weight ``(H,)``; key_padding_mask ``(B, Tk)`` bool, True = masked: ``-inf`` there. The
-    fused :func:`attnkern.additive_scores` (on CPU one C++ op forward and backward, never the
-    ``(B, [Tq,] Tk, H)`` tanh tensor).
+    query ``(B, H)`` -> ``(B, Tk)``, or ``(B, Tq, H)`` -> ``(B, Tq, Tk)``; key ``(B, Tk, H)``
+    or its :class:`PreparedKeys`; weight ``(H,)``; key_padding_mask ``(B, Tk)`` bool, True =
+    masked: ``-inf`` there. The fused :func:`attnkern.additive_scores` (on CPU one C++ op
+    forward and backward, never the ``(B, [Tq,] Tk, H)`` tanh tensor).
     """
     return additive_scores(query, key, weight, key_padding_mask=key_padding_mask,
                            backend=backend)

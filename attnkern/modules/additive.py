@@ -13,7 +13,17 @@ from torch import Tensor, nn
 from .._registry import converts
 from .._validation import check_backend
 from ..functional import PreparedKeys, additive_attention, prepare_keys
-from ..state import DecodingState, HoldsState, held, hold, hooks_free, register, rehold, source
+from ..state import (
+    DecodingState,
+    HoldsState,
+    held,
+    hold,
+    hooks_free,
+    prepared,
+    register,
+    rehold,
+    source,
+)
 from ._checks import check_positive_ints
 from ._family import attend_rows
 
@@ -32,7 +42,7 @@ class AdditiveState(DecodingState):
 
     projected_keys: Tensor = source()
     values: Tensor = source()
-    keys_exp: Tensor | None = source()
+    keys_exp: Tensor | None = prepared("projected_keys", at_source=True)
     key_padding_mask: Tensor | None = source()
     key_lengths: Tensor | None = source()
     rows: Tensor | None = None

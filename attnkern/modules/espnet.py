@@ -35,6 +35,7 @@ from .._registry import converts
 from .._validation import check_backend
 from ..functional import PreparedKeys, prepare_keys
 from ..state import DecodingState, batch_store, register, weight_grad_store
+from ..state import prepared as _prepared
 from ._family import attention_with_store
 
 __all__ = ["AttAdd", "AttCov", "AttCovLoc", "AttLoc", "AttLocRec", "AttMultiHeadAdd",
@@ -160,7 +161,7 @@ class EspnetAttentionState(DecodingState):
     memory: Tensor
     keys: Tensor
     lengths: Tensor
-    key_exp: Tensor | None = None
+    key_exp: Tensor | None = _prepared("keys")
     prev: Tensor | None = None
     att_h: Tensor | None = None
     att_c: Tensor | None = None
@@ -184,7 +185,7 @@ class EspnetMultiHeadState(DecodingState):
     keys: tuple[Tensor, ...]
     values: tuple[Tensor, ...]
     lengths: Tensor
-    key_exp: tuple[Tensor, ...] | None = None
+    key_exp: tuple[Tensor, ...] | None = _prepared("keys")
     # each head's values' weight-gradient store (or None); reorder drops them
     stores: tuple[Tensor | None, ...] | None = batch_store()
 

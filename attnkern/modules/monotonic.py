@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_backend
+from ..functional import PreparedKeys, prepare_keys
 from ..reference import compute_dtype
-from ..state import DecodingState, register, shared, weight_grad_store
+from ..state import DecodingState, prepared, register, shared, weight_grad_store
 from ._family import _energies, context_of, lengths_mask
 
 __all__ = ["MonotonicAttention", "MonotonicState", "monotonic_alignment", "safe_cumprod"]
@@ -101,13 +102,15 @@ def monotonic_alignment(p_choose: Tensor, previous_alignment: Tensor,
 class MonotonicState(DecodingState):
     """Per-sequence state of :class:`MonotonicAttention`: keys ``(B, T, H)`` (projected
     memory), values ``(B, T, Dv)``, mask ``(B, T)`` bool (True = padding), alignment
-    ``(B, T)`` (the previous step's; one-hot at 0 initially), value_store (the values'
-    weight-gradient store, shared)."""
+    ``(B, T)`` (the previous step's; one-hot at 0 initially), key_exp ``exp(2 keys)``
+    (:func:`attnkern.prepare_keys` on CPU, else None: replace it with ``keys``, or set it
+    to None), value_store (the values' weight-gradient store, shared)."""
 
     keys: Tensor
     values: Tensor
     mask: Tensor
     alignment: Tensor
+    key_exp: Tensor | None = prepared("keys")
     value_store: Tensor | None = shared()
     store_of: Tensor | None = shared()  # the tensor value_store was made for
 
@@ -217,7 +220,10 @@ class MonotonicAttention(nn.Module):
             keys = keys + self.b
         alignment = memory.new_zeros(batch, steps)
         alignment[:, 0] = 1.0  # TF-Addons' initial_alignments: one-hot at 0
-        return MonotonicState(keys, values, mask, alignment, weight_grad_store(values), values)
+        # the keys are the same every step: their exp(2k) once (the op's tanh from it)
+        key_exp = prepare_keys(keys).key_exp
+        return MonotonicState(keys, values, mask, alignment, key_exp,
+                              weight_grad_store(values), values)
 
     def _p_choose(self, score: Tensor, mask: Tensor) -> Tensor:
         if self.sigmoid_noise > 0 and self.training:
@@ -234,7 +240,8 @@ class MonotonicAttention(nn.Module):
                 or query.shape[0] != state.keys.shape[0]:
             raise ValueError(f"query must be ({state.keys.shape[0]}, {self.query_dim}), got "
                              f"{tuple(query.shape) if isinstance(query, Tensor) else query}")
-        score = _energies(self.query_proj(query), state.keys, self.score_vector(),
+        score = _energies(self.query_proj(query), PreparedKeys(state.keys, state.key_exp),
+                          self.score_vector(),
                           state.mask, self.backend) + self.score_bias
         p = self._p_choose(score, state.mask)
         alignment = monotonic_alignment(p, state.alignment, self.mode)
@@ -259,7 +266,8 @@ class MonotonicAttention(nn.Module):
             raise ValueError(f"query must be (B, Tq, {self.query_dim}) or (B, {self.query_dim}),"
                              f" got {tuple(query.shape)}")
         # every step's energies in one call; the alignment recursion is over the steps
-        scores = _energies(self.query_proj(query), state.keys, self.score_vector(),
+        scores = _energies(self.query_proj(query), PreparedKeys(state.keys, state.key_exp),
+                           self.score_vector(),
                            state.mask, self.backend) + self.score_bias  # (B, Tq, T)
         p_all = self._p_choose(scores, state.mask.unsqueeze(1))
         alignment, rows = state.alignment, []

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from .._registry import converts
 from .._validation import check_backend
 from ..functional import PreparedKeys, additive_attention, prepare_keys
-from ..state import DecodingState, HoldsState, held, hold, register, source
+from ..state import DecodingState, HoldsState, held, hold, prepared, register, source
 from ._family import attend_rows
 
 __all__ = ["GlobalAttention", "OpenNMTAttentionState"]
@@ -39,7 +39,7 @@ class OpenNMTAttentionState(DecodingState):
 
     memory: Tensor = source()
     keys: Tensor = source()
-    key_exp: Tensor | None = source()
+    key_exp: Tensor | None = prepared("keys", at_source=True)
     lengths: Tensor | None = source()
     rows: Tensor | None = None
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from .._registry import converts
 from .._validation import check_backend
 from ..functional import PreparedKeys, prepare_keys
-from ..state import DecodingState, batch_store, register, weight_grad_store
+from ..state import DecodingState, batch_store, prepared, register, weight_grad_store
 from ._family import attention_with_store
 from .espnet import location_keys
 
@@ -44,7 +44,7 @@ class SpeechBrainAttentionState(DecodingState):
     memory: Tensor
     keys: Tensor
     padding: Tensor
-    key_exp: Tensor | None = None
+    key_exp: Tensor | None = prepared("keys")
     prev: Tensor | None = None
     # memory's weight-gradient store; reorder drops it (the reordered memory is a new
     # tensor: its gradient flows through index_select)
