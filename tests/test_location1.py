@@ -161,3 +161,19 @@ def test_location_keys_takes_the_op_and_matches_the_standard_path(conv_rank, mon
     std = location_keys(base, prev, conv_weight, dw, 5)
     torch.testing.assert_close(got, std, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(got, _reference(base, prev, cw, dw), atol=1e-12, rtol=1e-12)
+
+
+def test_location_keys_takes_the_gemm_where_the_op_does_more_work(monkeypatch):
+    """ESPnet's Tacotron 2 AttLoc geometry (32 filters x 31 taps into att_dim 512): the op
+    would do more multiply-adds than the folded filter's GEMM, so the GEMM runs (same
+    numbers); at LAS's 10 x 201 into 320 the op does."""
+    calls = []
+    real = ops.location1_keys
+    monkeypatch.setattr(ops, "location1_keys", lambda *a: calls.append(1) or real(*a))
+    base, prev, cw, dw = _inputs(2, 19, 512, 32, 31)
+    got = location_keys(base, prev, cw.view(32, 1, 1, 31), dw, 15)
+    assert not calls
+    torch.testing.assert_close(got, _reference(base, prev, cw, dw), atol=1e-10, rtol=1e-10)
+    base, prev, cw, dw = _inputs(2, 19, 320, 10, 201)
+    location_keys(base, prev, cw.view(10, 1, 1, 201), dw, 100)
+    assert calls

@@ -36,7 +36,7 @@ from .._validation import check_backend
 from ..functional import PreparedKeys, prepare_keys
 from ..state import DecodingState, batch_store, register, weight_grad_store
 from ..state import prepared as _prepared
-from ._family import attention_with_store
+from ._family import attention_with_store, fold_location_filter, location_term
 
 __all__ = ["AttAdd", "AttCov", "AttCovLoc", "AttLoc", "AttLocRec", "AttMultiHeadAdd",
            "EspnetAttentionState", "EspnetMultiHeadState", "location_keys"]
@@ -52,7 +52,7 @@ def _names(cls: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------- the location term
 
 def _location1_op_applies(prev: Tensor, kernel: int, padding: int) -> bool:
-    """Whether ``attnkern::location1_keys`` runs this conv: CPU, eager, the C++ extension
+    """Whether ``attnkern::location1_keys`` can run this conv: CPU, eager, the C++ extension
     built, ``kernel = 2 * padding + 1`` (the op's 'same' padding)."""
     return prev.is_cpu and ops.HAS_CPP and _eager() and kernel == 2 * padding + 1
 
@@ -74,6 +74,11 @@ def location_keys(base: Tensor, prev: Tensor, conv_weight: Tensor, dense_weight:
     filter on the unfolded ``K``-tap windows (``T K A``; 16x the work at the LAS default 201
     taps, 10 filters, A = 320, 1.1x at tacotron2's 2 x 31 x 32).
 
+    Where the op would do more than half the multiply-adds of the folded ``(A, K)`` filter
+    (ESPnet's Tacotron 2 ``AttLoc``: 32 filters x 31 taps, att_dim 512), that filter as one
+    GEMM on the windows instead (:func:`attnkern.modules._family.location_term`): B16 T120,
+    1 thread, 1.2 against 2.1 ms forward, 4.1 against 8.7 ms forward+backward.
+
     Why the op (LAS default B16, T200, A320, 10 x 201; 2 threads, Sapphire Rapids): oneDNN's
     1-channel conv runs at a few GFLOP/s (1.1 ms forward, 2.2 ms backward a step) and the
     baddbmm's ``N = 10`` GEMMs and the add cost several passes over the 4 MB ``(B, T, A)``
@@ -86,8 +91,15 @@ def location_keys(base: Tensor, prev: Tensor, conv_weight: Tensor, dense_weight:
     attention_dim = dense_weight.shape[0]
     batch, steps = prev.shape
     if _location1_op_applies(prev, kernel, padding):
-        return ops.location1_keys(base, prev, conv_weight.reshape(n_filters, kernel),
-                                  dense_weight)
+        # the op's conv and dense term against the folded GEMM's padded taps: the op where it
+        # does at most half the multiply-adds (its dense term is not a tuned GEMM: 1.6x the
+        # time per multiply-add at ESPnet's Tacotron 2 AttLoc, 32 x 31 taps, att_dim 512)
+        taps = -(-kernel // 16) * 16
+        if 2 * (kernel * n_filters + n_filters * attention_dim) <= taps * attention_dim:
+            return ops.location1_keys(base, prev, conv_weight.reshape(n_filters, kernel),
+                                      dense_weight)
+        filt = fold_location_filter(conv_weight.reshape(n_filters, 1, kernel), dense_weight)
+        return location_term(base, prev.view(batch, 1, steps), filt, kernel, padding)
     if kernel * n_filters + n_filters * attention_dim < kernel * attention_dim // 2:
         # as a (1, K) Conv2d: oneDNN's 2-D kernel measured ~10% faster here (fwd+bwd)
         conv = F.conv2d(prev.view(batch, 1, 1, steps),

@@ -11,8 +11,9 @@ transition prior built from the previous step's weights, clamped and renormalise
 
 The softmax weights come from the fused op (no context computed there: the clamp makes
 ``w`` a different distribution, so the context is one ``bmm`` with ``w``); the location
-convolution and ``mlp_att`` are one GEMM on the windows of ``a_prev`` (their weights folded
-at every step, so nothing goes stale). Same constructor arguments, parameter names and
+convolution and ``mlp_att`` are ESPnet ``AttLoc``'s term,
+:func:`attnkern.modules.espnet.location_keys` (from the current weights at every step, so
+nothing goes stale). Same constructor arguments, parameter names and
 shapes (strict ``load_state_dict`` both ways), forward signature and returns.
 """
 
@@ -28,13 +29,8 @@ from torch import Tensor, nn
 from .._registry import converts
 from .._validation import check_backend
 from ..state import DecodingState, register, shared, weight_grad_store
-from ._family import (
-    context_of,
-    fold_location_filter,
-    lengths_mask,
-    location_term,
-    softmax_weights,
-)
+from ._family import context_of, lengths_mask, softmax_weights
+from .espnet import location_keys
 
 __all__ = ["AttForward", "AttForwardTA", "ForwardAttentionState"]
 
@@ -130,10 +126,8 @@ class _ForwardAttention(nn.Module):
             dec_z = dec_z.view(batch, self.dunits)
         if att_prev.shape != (batch, steps):
             raise ValueError(f"att_prev must be ({batch}, {steps}), got {tuple(att_prev.shape)}")
-        conv = self.loc_conv.weight  # (chans, 1, 1, kernel): a 1-channel conv1d
-        kernel = conv.shape[3]
-        filt = fold_location_filter(conv.view(conv.shape[0], 1, kernel), self.mlp_att.weight)
-        keys = location_term(state.keys, att_prev.view(batch, 1, steps), filt, kernel,
+        # a 1-channel conv ((chans, 1, 1, kernel)) then mlp_att: ESPnet AttLoc's term
+        keys = location_keys(state.keys, att_prev, self.loc_conv.weight, self.mlp_att.weight,
                              int(self.loc_conv.padding[1]))
         # softmax cancels gvec's bias; 0 * bias gives it the (zero) gradient it has there
         weight = self.gvec.weight.view(-1)
