@@ -11,6 +11,7 @@
 // shapes, so results are bitwise identical run to run and for any thread count.
 #include "kernels.h"
 #include "gemm.h"
+#include "grad_reduce.h"
 #include "operands.h"
 #include "scratch.h"
 #include "tiles.h"
@@ -37,11 +38,8 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
   constexpr int64_t ldS = round_up(kBK, 16);
 
   Buf<T> gq(nsplit * B * Tq * Hp), dwr(items * Hp), dss(items);
-  auto zero = [](T* p, int64_t n) {
-    at::parallel_for(0, n, 1 << 16, [&](int64_t a, int64_t e) { std::fill(p + a, p + e, T(0)); });
-  };
-  zero(gq.get(), nsplit * B * Tq * Hp);
-  zero(dwr.get(), items * Hp);
+  zero_fill(gq.get(), nsplit * B * Tq * Hp);
+  zero_fill(dwr.get(), items * Hp);
 
   const int64_t item_work = Tq * ((Tk + nsplit - 1) / nsplit) * (2 * H + 2 * Dv);
   parallel_dynamic(items, grain_for(item_work), 1, [&](int64_t t0, int64_t t1) {
@@ -120,31 +118,14 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
           }
         }
         if (dv && one_block) std::fill(dv + (b * Tk + dv_set) * Dv, dv + (b * Tk + c1) * Dv, T(0));
-        // dk = 4 w gk for the chunk's keys (this item owns them)
-        for (int64_t j = c0; j < c1; ++j) {
-          const T* g = gk.get() + (j - c0) * Hp;
-          T* d = dk + (b * Tk + j) * H;
-          for (int64_t h = 0; h < H; ++h) d[h] = T(4) * w[h] * g[h];
-        }
+        store_dk(gk.get(), Hp, w, H, c1 - c0, dk + (b * Tk + c0) * H);  // this item's keys
       }
       dss[it] = ds_sum;
     }
   });
 
-  // dq = 4 w (sum over splits of gq), in a fixed order.
-  at::parallel_for(0, B * Tq, grain_for(H * nsplit), [&](int64_t r0, int64_t r1) {
-    for (int64_t row = r0; row < r1; ++row) {
-      const int64_t b = row / Tq, i = row % Tq;
-      for (int64_t h = 0; h < H; ++h) {
-        T s = 0;
-        for (int64_t sp = 0; sp < nsplit; ++sp) s += gq[((sp * B + b) * Tq + i) * Hp + h];
-        dq[row * H + h] = T(4) * w[h] * s;
-      }
-    }
-  });
-  for (int64_t h = 0; h < H; ++h) dw[h] = 0;
-  for (int64_t it = 0; it < items; ++it)
-    for (int64_t h = 0; h < H; ++h) dw[h] += dss[it] - T(2) * dwr[it * Hp + h];
+  reduce_dq(gq.get(), nsplit, B, Tq, H, Hp, w, dq);
+  reduce_dw(dss.get(), dwr.get(), items, H, Hp, dw);
 }
 
 template void backward_impl<float>(const float*, const float*, const float*, const float*,

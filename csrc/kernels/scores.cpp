@@ -9,6 +9,7 @@
 // backward.cpp (plan_backward): an item owns its keys, dq goes to one partial per split and
 // dw to one per item, both reduced in a fixed order, so results do not depend on the thread
 // count. Nothing of size B * Tq * Tk * H is allocated.
+#include "grad_reduce.h"
 #include "kernels.h"
 #include "operands.h"
 #include "scratch.h"
@@ -79,8 +80,8 @@ void scores_backward_impl(const T* g, const T* q, const T* k, const T* ek, const
   constexpr int64_t ldS = round_up(kBK, 16);
 
   Buf<T> gq(nsplit * B * Tq * Hp), dwr(items * Hp), dss(items);
-  std::fill(gq.get(), gq.get() + nsplit * B * Tq * Hp, T(0));
-  std::fill(dwr.get(), dwr.get() + items * Hp, T(0));
+  zero_fill(gq.get(), nsplit * B * Tq * Hp);
+  zero_fill(dwr.get(), items * Hp);
 
   parallel_dynamic(items, grain_for(Tq * ((Tk + nsplit - 1) / nsplit) * 2 * H), 1,
                    [&](int64_t t0, int64_t t1) {
@@ -127,30 +128,14 @@ void scores_backward_impl(const T* g, const T* q, const T* k, const T* ek, const
                        gk.get() + (j0 - c0) * Hp, dwi);
           }
         }
-        for (int64_t j = c0; j < c1; ++j) {  // dk = 4 w gk (this item owns these keys)
-          const T* gj = gk.get() + (j - c0) * Hp;
-          T* d = dk + (b * Tk + j) * H;
-          for (int64_t h = 0; h < H; ++h) d[h] = T(4) * w[h] * gj[h];
-        }
+        store_dk(gk.get(), Hp, w, H, c1 - c0, dk + (b * Tk + c0) * H);  // this item's keys
       }
       dss[it] = ds_sum;
     }
   });
 
-  // dq = 4 w (sum over splits of gq), in a fixed order.
-  at::parallel_for(0, B * Tq, grain_for(H * nsplit), [&](int64_t r0, int64_t r1) {
-    for (int64_t row = r0; row < r1; ++row) {
-      const int64_t b = row / Tq, i = row % Tq;
-      for (int64_t h = 0; h < H; ++h) {
-        T s = 0;
-        for (int64_t sp = 0; sp < nsplit; ++sp) s += gq[((sp * B + b) * Tq + i) * Hp + h];
-        dq[row * H + h] = T(4) * w[h] * s;
-      }
-    }
-  });
-  for (int64_t h = 0; h < H; ++h) dw[h] = 0;
-  for (int64_t it = 0; it < items; ++it)
-    for (int64_t h = 0; h < H; ++h) dw[h] += dss[it] - T(2) * dwr[it * Hp + h];
+  reduce_dq(gq.get(), nsplit, B, Tq, H, Hp, w, dq);
+  reduce_dw(dss.get(), dwr.get(), items, H, Hp, dw);
 }
 
 template void scores_forward_impl<float>(const float*, const float*, const float*,
