@@ -11,8 +11,6 @@ then avx2 / avx512 / neon where present), float64 included.
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 from helpers import (
@@ -31,21 +29,14 @@ pytestmark = pytest.mark.skipif(
     not ops.HAS_CPP, reason=f"attnkern._C is not built ({ops.CPP_IMPORT_ERROR})"
 )
 
-ISAS = tuple(importlib.import_module("attnkern._C").available_isas()) if ops.HAS_CPP else ()
 
+@pytest.fixture(autouse=True, scope="module")
+def isa(every_isa):
+    """Runs the module once per ISA path this CPU has, forcing it as ATTNKERN_CPU_ISA would
+    (conftest's ``every_isa``)."""
+    assert every_isa is None or attnkern.cpu_isa() == every_isa
+    return every_isa
 
-@pytest.fixture(autouse=True, scope="module", params=ISAS or ["none"])
-def isa(request):
-    """Runs the module once per ISA path this CPU has, forcing it as ATTNKERN_CPU_ISA would."""
-    if not ops.HAS_CPP:
-        yield None
-        return
-    ext = importlib.import_module("attnkern._C")
-    before = attnkern.cpu_isa()
-    ext.set_isa(request.param)
-    assert attnkern.cpu_isa() == request.param
-    yield request.param
-    ext.set_isa(before)
 
 # (B, Tq, Tk, H, Dv)
 SHAPES = [
