@@ -69,7 +69,8 @@ from triton.language.extra.cuda import libdevice
 from ._compat import is_wrap_triton_enabled, traced_tensor
 
 __all__ = ["fwd", "bwd", "scores_fwd", "scores_bwd", "fwd_config", "bwd_config",
-           "dqdk_config", "scores_config", "scores_ds_config", "num_splits", "clear_caches"]
+           "dqdk_config", "scores_config", "scores_ds_config", "scores_dqdk_config",
+           "num_splits", "clear_caches"]
 
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x * LOG2E)
 # Kernels are interpreted (numpy) iff TRITON_INTERPRET is set when this module is imported,
@@ -1132,6 +1133,20 @@ def scores_ds_config(interpret: bool = False) -> Config:
     return Config(16, 16, 0, 4, 1) if interpret else Config(32, 64, 0, 4, 1)
 
 
+def scores_dqdk_config(tq: int, tk: int, h: int, interpret: bool = False) -> Config:
+    """Tile of the scores backward's ``_bwd_dqdk_kernel``: the attention's pass 2 tile
+    (dqdk_config: 16 query rows x 4 keys per thread and h column), but for Tq <= 8 (decoder
+    steps) ``BLOCK_M = next_pow2(Tq)`` rows x ``32 / BLOCK_M`` keys: at Tq = 1 the 16-row
+    tile is 1/16 useful (kernel_report: 150 SASS per element at DECODE, 36 with this tile,
+    no spills; 64 keys would spill)."""
+    if interpret:
+        return _interpret_config(tq, tk, h)
+    if tq <= 8:
+        bm = _np2(tq)
+        return Config(bm, 32 // bm, 32, 1, 1)
+    return dqdk_config(Config(0, 0, 0, 1, 1), h)
+
+
 class _ScoresPlan(NamedTuple):
     grid: tuple[int, int, int]
     meta: dict[str, Any]
@@ -1162,8 +1177,7 @@ def _scores_bwd_plan(batch: int, tq: int, tk: int, h: int, dev: torch.device,
                      fast: bool) -> _ScoresBwdPlan:
     interp = dev.type == "cpu"
     cfg = scores_ds_config(interp)
-    # pass 2 is the attention's: its tile (interpreted: the interpreter's tiles)
-    cfg2 = dqdk_config(_interpret_config(tq, tk, h), h, interp)
+    cfg2 = scores_dqdk_config(tq, tk, h, interp)
     meta_ds = dict(HAS_MASK=has_mask, HAS_LENS=has_lens, CAUSAL=causal,
                    BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                    num_warps=cfg.num_warps, num_stages=cfg.num_stages)

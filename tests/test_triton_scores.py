@@ -345,3 +345,14 @@ def test_gpu_memory_never_scales_with_b_tq_tk_h():
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base
     assert peak < 64 * 2**20, f"peak extra memory {peak / 2**20:.1f} MiB"
+
+
+def test_config_invariants():
+    """The GPU tiles (pure functions of the sizes): a step-sized backward tile has no
+    wasted query rows; from Tq = 9 it is the attention's pass 2 tile."""
+    for tq in range(1, 9):
+        cfg = tk.scores_dqdk_config(tq, 100, 64)
+        assert cfg.block_m >= tq and cfg.block_m < 2 * tq and cfg.block_m * cfg.block_n == 32
+    assert tk.scores_dqdk_config(64, 64, 256) == tk.dqdk_config(tk.Config(0, 0, 0, 1, 1), 256)
+    assert tk.scores_config(1, 128, 256).block_m == 1
+    assert tk.scores_config(64, 64, 256) == tk.fwd_config(64, 64, 256, 1)
