@@ -293,10 +293,10 @@ def additive_scores(
     """Fused additive energies, without the softmax:
     ``e[b,i,j] = sum_h weight[h] * tanh(query[b,i,h] + key[b,j,h])``.
 
-    What sigmoid normalisation, forward and monotonic attention build on. On CPU one fused
-    op forward and backward (``attnkern::scores``, C++, every ISA path), never allocating the
-    ``(B, Tq, Tk, H)`` tanh tensor; on CUDA (no fused kernel yet) and for
-    ``backend="reference"`` the reference (standard ops, which build it).
+    What sigmoid normalisation, forward and monotonic attention build on. One fused op
+    forward and backward (``attnkern::scores``: C++ on CPU, every ISA path; Triton on
+    CUDA), never allocating the ``(B, Tq, Tk, H)`` tanh tensor; ``backend="reference"``
+    runs the reference (standard ops, which build it).
 
     Args:
         query: ``(B, Tq, H)``, or ``(B, H)`` for one decoder step.
@@ -304,7 +304,9 @@ def additive_scores(
         weight: ``(H,)`` or ``(1, H)``.
         key_padding_mask, key_lengths, causal: which keys each row may use, as in
             :func:`additive_attention`.
-        backend: as in :func:`additive_attention` (``"triton"`` runs the reference).
+        backend: as in :func:`additive_attention` (``"triton"`` on CPU tensors: the
+            Triton kernels in the interpreter, after
+            :func:`attnkern.testing.use_triton_on_cpu`).
 
     Returns:
         ``(B, Tq, Tk)`` (``(B, Tk)`` for a 2-D query) in the input dtype; ``-inf`` where a

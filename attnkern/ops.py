@@ -40,9 +40,10 @@ key_padding_mask?, key_lengths?, causal, key_exp?, weights?, value_grad=True) ->
 ``attnkern::scores(query, key, weight, key_padding_mask?, key_lengths?, causal, key_exp?)
 -> energies`` and ``attnkern::scores_backward(grad, ...) -> (grad_query, grad_key,
 grad_weight)``: the energies ``weight . tanh(query_i + key_j)`` without the softmax,
-``(B, Tq, Tk)`` (``(B, Tk)`` for a 2-D query), ``-inf`` where masked; the checks of ``fwd``.
-CPU: C++ (csrc/kernels/scores.cpp) with C++ autograd; CUDA: the reference (no Triton kernel
-yet).
+``(B, Tq, Tk)`` (``(B, Tk)`` for a 2-D query), ``-inf`` where masked; the checks of ``fwd``
+(and of ``grad``'s shape). CPU: C++ (csrc/kernels/scores.cpp); CUDA: Triton
+(``_scores_fwd_kernel``; backward ``_scores_ds_kernel`` + the attention's
+``_bwd_dqdk_kernel``); one C++ autograd on every device.
 
 Kernels: CPU from the C++ extension (``csrc/ops.cpp``, ``TORCH_LIBRARY_IMPL(attnkern,
 CPU)``), CUDA from Triton (registered here; decomposed under ``torch.compile`` like
@@ -266,32 +267,32 @@ def _scores_backward_fake(grad, query, key, weight, key_padding_mask, key_length
                           key_exp=None):
     check_op_inputs("attnkern::scores_backward", query, key, _no_value(key), weight,
                     key_padding_mask, key_lengths, key_exp)
+    check_op_rows("attnkern::scores_backward", "grad", grad, query, key.shape[1])
     return query.new_empty(query.shape), key.new_empty(key.shape), weight.new_empty(weight.shape)
 
 
-# CUDA has no fused scores kernel yet (no Triton kernel written): the op runs the reference
-# there (it builds the (B, Tq, Tk, H) tanh tensor), so that a direct call works on every
-# device; attnkern.additive_scores calls the reference itself on CUDA.
-def _scores_cuda(query, key, weight, key_padding_mask, key_lengths, causal, key_exp=None):
-    from . import reference
-
+def scores_triton(query, key, weight, key_padding_mask, key_lengths, causal, key_exp=None):
+    """``attnkern::scores`` on Triton (``triton_kernels._scores_fwd_kernel``): one launch,
+    a 2-D step query taken as is (output (B, Tk))."""
     check_op_inputs("attnkern::scores", query, key, _no_value(key), weight, key_padding_mask,
                     key_lengths, key_exp)
-    return reference.additive_scores(query, key, weight, key_padding_mask=key_padding_mask,
-                                     key_lengths=key_lengths, causal=causal)
+    # The Triton kernels compute exp(2k) in registers: key_exp is not needed there (it
+    # never changes the result).
+    triton_kernels = importlib.import_module("attnkern.triton_kernels")
+    return triton_kernels.scores_fwd(query, key, weight, key_padding_mask, key_lengths, causal)
 
 
-def _scores_backward_cuda(grad, query, key, weight, key_padding_mask, key_lengths, causal,
-                          key_exp=None):
-    from . import reference
-
-    check_op_inputs("attnkern::scores_backward", query, key, _no_value(key), weight,
-                    key_padding_mask, key_lengths, key_exp)
-    with torch.enable_grad():
-        q, k, w = (t.detach().requires_grad_() for t in (query, key, weight))
-        e = reference.additive_scores(q, k, w, key_padding_mask=key_padding_mask,
-                                      key_lengths=key_lengths, causal=causal)
-        return torch.autograd.grad(e, (q, k, w), grad)
+def scores_backward_triton(grad, query, key, weight, key_padding_mask, key_lengths, causal,
+                           key_exp=None):
+    """``attnkern::scores_backward`` on Triton: the masked gradient of the energies into a
+    (B, Tq, Tk) fp32 buffer, then the attention's ``_bwd_dqdk_kernel`` (tanh recomputed)."""
+    op = "attnkern::scores_backward"
+    check_op_inputs(op, query, key, _no_value(key), weight, key_padding_mask, key_lengths,
+                    key_exp)
+    check_op_rows(op, "grad", grad, query, key.shape[1])
+    triton_kernels = importlib.import_module("attnkern.triton_kernels")
+    return triton_kernels.scores_bwd(grad, query, key, weight, key_padding_mask, key_lengths,
+                                     causal)
 
 
 def _missing_extension(*args: Any, **kwargs: Any) -> Any:
@@ -317,8 +318,8 @@ if HAS_CPP:
     _lib = torch.library.Library("attnkern", "FRAGMENT")  # noqa: TOR901 (module global)
     _lib.impl("fwd", _eager_cuda(fwd_triton), "CUDA")
     _lib.impl("bwd", _eager_cuda(bwd_triton), "CUDA")
-    _lib.impl("scores", _scores_cuda, "CUDA")
-    _lib.impl("scores_backward", _scores_backward_cuda, "CUDA")
+    _lib.impl("scores", _eager_cuda(scores_triton), "CUDA")
+    _lib.impl("scores_backward", _eager_cuda(scores_backward_triton), "CUDA")
     for _name, _fake in (("fwd", _fwd_fake), ("bwd", _bwd_fake),
                          ("scores", _scores_fake), ("scores_backward", _scores_backward_fake),
                          ("location_windows", _location_windows_fake),
@@ -329,11 +330,16 @@ if HAS_CPP:
     if HAS_TRITON:
         _compat.register_functional_rule("attnkern::fwd", _decompose_on_cuda(fwd_triton), _lib)
         _compat.register_functional_rule("attnkern::bwd", _decompose_on_cuda(bwd_triton), _lib)
+        _compat.register_functional_rule("attnkern::scores", _decompose_on_cuda(scores_triton),
+                                         _lib)
+        _compat.register_functional_rule("attnkern::scores_backward",
+                                         _decompose_on_cuda(scores_backward_triton), _lib)
         # Only where CUDA exists: CPU-only imports need not load the kernel module.
         if torch.cuda.is_available():
             _kernels = [obj for obj in vars(importlib.import_module("attnkern.triton_kernels"))
                         .values() if isinstance(obj, triton.runtime.jit.JITFunction)]
-            _compat.name_triton_kernels(("attnkern::fwd", "attnkern::bwd"), _kernels)
+            _compat.name_triton_kernels(("attnkern::fwd", "attnkern::bwd", "attnkern::scores",
+                                        "attnkern::scores_backward"), _kernels)
 else:
     fwd = bwd = scores = location_windows = location1_keys = _missing_extension
 

@@ -3,7 +3,8 @@
 Importing this module changes nothing; each helper acts when called:
 
 - :func:`use_triton_on_cpu` makes the Triton launchers the CPU kernels of
-  ``attnkern::fwd`` / ``bwd`` for the rest of the process (under ``TRITON_INTERPRET=1``), so
+  ``attnkern::fwd`` / ``bwd`` / ``scores`` / ``scores_backward`` for the rest of the
+  process (under ``TRITON_INTERPRET=1``), so
   ``backend="triton"`` on CPU tensors runs the kernels in the Triton interpreter through the
   same op, autograd and checks as on CUDA (tests/conftest.py calls it in the Triton run);
 - :func:`force_num_splits` forces the forward's split-K factor of those ops for a block.
@@ -38,7 +39,8 @@ def use_triton_on_cpu() -> None:
 
     Needs ``TRITON_INTERPRET=1`` set before attnkern (and triton) are imported, and the C++
     extension (it holds the op schemas and the autograd). It registers the Triton op
-    kernels (input checks included) as the CPU kernels of ``attnkern::fwd``/``bwd`` in a
+    kernels (input checks included) as the CPU kernels of ``attnkern::fwd``/``bwd`` and
+    ``attnkern::scores``/``scores_backward`` in a
     separate ``torch.library`` fragment, replacing the C++ kernels for the rest of the
     process (every CPU call then runs Triton; PyTorch warns once per op). Until this is
     called, ``backend="triton"`` on CPU tensors raises.
@@ -57,6 +59,8 @@ def use_triton_on_cpu() -> None:
     lib = torch.library.Library("attnkern", "IMPL")  # noqa: TOR901 (kept alive below)
     lib.impl("fwd", ops.fwd_triton, "CPU")
     lib.impl("bwd", ops.bwd_triton, "CPU")
+    lib.impl("scores", ops.scores_triton, "CPU")
+    lib.impl("scores_backward", ops.scores_backward_triton, "CPU")
     _TRITON_ON_CPU.append(lib)
 
 

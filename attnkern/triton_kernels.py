@@ -22,6 +22,11 @@ Kernels (all fp32 accumulation, any input strides, H and Dv of any size via mask
   and writes dv; ``_bwd_dqdk_kernel`` (program per (H chunk, batch row), one warp, a thread
   per h column) sweeps ds once for dq, dk and a per-row dweight partial, every output owned
   by one program; the partials are summed in a fixed order.
+- Fused energies (``attnkern::scores``, no softmax): ``_scores_fwd_kernel``, one program
+  per (key block, query block, batch row), the same ``_scores`` tile and masks, stores
+  ``e`` (``-inf`` where masked) in the input dtype; backward ``_scores_ds_kernel`` selects
+  the incoming gradient where usable into a ``B*Tq*Tk`` fp32 buffer and the attention's
+  ``_bwd_dqdk_kernel`` takes it as its ds (dq, dk, dweight partials, tanh recomputed).
 - NaN/Inf confinement: a masked key's value never reaches a row that cannot see it (the
   forward loads V with the padding and length validity as mask; the backward selects
   ``ds = 0``, not ``p * (...)``, where a key is unusable, since ``dO . v`` may be NaN).
@@ -63,8 +68,9 @@ from triton.language.extra.cuda import libdevice
 
 from ._compat import is_wrap_triton_enabled, traced_tensor
 
-__all__ = ["fwd", "bwd", "fwd_config", "bwd_config", "dqdk_config", "num_splits",
-           "clear_caches"]
+__all__ = ["fwd", "bwd", "scores_fwd", "scores_bwd", "fwd_config", "bwd_config",
+           "dqdk_config", "scores_config", "scores_ds_config", "scores_dqdk_config",
+           "num_splits", "clear_caches"]
 
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x * LOG2E)
 # Kernels are interpreted (numpy) iff TRITON_INTERPRET is set when this module is imported,
@@ -673,6 +679,71 @@ def _bwd_dqdk_kernel(
     tl.store(DWP + b * H + offs_h, dw, mask=h_ok)
 
 
+# ------------------------------------------------- fused energies (attnkern::scores)
+
+@triton.jit
+def _scores_fwd_kernel(
+    Q, K, W, MASK, LENS, OUT,
+    Tq, Tk, H,
+    sqb, sqt, sqh, skb, skt, skh, swh, smb, smt,
+    HAS_MASK: tl.constexpr, HAS_LENS: tl.constexpr, CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+    FAST_TANH: tl.constexpr,
+):
+    """Energies without the softmax, one program per (key block, query block, batch row):
+    ``OUT[b, i, j] = sum_h w[h] tanh(q[b,i,h] + k[b,j,h])`` (the forward's score tile,
+    ``_scores``: factorised tanh, rational fallback, the rational tanh for BLOCK_M == 1),
+    ``-inf`` where key j is unusable by query i (``_valid``: padding, lengths, causal).
+    A tile wholly past the block's key end (lengths, causal) computes nothing and stores
+    ``-inf``. OUT is contiguous (B, Tq, Tk) (or (B, Tk): Tq = 1), in the input dtype."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = offs_m < Tq
+    hi = _key_end(LENS, b, Tq, Tk, (pid_m + 1) * BLOCK_M, HAS_LENS, CAUSAL)
+    s = tl.full([BLOCK_M, BLOCK_N], float("-inf"), dtype=tl.float32)
+    if pid_n * BLOCK_N < hi:
+        wsum = _wsum(W, H, swh, 256)
+        e = _scores(Q + b * sqb, K + b * skb, W, offs_m, offs_n, m_ok, offs_n < hi, H,
+                    sqt, sqh, skt, skh, swh, wsum, BLOCK_M, BLOCK_N, BLOCK_H, FAST_TANH)
+        ok = _valid(MASK, b, smb, smt, offs_m, offs_n, hi, Tq, Tk, HAS_MASK, CAUSAL)
+        s = tl.where(ok, e, s)
+    tl.store(OUT + (b * Tq + offs_m)[:, None] * Tk + offs_n[None, :],
+             s.to(OUT.dtype.element_ty), mask=m_ok[:, None] & (offs_n < Tk)[None, :])
+
+
+@triton.jit
+def _scores_ds_kernel(
+    G, MASK, LENS, DS,
+    Tq, Tk,
+    sgb, sgt, sgk, smb, smt,
+    HAS_MASK: tl.constexpr, HAS_LENS: tl.constexpr, CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Backward of the energies, first pass, one program per (key block, query block,
+    batch row): ``DS = grad`` where key j is usable by query i, else 0 (selected, not
+    multiplied: a masked energy is a constant ``-inf`` and takes no gradient, whatever
+    grad holds there), fp32, contiguous (B, Tq, Tk). Writes every (i, j) with
+    ``j < key_lengths[b]``: what ``_bwd_dqdk_kernel`` reads (it applies lengths and causal
+    itself, padding only through these zeros), which then gives dq, dk and dweight from DS
+    exactly as for the attention's ds."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = offs_m < Tq
+    hi = _key_end(LENS, b, Tq, Tk, Tq, HAS_LENS, False)
+    ok = _valid(MASK, b, smb, smt, offs_m, offs_n, hi, Tq, Tk, HAS_MASK, CAUSAL)
+    ok = ok & m_ok[:, None]
+    g = tl.load(G + b * sgb + offs_m[:, None] * sgt + offs_n[None, :] * sgk, mask=ok,
+                other=0.0).to(tl.float32)
+    tl.store(DS + (b * Tq + offs_m)[:, None] * Tk + offs_n[None, :], g,
+             mask=m_ok[:, None] & (offs_n < hi)[None, :])
+
+
 # ------------------------------------------------------------------------------ host side
 
 class Config(NamedTuple):
@@ -818,6 +889,8 @@ def clear_caches() -> None:
     """Forget the launch plans and the split-K counters (see attnkern.clear_caches)."""
     _fwd_plan_cached.cache_clear()
     _bwd_plan_cached.cache_clear()
+    _scores_plan_cached.cache_clear()
+    _scores_bwd_plan_cached.cache_clear()
     _COUNTERS.clear()
 
 
@@ -1043,3 +1116,167 @@ def bwd(
     # Fixed-order reduction of the per-batch-row dweight partials.
     d_w = dwp.sum(dim=0)
     return d_q, dk32.to(dtype), d_v, d_w.to(dtype)
+
+
+# ------------------------------------------------- fused energies: host side
+
+def scores_config(tq: int, tk: int, h: int, interpret: bool = False) -> Config:
+    """Tile of ``_scores_fwd_kernel``: the forward's score tile (fwd_config with no value
+    columns: ``(1, 128, 32)`` at Tq = 1, the rational tanh; ``(32, 32, 8)`` / ``(64, 32, 8)``
+    with 8 warps from Tq = 9, the factorised tanh). No P @ V, so fewer registers than the
+    attention's forward at the same tile."""
+    return fwd_config(tq, tk, h, 1, interpret)
+
+
+def scores_ds_config(interpret: bool = False) -> Config:
+    """Tile of ``_scores_ds_kernel`` (elementwise: a select and a cast per (i, j))."""
+    return Config(16, 16, 0, 4, 1) if interpret else Config(32, 64, 0, 4, 1)
+
+
+def scores_dqdk_config(tq: int, tk: int, h: int, interpret: bool = False) -> Config:
+    """Tile of the scores backward's ``_bwd_dqdk_kernel``: the attention's pass 2 tile
+    (dqdk_config: 16 query rows x 4 keys per thread and h column), but for Tq <= 8 (decoder
+    steps) ``BLOCK_M = next_pow2(Tq)`` rows x ``32 / BLOCK_M`` keys: at Tq = 1 the 16-row
+    tile is 1/16 useful (kernel_report: 150 SASS per element at DECODE, 36 with this tile,
+    no spills; 64 keys would spill)."""
+    if interpret:
+        return _interpret_config(tq, tk, h)
+    if tq <= 8:
+        bm = _np2(tq)
+        return Config(bm, 32 // bm, 32, 1, 1)
+    return dqdk_config(Config(0, 0, 0, 1, 1), h)
+
+
+class _ScoresPlan(NamedTuple):
+    grid: tuple[int, int, int]
+    meta: dict[str, Any]
+
+
+class _ScoresBwdPlan(NamedTuple):
+    grid_ds: tuple[int, int, int]
+    grid_dqdk: tuple[int, int]
+    meta_ds: dict[str, Any]
+    meta_dqdk: dict[str, Any]
+
+
+def _scores_plan(batch: int, tq: int, tk: int, h: int, dev: torch.device, has_mask: bool,
+                 has_lens: bool, causal: bool, fast: bool) -> _ScoresPlan:
+    cfg = scores_config(tq, tk, h, dev.type == "cpu")
+    meta = dict(HAS_MASK=has_mask, HAS_LENS=has_lens, CAUSAL=causal, BLOCK_M=cfg.block_m,
+                BLOCK_N=cfg.block_n, BLOCK_H=cfg.block_h, FAST_TANH=fast,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return _ScoresPlan((triton.cdiv(tk, cfg.block_n), triton.cdiv(tq, cfg.block_m), batch),
+                       meta)
+
+
+_scores_plan_cached = functools.lru_cache(maxsize=PLAN_CACHE_SIZE)(_scores_plan)
+
+
+def _scores_bwd_plan(batch: int, tq: int, tk: int, h: int, dev: torch.device,
+                     has_mask: bool, has_lens: bool, causal: bool,
+                     fast: bool) -> _ScoresBwdPlan:
+    interp = dev.type == "cpu"
+    cfg = scores_ds_config(interp)
+    cfg2 = scores_dqdk_config(tq, tk, h, interp)
+    meta_ds = dict(HAS_MASK=has_mask, HAS_LENS=has_lens, CAUSAL=causal,
+                   BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+                   num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    meta_dqdk = dict(HAS_LENS=has_lens, CAUSAL=causal, BLOCK_M=cfg2.block_m,
+                     BLOCK_N=cfg2.block_n, BLOCK_H=cfg2.block_h, FAST_TANH=fast,
+                     num_warps=cfg2.num_warps, num_stages=cfg2.num_stages)
+    return _ScoresBwdPlan(
+        (triton.cdiv(tk, cfg.block_n), triton.cdiv(tq, cfg.block_m), batch),
+        (triton.cdiv(h, cfg2.block_h), batch), meta_ds, meta_dqdk)
+
+
+_scores_bwd_plan_cached = functools.lru_cache(maxsize=PLAN_CACHE_SIZE)(_scores_bwd_plan)
+
+
+def _rows(query: Tensor) -> tuple[int, int, int, int, int]:
+    """(B, Tq, H, stride of b, stride of i) of a (B, Tq, H) query, or of a 2-D (B, H) step
+    query as Tq = 1 (no unsqueeze: the kernels index rows b * Tq + i)."""
+    if query.dim() == 2:
+        return query.shape[0], 1, query.shape[1], query.stride(0), 0
+    return (query.shape[0], query.shape[1], query.shape[2], query.stride(0),
+            query.stride(1))
+
+
+def scores_fwd(
+    query: Tensor,
+    key: Tensor,
+    weight: Tensor,
+    key_padding_mask: Tensor | None,
+    key_lengths: Tensor | None,
+    causal: bool,
+    *,
+    fast_tanh: bool | None = None,
+) -> Tensor:
+    """attnkern::scores on Triton: query (B, Tq, H) or (B, H), key (B, Tk, H), weight (H,)
+    -> energies (B, Tq, Tk) (or (B, Tk)), contiguous, in the input dtype, ``-inf`` where a
+    key is masked. One launch (``_scores_fwd_kernel``); nothing of size B*Tq*Tk*H."""
+    batch, tq, h, sqb, sqt = _rows(query)
+    tk = key.shape[1]
+    dtype, dev = query.dtype, query.device
+    out = torch.empty(*query.shape[:-1], tk, dtype=dtype, device=dev)
+    if batch == 0 or tq == 0 or tk == 0:
+        return out
+    has_mask, has_lens = key_padding_mask is not None, key_lengths is not None
+    fast = _fast_tanh(query, fast_tanh)
+    plan = (_scores_plan_cached if _concrete(batch, tq, tk, h) else _scores_plan)(
+        batch, tq, tk, h, dev, has_mask, has_lens, bool(causal), fast)
+    mask, lens, smb, smt = _mask_args(key_padding_mask, key_lengths)
+    mask, lens = _traced_ptrs(query, mask, lens)
+    _launch(_scores_fwd_kernel, plan.grid,
+            query, key, weight, mask, lens, out, tq, tk, h,
+            sqb, sqt, query.stride(-1), *key.stride(), weight.stride(0), smb, smt,
+            **plan.meta)
+    return out
+
+
+def scores_bwd(
+    grad: Tensor,
+    query: Tensor,
+    key: Tensor,
+    weight: Tensor,
+    key_padding_mask: Tensor | None,
+    key_lengths: Tensor | None,
+    causal: bool,
+    *,
+    fast_tanh: bool | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """attnkern::scores_backward on Triton: grad (B, Tq, Tk) (or (B, Tk) with a 2-D query)
+    -> (grad_query in query's shape, grad_key (B, Tk, H), grad_weight (H,)), contiguous,
+    in the input dtype; zero gradient from masked entries.
+
+    Two kernels: ``_scores_ds_kernel`` selects grad where usable into ds (B, Tq, Tk) fp32,
+    then the attention's ``_bwd_dqdk_kernel`` sweeps ds once for dq, dk and the dweight
+    partials, recomputing tanh (nothing of size B*Tq*Tk*H); the partials are summed in a
+    fixed order. Deterministic: no atomics."""
+    batch, tq, h, sqb, sqt = _rows(query)
+    tk = key.shape[1]
+    dtype, dev = query.dtype, query.device
+    f32 = torch.float32
+    if batch == 0 or tq == 0 or tk == 0:
+        return (torch.zeros(query.shape, dtype=dtype, device=dev),
+                torch.zeros(batch, tk, h, dtype=dtype, device=dev),
+                torch.zeros(h, dtype=dtype, device=dev))
+    has_mask, has_lens = key_padding_mask is not None, key_lengths is not None
+    fast = _fast_tanh(query, fast_tanh)
+    plan = (_scores_bwd_plan_cached if _concrete(batch, tq, tk, h) else _scores_bwd_plan)(
+        batch, tq, tk, h, dev, has_mask, has_lens, bool(causal), fast)
+    mask, lens, smb, smt = _mask_args(key_padding_mask, key_lengths)
+    sgb, sgt, sgk = ((grad.stride(0), 0, grad.stride(1)) if grad.dim() == 2
+                     else grad.stride())
+    ds = torch.empty(batch, tq, tk, dtype=f32, device=dev)  # B*Tq*Tk, never B*Tq*Tk*H
+    d_q = torch.empty(query.shape, dtype=dtype, device=dev)
+    dk32 = torch.empty(batch, tk, h, dtype=f32, device=dev)
+    dwp = torch.empty(batch, h, dtype=f32, device=dev)
+    mask, lens = _traced_ptrs(query, mask, lens)
+    _launch(_scores_ds_kernel, plan.grid_ds,
+            grad, mask, lens, ds, tq, tk, sgb, sgt, sgk, smb, smt, **plan.meta_ds)
+    _launch(_bwd_dqdk_kernel, plan.grid_dqdk,
+            query, key, weight, lens, ds, d_q, dk32, dwp,
+            tq, tk, h, sqb, sqt, query.stride(-1), *key.stride(), weight.stride(0),
+            **plan.meta_dqdk)
+    d_w = dwp.sum(dim=0)  # fixed-order reduction of the per-batch-row partials
+    return d_q, dk32.to(dtype), d_w.to(dtype)

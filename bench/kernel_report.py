@@ -9,7 +9,10 @@ instruction count and MUFU count.
     python bench/kernel_report.py --per-element [--json] [--shape LONG] [--dtype float32]
 
 ``--per-element``: one row per (shape in TRAIN/LONG/MEM/DECODE, bench/shapes.py's, with
-key_lengths) x (dtype float32/bfloat16) x (arch) x (pass forward/backward):
+key_lengths) x (dtype float32/bfloat16) x (arch) x (pass forward/backward, and
+scores_forward/scores_backward: the fused energies of ``attnkern.additive_scores``, i.e.
+``_scores_fwd_kernel``; ``_scores_ds_kernel`` + ``_bwd_dqdk_kernel`` + the dweight sum, as
+the op runs them, counted the same way):
 ``{"shape", "dtype", "arch", "pass", "kernels", "launches", "instructions_per_element",
 "regions", "uncertain_instructions_per_element", "estimated_instructions_per_element",
 "element_loop_instructions_per_element", "mufu_per_element", "local_bytes_max", ...}``.
@@ -130,6 +133,16 @@ def capture_launches() -> list[tuple[str, Any, tuple, dict]]:
         # opt-in tanh.approx.f32
         tag[0] = "train,fast_tanh"
         tk.fwd(q, k, v, w, None, None, True, False, fast_tanh=True)
+        # the fused energies (attnkern.additive_scores): forward and backward, training
+        # (padding mask + lengths) and a decoder step
+        tag[0] = "scores-train"
+        tk.scores_fwd(q, k, w, mask, lens, False)
+        tk.scores_bwd(torch.empty(B, T, T, dtype=dt, device="meta"), q, k, w, mask, lens,
+                      False)
+        tag[0] = "scores-step"
+        tk.scores_fwd(qs, ks, ws, None, lens, False)
+        tk.scores_bwd(torch.empty(B, 1, 4096, dtype=dt, device="meta"), qs, ks, ws, None,
+                      lens, False)
     finally:
         tk._launch = saved  # type: ignore[assignment]
     return records
@@ -308,8 +321,11 @@ def compile_all(archs: tuple[int, ...] = ARCHS, keep_sass: bool = False) -> list
 PER_ELEMENT_SHAPES = {name: GPU_SHAPES[name].dims for name in ("TRAIN", "LONG", "MEM", "DECODE")}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PASSES = ("forward", "backward")
+# the fused energies (attnkern.additive_scores, attnkern::scores / scores_backward)
+SCORES_PASSES = ("scores_forward", "scores_backward")
+ALL_PASSES = PASSES + SCORES_PASSES
 # aten ops that launch nothing (allocation, metadata)
-_NO_LAUNCH = ("empty", "view", "as_strided", "alias", "detach", "lift_fresh", "t.",
+_NO_LAUNCH = ("empty", "new_empty", "view", "as_strided", "alias", "detach", "lift_fresh", "t.",
               "transpose", "expand", "select", "slice", "unsqueeze", "squeeze", "permute")
 
 
@@ -354,8 +370,15 @@ def capture_pass(shape: str, dtype: torch.dtype, pass_: str,
             with Ops() if capture else contextlib.nullcontext():
                 if pass_ == "forward":
                     tk.fwd(q, k, v, w, None, lens, False, False)
-                else:  # as autograd runs it: the op runs the delta pre-pass too
+                elif pass_ == "backward":  # as autograd runs it: the delta pre-pass too
                     attn_ops.bwd_triton(go, None, q, k, v, w, out, lse, None, lens, False)
+                elif pass_ == "scores_forward":
+                    attn_ops.scores_triton(q, k, w, None, lens, False)
+                elif pass_ == "scores_backward":  # the op autograd calls
+                    ge = torch.empty(B, Tq, Tk, dtype=dtype, device="meta")
+                    attn_ops.scores_backward_triton(ge, q, k, w, None, lens, False)
+                else:
+                    raise ValueError(f"unknown pass {pass_!r}")
     finally:
         tk._launch = saved  # type: ignore[assignment]
     if with_sizes:
@@ -422,7 +445,7 @@ def aten_estimate(op: str, numel: int) -> float:
 
 def per_element(archs: tuple[int, ...] = ARCHS, shapes: tuple[str, ...] | None = None,
                 dtypes: tuple[str, ...] | None = None,
-                passes: tuple[str, ...] = PASSES) -> list[dict]:
+                passes: tuple[str, ...] = ALL_PASSES) -> list[dict]:
     """The --per-element rows (see the module docstring)."""
     rows = []
     for shape in shapes or tuple(PER_ELEMENT_SHAPES):
@@ -572,11 +595,29 @@ def _model_bwd_dqdk(a: dict, m: dict, pid: tuple) -> list:
             Loop("dk_zero_tail", "prologue_epilogue", _cdiv(Tk - kt * bn, bn), bn)]
 
 
+def _model_scores_fwd(a: dict, m: dict, pid: tuple) -> list:
+    """One (key block, query block, row) tile: the H-chunk loops of ``_scores`` if the tile
+    starts before the block's key end, else none (it stores -inf)."""
+    Tq, Tk, H = a["Tq"], a["Tk"], a["H"]
+    bm, bn, bh = m["BLOCK_M"], m["BLOCK_N"], m["BLOCK_H"]
+    hi = Tk
+    if m["CAUSAL"]:
+        hi = min(hi, min((pid[1] + 1) * bm, Tq) + (Tk - Tq))
+    visited = pid[0] * bn < hi
+    ht = _cdiv(H, bh) if visited else 0
+    if bm == 1 or m["FAST_TANH"]:
+        return [Loop("h_rational", "element", ht, bh)]
+    return [Loop("wsum", "prologue_epilogue", _cdiv(H, WSUM_BLOCK) if visited else 0,
+                 WSUM_BLOCK),
+            Loop("h_factorised", "element", ht, bh),
+            Loop("h_rational_fallback", "element", 0, bh)]
+
+
 LOOP_MODELS: dict[str, Any] = {
     "_fwd_kernel": _model_fwd, "_bwd_ds_kernel": _model_bwd_ds,
     "_bwd_dqdk_kernel": _model_bwd_dqdk, "_weights_kernel": lambda a, m, pid: [],
-    # Hook: the fused-scores kernels (issue 22's additive_scores) go here once they exist,
-    # as "_scores_fwd_kernel": _model_scores_fwd etc., and in SCORES_PASSES below.
+    # the fused energies (SCORES_PASSES): the backward's second kernel is _bwd_dqdk_kernel
+    "_scores_fwd_kernel": _model_scores_fwd, "_scores_ds_kernel": lambda a, m, pid: [],
 }
 
 
