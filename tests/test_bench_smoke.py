@@ -136,3 +136,15 @@ def test_gpu_bench_table_row_and_cpu_refusal():
         proc = subprocess.run([sys.executable, "bench/gpu.py", "--quick"], cwd=ROOT, env=_env(),
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0 and "needs CUDA" in proc.stderr
+
+
+def test_normalisers_bench_smoke():
+    """bench/normalisers.py: every entry of the score-bias / sigmoid-normaliser decision."""
+    from attnkern import ops
+
+    if not ops.HAS_CPP:
+        pytest.skip(f"attnkern._C not built: {ops.CPP_IMPORT_ERROR}")
+    proc = _run(["bench/normalisers.py", "--smoke"], timeout=120)
+    for entry in ("fused softmax + context", "fused softmax, weights only", "context bmm",
+                  "sigmoid as built", "forward attention as built", "load at the end"):
+        assert entry in proc.stdout, (entry, proc.stdout)
