@@ -7,10 +7,12 @@ Each case builds the toolkit's own module (ESPnet, SpeechBrain, OpenNMT-py, inst
 :func:`attnkern.from_module`, and runs the same ``--steps``-step loop on both with the
 toolkit's own call protocol (``reset()``, ``att_prev`` fed back; SpeechBrain's
 ``prev_attn``), at the issue's default shapes (LAS: B16, T200, 320-d encoder, decoder and
-attention, 10 filters x 201 taps; NMT: B16, S50, d256). Timed: the whole loop, from the
-``reset()`` (so the once-per-utterance key projection counts) through the backward of a
-loss on every step's context ("fwd+bwd"), or the loop under ``torch.no_grad()``;
-original and drop-in interleaved in one process, median of ``--repeats``; float32, CPU.
+attention, 10 filters x 201 taps; NMT: B16, S50, d256; ESPnet's TTS Tacotron 2 ``AttLoc``:
+B16, T120, 512-d encoder, 1024-d decoder, att_dim 512, 32 filters x 31 taps). Timed: the
+whole loop, from the ``reset()`` (so the once-per-utterance key projection counts) through
+the backward of a loss on every step's context ("fwd+bwd"), or the loop under
+``torch.no_grad()``; original and drop-in interleaved in one process, median of
+``--repeats``; float32, CPU.
 A toolkit that is not installed is reported as skipped.
 """
 
@@ -128,6 +130,9 @@ def cases(smoke: bool, steps: int) -> list[Case]:
         B, T, E, A, C, F_, S, D = 16, 200, 320, 320, 10, 100, 50, 256
     las = _inputs(B, T, E, E, steps)
     nmt = _inputs(B, S, D, D, steps)
+    # ESPnet's TTS Tacotron 2 AttLoc: eprojs 512, dunits 1024, att_dim 512, 32 x 31 taps
+    te, td, ta, tc, tf, tt = (8, 8, 8, 3, 2, 9) if smoke else (512, 1024, 512, 32, 15, 120)
+    tts = _inputs(B, tt, te, td, steps)
 
     def esp(name: str, *args: int) -> Callable[[], nn.Module]:
         return lambda: getattr(toolkits.espnet_attentions(), name)(*args)
@@ -153,6 +158,8 @@ def cases(smoke: bool, steps: int) -> list[Case]:
     return [
         Case("ESPnet AttAdd", esp("AttAdd", E, E, A), _espnet_loop("add"), las),
         Case("ESPnet AttLoc", esp("AttLoc", E, E, A, C, F_), _espnet_loop("loc"), las),
+        Case("ESPnet AttLoc (Tacotron 2 sizes)", esp("AttLoc", te, td, ta, tc, tf),
+             _espnet_loop("loc"), tts),
         Case("ESPnet AttCov", esp("AttCov", E, E, A), _espnet_loop("cov"), las),
         Case("ESPnet AttCovLoc", esp("AttCovLoc", E, E, A, C, F_), _espnet_loop("covloc"), las),
         Case("ESPnet AttLocRec", esp("AttLocRec", E, E, A, C, F_), _espnet_loop("locrec"), las),

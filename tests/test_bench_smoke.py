@@ -98,7 +98,8 @@ def test_percall_smoke():
 def test_toolkits_bench_smoke():
     """bench/toolkits.py runs every toolkit case (a toolkit not installed is a 'skipped' row)."""
     proc = _run(["bench/toolkits.py", "--smoke"], timeout=300)
-    for case in ("ESPnet AttLoc", "ESPnet AttMultiHeadAdd", "SpeechBrain LocationAwareAttention",
+    for case in ("ESPnet AttLoc", "ESPnet AttLoc (Tacotron 2 sizes)", "ESPnet AttMultiHeadAdd",
+                 "SpeechBrain LocationAwareAttention",
                  "OpenNMT GlobalAttention(mlp)", "ESPnet Decoder (AttLoc), whole",
                  "SpeechBrain AttentionalRNNDecoder (location), whole"):
         assert f"| {case} |" in proc.stdout, (case, proc.stdout)
