@@ -198,6 +198,37 @@ static inline void grads_avx(const float* q, const float* k, int64_t Hp, const f
     vstore(dwr + h, dw);
   }
 }
+
+// One query row (a decoder step): the same sums as grads_avx, key row by key row. With one
+// row, grads_avx's h-slice-outer order reads each 16-lane slice of the block's keys at a
+// stride of Hp (an L2 access the prefetcher does not follow, once per (key, slice)); here
+// a key's row is read contiguously, and gq, dwr and the row (L1-resident) are updated in
+// place. Same operations in the same order per element as grads_avx: bitwise the same.
+template <bool FACT>
+static inline void grads_row_avx(const float* q, const float* k, int64_t Hp, const float* dS,
+                                 int64_t nk, float* gq, float* gk, float* dwr) {
+  const vf one = vset1(1.f), two = vset1(2.f);
+  for (int64_t j = 0; j < nk; ++j) {
+    const vf ds = vset1(dS[j]);
+    const float* kr = k + j * Hp;
+    float* g = gk + j * Hp;
+    for (int64_t h = 0; h < Hp; h += 16) {
+      const vf e = vload(q + h), kv = vload(kr + h);
+      vf x;
+      if (FACT) {
+        const vf d = vfmadd(e, kv, one);
+        x = vrcp(d);
+        x = vmul(x, vfnmadd(d, x, two));
+      } else {
+        x = r_direct16(vadd(e, kv));
+      }
+      const vf rr = vfnmadd(x, x, x);  // r - r^2
+      vstore(gq + h, vfmadd(ds, rr, vload(gq + h)));
+      vstore(g + h, vfmadd(ds, rr, vload(g + h)));
+      vstore(dwr + h, vadd(vload(dwr + h), vfmadd(ds, x, vzero())));
+    }
+  }
+}
 #endif  // ATTNKERN_VEC
 
 // ------------------------------------------------------------------------- dispatchers
@@ -256,7 +287,11 @@ __attribute__((noinline)) void tile_grads(const KeyParams<T>& P, const KeyChunk<
   const T* kb = kc.kp + j0 * Hp;
 #if ATTNKERN_VEC
   if constexpr (std::is_same<T, float>::value) {
-    if (P.fact && rs.safe && kc.safe[j0 / kBK]) {
+    const bool fact = P.fact && rs.safe && kc.safe[j0 / kBK];
+    if (nr == 1) {
+      if (fact) grads_row_avx<true>(rs.eq.get(), kc.ekp + j0 * Hp, Hp, dS, nk, gq, gk, dwr);
+      else grads_row_avx<false>(rs.qp.get(), kb, Hp, dS, nk, gq, gk, dwr);
+    } else if (fact) {
       grads_avx<true>(rs.eq.get(), kc.ekp + j0 * Hp, Hp, dS, ldS, nr, nk, gq, gk, dwr);
     } else {
       grads_avx<false>(rs.qp.get(), kb, Hp, dS, ldS, nr, nk, gq, gk, dwr);
