@@ -203,7 +203,7 @@ static inline void grads_avx(const float* q, const float* k, int64_t Hp, const f
 // row, grads_avx's h-slice-outer order reads each 16-lane slice of the block's keys at a
 // stride of Hp (an L2 access the prefetcher does not follow, once per (key, slice)); here
 // a key's row is read contiguously, and gq, dwr and the row (L1-resident) are updated in
-// place. Same operations in the same order per element as grads_avx: bitwise the same.
+// place. The same operations in the same order per element as grads_avx.
 template <bool FACT>
 static inline void grads_row_avx(const float* q, const float* k, int64_t Hp, const float* dS,
                                  int64_t nk, float* gq, float* gk, float* dwr) {
