@@ -7,7 +7,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -255,19 +255,9 @@ def additive_attention(
     Raises:
         TypeError, ValueError: malformed inputs, naming the argument and what was seen.
     """
-    key_exp = None
-    if type(key) is PreparedKeys:
-        key, key_exp = key
-    q, k, v, w, mask, lengths, step, key_exp = check_inputs(
+    q, k, v, w, mask, lengths, step, key_exp, impl = _checked_call(
         query, key, value, weight, key_padding_mask, key_lengths, causal, return_weights,
-        key_exp)
-    if _exporting_to_onnx():
-        # torch.onnx.export is tracing: the custom ops have no ONNX form, so every backend
-        # exports as the reference (standard ops), whether or not it could run here.
-        check_backend(backend)
-        impl = "reference"
-    else:
-        impl = _resolve(backend, q, k, v, w)
+        backend)
     if impl == "op":
         # The op is differentiable (C++ autograd); under no_grad it goes straight to the
         # kernel. It takes a 2-D step query as is: outputs (B, Dv), (B, Tk), no squeeze.
@@ -313,17 +303,10 @@ def additive_scores(
         key is masked (a constant: no gradient flows there; a softmax over a row of only
         masked keys is NaN, as in PyTorch).
     """
-    key_exp = None
-    if type(key) is PreparedKeys:
-        key, key_exp = key
-    q, k, v, w, mask, lengths, step, key_exp = check_inputs(  # the attention's, no value
-        query, key, ops._no_value(key), weight, key_padding_mask, key_lengths, causal, False,
-        key_exp)
-    if _exporting_to_onnx():
-        check_backend(backend)
-        impl = "reference"
-    else:
-        impl = _resolve(backend, q, k, v, w)
+    raw = key.key if type(key) is PreparedKeys else key
+    q, k, v, w, mask, lengths, step, key_exp, impl = _checked_call(  # the attention's, no value
+        query, key, ops._no_value(raw), weight, key_padding_mask, key_lengths, causal, False,
+        backend)
     if impl == "op":
         out: Tensor = ops.scores(q, k, w, mask, lengths, causal, key_exp)
         return out
@@ -332,6 +315,27 @@ def additive_scores(
 
 
 _exporting_to_onnx = _compat.exporting_to_onnx
+
+
+def _checked_call(query: Any, key: Any, value: Any, weight: Any, key_padding_mask: Any,
+                  key_lengths: Any, causal: bool, return_weights: bool,
+                  backend: str) -> tuple[Any, ...]:
+    """What additive_attention and additive_scores do before their kernels: unpack
+    :class:`PreparedKeys`, check the inputs (check_inputs), pick the implementation. Returns
+    check_inputs' ``(q, k, v, w, mask, lengths, step, key_exp)`` and ``"op"`` or
+    ``"reference"``."""
+    key_exp = None
+    if type(key) is PreparedKeys:
+        key, key_exp = key
+    checked = check_inputs(query, key, value, weight, key_padding_mask, key_lengths, causal,
+                           return_weights, key_exp)
+    if _exporting_to_onnx():
+        # torch.onnx.export is tracing: the custom ops have no ONNX form, so every backend
+        # exports as the reference (standard ops), whether or not it could run here.
+        check_backend(backend)
+        return (*checked, "reference")
+    q, k, v, w = checked[:4]
+    return (*checked, _resolve(backend, q, k, v, w))
 
 
 def _resolve(backend: str, q: Tensor, k: Tensor, v: Tensor, w: Tensor) -> str:
