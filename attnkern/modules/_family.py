@@ -1,8 +1,7 @@
 """Pieces the attention family shares (forward attention, Coqui, monotonic).
 
-``_energies`` is the one place raw additive energies ``e = v . tanh(q + k)`` are computed
-without a softmax (sigmoid normalisation, monotonic attention): the fused
-``attnkern.additive_scores``. Where the softmax of
+Raw additive energies ``e = v . tanh(q + k)`` without a softmax (sigmoid normalisation,
+monotonic attention) are the fused :func:`attnkern.additive_scores`. Where the softmax of
 the energies is what is needed, the modules call the fused :func:`attnkern.additive_attention`
 instead (:func:`softmax_weights` when only the weights are used).
 """
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import ops
-from ..functional import PreparedKeys, additive_attention, additive_scores
+from ..functional import PreparedKeys, additive_attention
 from ..state import eager as _eager
 from ..state import record
 
@@ -36,19 +35,6 @@ def context_of(weights: Tensor, memory: Tensor, token: Tensor | None = None,
         return torch.bmm(weights.unsqueeze(1), memory).squeeze(1)
     y = torch.bmm(weights.unsqueeze(1), memory.detach()).squeeze(1)
     return record(token, y, weights)  # type: ignore[arg-type]
-
-
-def _energies(query: Tensor, key: Tensor | PreparedKeys, weight: Tensor,
-              key_padding_mask: Tensor | None = None, backend: str = "auto") -> Tensor:
-    """Raw energies ``e[b, j] = sum_h weight[h] * tanh(query[b, h] + key[b, j, h])``.
-
-    query ``(B, H)`` -> ``(B, Tk)``, or ``(B, Tq, H)`` -> ``(B, Tq, Tk)``; key ``(B, Tk, H)``
-    or its :class:`PreparedKeys`; weight ``(H,)``; key_padding_mask ``(B, Tk)`` bool, True =
-    masked: ``-inf`` there. The fused :func:`attnkern.additive_scores` (on CPU one C++ op
-    forward and backward, never the ``(B, [Tq,] Tk, H)`` tanh tensor).
-    """
-    return additive_scores(query, key, weight, key_padding_mask=key_padding_mask,
-                           backend=backend)
 
 
 def attention_with_store(query: Tensor, key: Tensor | PreparedKeys, memory: Tensor,

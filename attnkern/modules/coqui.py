@@ -38,9 +38,9 @@ from torch import Tensor, nn
 
 from .._registry import converts
 from .._validation import check_backend
+from ..functional import additive_scores
 from ..state import DecodingState, register, shared, weight_grad_store
 from ._family import (
-    _energies,
     attention_with_store,
     context_of,
     fold_location_filter,
@@ -238,7 +238,8 @@ class OriginalAttention(nn.Module):
             new_win = alignment.argmax(1) if win is not None else None
         else:
             # -inf (Coqui's mask value) at masked keys, from the op: they cost nothing there
-            e = _energies(query_proj, keys, v_weight, mask, self.backend) + v_bias
+            e = additive_scores(query_proj, keys, v_weight, key_padding_mask=mask,
+                                backend=self.backend) + v_bias
             if first is not None:
                 e = torch.cat((torch.where(first, e.amax(1, keepdim=True), e[:, :1]), e[:, 1:]), 1)
             # argmax of the energies (the sigmoid saturates: ties where e does not)

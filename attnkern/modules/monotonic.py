@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_backend
-from ..functional import PreparedKeys, prepare_keys
+from ..functional import PreparedKeys, additive_scores, prepare_keys
 from ..reference import compute_dtype
 from ..state import DecodingState, prepared, register, shared, weight_grad_store
-from ._family import _energies, context_of, lengths_mask
+from ._family import context_of, lengths_mask
 
 __all__ = ["MonotonicAttention", "MonotonicState", "monotonic_alignment", "safe_cumprod"]
 
@@ -225,14 +225,13 @@ class MonotonicAttention(nn.Module):
         return MonotonicState(keys, values, mask, alignment, key_exp,
                               weight_grad_store(values), values)
 
-    def _p_choose(self, score: Tensor, mask: Tensor) -> Tensor:
+    def _p_choose(self, score: Tensor) -> Tensor:
+        # masked keys' scores are -inf (additive_scores): p = 0 there in every mode
         if self.sigmoid_noise > 0 and self.training:
             score = score + self.sigmoid_noise * torch.randn_like(score)
         if self.mode == "hard":
-            p = (score > 0).to(score.dtype)
-        else:
-            p = torch.sigmoid(score)
-        return p.masked_fill(mask, 0.0)
+            return (score > 0).to(score.dtype)
+        return torch.sigmoid(score)
 
     def step(self, query: Tensor, state: MonotonicState) -> tuple[Tensor, Tensor, MonotonicState]:
         """query ``(B, query_dim)`` -> ``(context (B, Dv), alignment (B, T), new state)``."""
@@ -240,10 +239,11 @@ class MonotonicAttention(nn.Module):
                 or query.shape[0] != state.keys.shape[0]:
             raise ValueError(f"query must be ({state.keys.shape[0]}, {self.query_dim}), got "
                              f"{tuple(query.shape) if isinstance(query, Tensor) else query}")
-        score = _energies(self.query_proj(query), PreparedKeys(state.keys, state.key_exp),
-                          self.score_vector(),
-                          state.mask, self.backend) + self.score_bias
-        p = self._p_choose(score, state.mask)
+        score = additive_scores(
+            self.query_proj(query), PreparedKeys(state.keys, state.key_exp),
+            self.score_vector(), key_padding_mask=state.mask, backend=self.backend)
+        score = score + self.score_bias
+        p = self._p_choose(score)
         alignment = monotonic_alignment(p, state.alignment, self.mode)
         context = context_of(alignment, state.values, state.value_store, state.store_of)
         return context, alignment, state.replace(alignment=alignment)
@@ -266,10 +266,11 @@ class MonotonicAttention(nn.Module):
             raise ValueError(f"query must be (B, Tq, {self.query_dim}) or (B, {self.query_dim}),"
                              f" got {tuple(query.shape)}")
         # every step's energies in one call; the alignment recursion is over the steps
-        scores = _energies(self.query_proj(query), PreparedKeys(state.keys, state.key_exp),
-                           self.score_vector(),
-                           state.mask, self.backend) + self.score_bias  # (B, Tq, T)
-        p_all = self._p_choose(scores, state.mask.unsqueeze(1))
+        scores = additive_scores(
+            self.query_proj(query), PreparedKeys(state.keys, state.key_exp),
+            self.score_vector(), key_padding_mask=state.mask, backend=self.backend)
+        scores = scores + self.score_bias  # (B, Tq, T)
+        p_all = self._p_choose(scores)
         alignment, rows = state.alignment, []
         for i in range(query.shape[1]):
             alignment = monotonic_alignment(p_all[:, i], alignment, self.mode)
