@@ -21,6 +21,7 @@ __all__ = [
     "is_eager",
     "is_fake",
     "is_wrap_triton_enabled",
+    "module_attr",
     "name_triton_kernels",
     "register_functional_rule",
     "register_pytree_namedtuple",
@@ -65,10 +66,46 @@ def is_eager() -> bool:
 
 def forward_hooks_free(module: torch.nn.Module) -> bool:
     """No forward (pre-)hooks on ``module``, its children or globally (the global hook
-    dicts are private to torch.nn.modules.module)."""
+    dicts are private to torch.nn.modules.module). Walks the ``_modules`` dicts itself:
+    ``module.modules()`` costs ~7 us for a two-level layer, and a decoder asks every step."""
     mm = torch.nn.modules.module
-    return not (mm._global_forward_hooks or mm._global_forward_pre_hooks
-                or any(m._forward_hooks or m._forward_pre_hooks for m in module.modules()))
+    if mm._global_forward_hooks or mm._global_forward_pre_hooks:
+        return False
+    todo = [module]
+    while todo:
+        m = todo.pop()
+        if m._forward_hooks or m._forward_pre_hooks:
+            return False
+        todo.extend(c for c in m._modules.values() if c is not None)
+    return True
+
+
+_module_getattr = torch.nn.Module.__getattr__
+
+
+def module_attr(module: torch.nn.Module, *path: str) -> Any:
+    """``module.a.b.c`` for ``path = ("a", "b", "c")``, read live (nothing is kept).
+
+    A hop that plain attribute lookup would resolve in ``nn.Module.__getattr__`` (a
+    registered parameter or submodule, no class attribute or instance attribute of that
+    name, ``__getattr__`` not overridden) reads the module's ``_parameters`` / ``_modules``
+    dict directly: ~1 us a hop instead of ~2.5 us on the 2-core VMs, and a decoder step reads
+    five weights through eleven hops. Anything else (a property, ``torch.nn.utils.
+    parametrize``, ``weight_norm``'s plain attribute, buffers) goes through ``getattr``."""
+    obj: Any = module
+    for name in path:
+        cls = type(obj)
+        if cls.__getattr__ is _module_getattr and not hasattr(cls, name):
+            d = obj.__dict__
+            if name not in d:
+                got = d["_parameters"].get(name)
+                if got is None:
+                    got = d["_modules"].get(name)
+                if got is not None:
+                    obj = got
+                    continue
+        obj = getattr(obj, name)
+    return obj
 
 
 def is_fake(t: Tensor) -> bool:

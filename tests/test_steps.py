@@ -469,3 +469,37 @@ def test_deferred_linear_weight_with_rows_of_any_shape():
     ref_dx, ref_dw = torch.autograd.grad(torch.nn.functional.linear(x, weight), [x, weight], g)
     torch.testing.assert_close(dx, ref_dx)
     torch.testing.assert_close(dw, ref_dw)
+
+
+@pytest.mark.parametrize("where", ["query", "dense", "conv"])
+def test_parametrized_weights_are_read_through_the_parametrization(where):
+    # the modules read their weights live through each attribute path (attnkern._compat.
+    # module_attr): a parametrized weight (weight_norm) is a property, not a registered
+    # parameter, and must be computed, not bypassed
+    from torch.nn.utils.parametrizations import weight_norm
+
+    lsa, memory, hidden, mask = _setup()
+    layer = {"query": lsa.query_layer.linear_layer,
+             "dense": lsa.location_layer.location_dense.linear_layer,
+             "conv": lsa.location_layer.location_conv.conv}[where]
+    weight_norm(layer)
+    with torch.no_grad():
+        layer.parametrizations.weight.original0.mul_(1.5)  # the weight is no longer W
+    ref, ref_outs, _ = _grads(_Original(lsa), memory, hidden, mask)
+    got, outs, _ = _grads(lsa, memory, hidden, mask)
+    _close(outs, ref_outs, f"{where} outputs")
+    _close(got, ref, f"{where} grads")
+    state = lsa.start(memory, key_padding_mask=mask)
+    context, weights, _ = lsa.step(hidden[0], state)
+    _close((context, weights), ref_outs[:2], f"{where} start/step")
+
+
+def test_a_parameter_assigned_anew_is_the_one_used():
+    lsa, memory, hidden, mask = _setup()
+    with torch.no_grad():
+        new = torch.nn.Parameter(lsa.query_layer.linear_layer.weight * -2.0)
+    lsa.query_layer.linear_layer.weight = new
+    ref, ref_outs, _ = _grads(_Original(lsa), memory, hidden, mask)
+    got, outs, _ = _grads(lsa, memory, hidden, mask)
+    _close(outs, ref_outs, "outputs")
+    _close(got, ref, "grads")

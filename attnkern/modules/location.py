@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._compat import module_attr
 from .._registry import converts
 from .._validation import check_backend
 from ..functional import additive_attention
@@ -168,15 +169,16 @@ class _LocationAttention(HoldsState, nn.Module):
         if state.location_filter is None:
             raise ValueError("state has no location_filter: make it with start()")
         memory = state.memory
+        w = self._weights()  # once per step (five weights, eleven attribute hops)
         self._check("attention_hidden_state", attention_hidden_state,
                     (memory.shape[0], self.attention_rnn_dim),
-                    "(B={0}, attention_rnn_dim={1}) (the state's batch)")
+                    "(B={0}, attention_rnn_dim={1}) (the state's batch)", w[0])
         cat = torch.stack((state.previous_weights, state.cumulative_weights), 1)
         context, weights = self._attend(
             attention_hidden_state, memory, state.processed_memory, cat,
             state.key_padding_mask, state.key_lengths,
             _Prepared(state.location_filter, state.query_weight_t, state.grad_store_query,
-                      state.grad_store_memory))
+                      state.grad_store_memory), w)
         return context, weights, state.replace(
             previous_weights=weights, cumulative_weights=state.cumulative_weights + weights)
 
@@ -199,8 +201,9 @@ class _LocationAttention(HoldsState, nn.Module):
         wq, _, v, _, _ = self._weights() if weights5 is None else weights5
         wq_t, q_store = prepared.query_weight_t, prepared.grad_store_query
         m_store = prepared.grad_store_memory
-        if not hooks_free(self.query_linear):  # hooks to run: call the layer
-            query = self.query_linear(hidden)
+        query_linear = self.query_linear
+        if not hooks_free(query_linear):  # hooks to run: call the layer
+            query = query_linear(hidden)
         elif usable(q_store):
             if wq_t is None:  # W_q as it is now (the call protocol)
                 query = record_linear(q_store, hidden, wq, wq.detach().t())  # type: ignore[arg-type]
@@ -405,13 +408,15 @@ class LocationSensitiveAttention(_LocationAttention):
 
     @property
     def query_linear(self) -> nn.Module:  # type: ignore[override]
-        return self.query_layer
+        return module_attr(self, "query_layer")  # type: ignore[no-any-return]
 
     def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        loc = self.location_layer
-        return (self.query_layer.linear_layer.weight, self.memory_layer.linear_layer.weight,
-                self.v.linear_layer.weight, loc.location_conv.conv.weight,
-                loc.location_dense.linear_layer.weight)
+        a = module_attr
+        loc = a(self, "location_layer")
+        return (a(self, "query_layer", "linear_layer", "weight"),
+                a(self, "memory_layer", "linear_layer", "weight"),
+                a(self, "v", "linear_layer", "weight"), a(loc, "location_conv", "conv", "weight"),
+                a(loc, "location_dense", "linear_layer", "weight"))
 
 
 # ---------------------------------------------------------------------- torchaudio
@@ -471,12 +476,14 @@ class TorchaudioAttention(_LocationAttention):
 
     @property
     def query_linear(self) -> nn.Module:  # type: ignore[override]
-        return self.query_layer
+        return module_attr(self, "query_layer")  # type: ignore[no-any-return]
 
     def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        loc = self.location_layer
-        return (self.query_layer.weight, self.memory_layer.weight, self.v.weight,
-                loc.location_conv.weight, loc.location_dense.weight)
+        a = module_attr
+        loc = a(self, "location_layer")
+        return (a(self, "query_layer", "weight"), a(self, "memory_layer", "weight"),
+                a(self, "v", "weight"), a(loc, "location_conv", "weight"),
+                a(loc, "location_dense", "weight"))
 
 
 # ---------------------------------------------------------------------- loaders
