@@ -1,7 +1,7 @@
 // CPU implementations of attnkern::fwd and attnkern::bwd (the schemas are in schema.cpp).
 // Every input is checked here too, so a direct torch.ops.attnkern call can never read out of
-// bounds; inputs of any strides are made contiguous, float16 and
-// bfloat16 are computed in float32. The kernels run through the table of the ISA chosen at
+// bounds; inputs of any strides are made contiguous (except the value, whose rows are read in
+// place when each row is contiguous: prep_rows), float16 and bfloat16 are computed in float32. The kernels run through the table of the ISA chosen at
 // import (isa.cpp); this file is glue, built for the baseline ISA.
 //
 // A 2-D query (B, H) is one decoder step: the kernels see it as (B, 1, H) (the same
@@ -184,6 +184,19 @@ Tensor prep(const Tensor& t, at::ScalarType acc) {
 // An output for the kernel to fill: at::native::empty_cpu is what at::empty dispatches to for
 // CPU tensors (the deterministic NaN fill of uninitialised memory included), minus the
 // dispatcher round trip, which a decoder step pays for every output.
+// The value operand as the kernels take it (kernels/api.h Rows): read in place when its rows are
+// contiguous in the accumulation dtype, whatever the row strides (an RNN encoder's
+// batch_first output is (Tk, B)-major: a copy per decoder step would read and write it all).
+Tensor prep_rows(const Tensor& t, at::ScalarType acc) {
+  if (t.scalar_type() == acc && (t.stride(2) == 1 || t.size(2) <= 1)) return t;
+  return prep(t, acc);
+}
+
+template <typename T>
+Rows<T> rows_of(const Tensor& v) {
+  return Rows<T>{v.data_ptr<T>(), v.stride(0), v.stride(1)};
+}
+
 Tensor new_empty(at::IntArrayRef sizes, at::ScalarType dtype) {
   return at::native::empty_cpu(sizes, dtype, std::nullopt, std::nullopt, std::nullopt,
                                std::nullopt);
@@ -242,7 +255,8 @@ std::tuple<Tensor, Tensor, Tensor> fwd_run(const char* op, const Dims& d, const 
                                            const std::optional<Tensor>& key_exp) {
   constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
   const auto dtype = query.scalar_type();
-  Tensor q = prep(query, acc), k = prep(key, acc), v = prep(value, acc), w = prep(weight, acc);
+  Tensor q = prep(query, acc), k = prep(key, acc), v = prep_rows(value, acc);
+  Tensor w = prep(weight, acc);
   Tensor ek = prep_key_exp(op, key_exp, d, acc);
   Tensor mask = key_padding_mask.has_value() ? key_padding_mask->contiguous() : Tensor();
   Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
@@ -252,7 +266,7 @@ std::tuple<Tensor, Tensor, Tensor> fwd_run(const char* op, const Dims& d, const 
   const MaskArgs mk = make_masks(d, mask, len, causal);
   if (d.B * d.Tq > 0) {
     forward_kernel<T>(active_kernels())(
-        q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek), v.data_ptr<T>(), w.data_ptr<T>(),
+        q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek), rows_of<T>(v), w.data_ptr<T>(),
         mk, d.B, d.Tq, d.Tk, d.H, d.Dv, out.data_ptr<T>(), lse.data_ptr<T>(),
         ptr_or_null<T>(wts));
   }
@@ -321,7 +335,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_run(
     bool value_grad) {
   constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
   const auto dtype = query.scalar_type();
-  Tensor q = prep(query, acc), k = prep(key, acc), v = prep(value, acc), w = prep(weight, acc);
+  Tensor q = prep(query, acc), k = prep(key, acc), v = prep_rows(value, acc);
+  Tensor w = prep(weight, acc);
   // weights: the forward's exp(s - lse); in T the kernel reads p from them instead of
   // recomputing the scores (a backward then evaluates tanh once per element, not twice).
   Tensor pr;
@@ -343,7 +358,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_run(
   const MaskArgs mk = make_masks(d, mask, len, causal);
   backward_kernel<T>(active_kernels())(
       go.data_ptr<T>(), ptr_or_null<T>(gw), q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek),
-      v.data_ptr<T>(), w.data_ptr<T>(), ls.data_ptr<T>(), dl.data(), ptr_or_null<T>(pr), mk, d.B,
+      rows_of<T>(v), w.data_ptr<T>(), ls.data_ptr<T>(), dl.data(), ptr_or_null<T>(pr), mk, d.B,
       d.Tq, d.Tk, d.H, d.Dv, dq.data_ptr<T>(), dk.data_ptr<T>(), ptr_or_null<T>(dv),
       dw.data_ptr<T>());
   return {cast(dq, dtype), cast(dk, dtype),

@@ -139,6 +139,17 @@ def test_gpu_bench_table_row_and_cpu_refusal():
         assert proc.returncode != 0 and "needs CUDA" in proc.stderr
 
 
+def test_e2e_bench_smoke():
+    """bench/e2e.py: torchaudio's Tacotron2 infer(), original / attnkern / no attention, with
+    the decode step compiled too (or 'skipped' without torchaudio)."""
+    proc = _run(["bench/e2e.py", "--smoke", "--compile"], timeout=600)
+    assert "load" in proc.stdout
+    if "skipped" not in proc.stdout:
+        for row in ("| 1 | eager |", "| 8 | eager |", "| 8 | compiled step |",
+                    "max abs difference"):
+            assert row in proc.stdout, (row, proc.stdout)
+
+
 def test_normalisers_bench_smoke():
     """bench/normalisers.py: every entry of the score-bias / sigmoid-normaliser decision."""
     from attnkern import ops

@@ -115,6 +115,31 @@ def test_expanded_stride0_key_value():
     assert k0.grad.shape == k0.shape and torch.isfinite(k0.grad).all()
 
 
+# (B, Tq, Tk, H, Dv): a decoder step, several key blocks, a Dv tail, query blocks
+ROW_STRIDED = [(3, 1, 70, 24, 20), (2, 9, 130, 16, 33), (5, 2, 21, 8, 512)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", ROW_STRIDED, ids=[shape_id(*s) for s in ROW_STRIDED])
+@pytest.mark.parametrize("kind", ["none", "lengths", "both"])
+def test_value_rows_with_any_strides(shape, kind, dtype):
+    # The kernels read a value whose rows are contiguous in place, whatever its row strides
+    # (kernels/api.h Rows): an RNN encoder's batch_first output is (Tk, B)-major, and a
+    # (Tk, B, Dv) buffer viewed as (B, Tk, Dv) must give the dense tensor's results.
+    B, Tq, Tk, H, Dv = shape
+    q, k, _, w = make_inputs(B, Tq, Tk, H, Dv, seed=11, dtype=dtype)
+    g = torch.Generator().manual_seed(12)
+    for v in (torch.randn(Tk, B, Dv, generator=g, dtype=dtype).transpose(0, 1),
+              torch.randn(B, 2 * Tk, Dv, generator=g, dtype=dtype)[:, ::2]):
+        assert not v.is_contiguous() and v.stride(2) == 1
+        v.requires_grad_(True)
+        check_against_reference(q, k, v, w, backend="cpp", **make_masks(kind, B, Tq, Tk))
+        query = q[:, 0] if Tq == 1 else q  # a step's 2-D query: the per-row outputs
+        dense = attnkern.additive_attention(query, k, v.detach().contiguous(), w, backend="cpp")
+        strided = attnkern.additive_attention(query, k, v.detach(), w, backend="cpp")
+        assert torch.equal(strided, dense)  # the same arithmetic, bit for bit
+
+
 # ------------------------------------------------------------ factorised-path range guard
 
 def _guard_inputs(case, B=2, Tq=12, Tk=70, H=40, Dv=8):

@@ -408,22 +408,9 @@ def test_project_keys_plus_a_term_says_what_to_do():
 
 
 def _torchaudio_attention():
-    import importlib.util
-    import sys
+    import toolkits
 
-    spec = importlib.util.find_spec("torchaudio")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("torchaudio is not installed (the toolkits test extra)")
-    name = "torchaudio.models.tacotron2"
-    if name not in sys.modules:
-        import os
-
-        path = os.path.join(spec.submodule_search_locations[0], "models", "tacotron2.py")
-        mod_spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(mod)  # pure PyTorch; the package __init__ needs more
-        sys.modules[name] = mod
-    return sys.modules[name]
+    return toolkits.torchaudio_tacotron2()  # skips where torchaudio is not installed
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

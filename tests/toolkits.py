@@ -155,6 +155,27 @@ def opennmt_global_attention() -> types.ModuleType:
     return _import(OPENNMT_GLOBAL_ATTENTION)
 
 
+def torchaudio_tacotron2() -> types.ModuleType:
+    """``torchaudio.models.tacotron2`` (pure PyTorch), loaded from its file: torchaudio's
+    package ``__init__`` loads its compiled library, a CUDA build on PyPI."""
+    return _import_file("torchaudio", "torchaudio.models.tacotron2", "models", "tacotron2.py")
+
+
+@cache
+def _import_file(top: str, name: str, *path: str) -> types.ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    root = _top_dir(top)
+    if root is None:
+        pytest.skip(f"{top} is not installed (scripts/install_toolkits.sh)")
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, *path))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    return module
+
+
 def coqui_attentions() -> types.ModuleType:
     """``TTS.tts.layers.tacotron.attentions`` (coqui-tts)."""
     return _import("TTS.tts.layers.tacotron.attentions")

@@ -18,10 +18,20 @@ struct MaskArgs {
   int64_t Tq, Tk;
 };
 
-// q (B,Tq,H), k (B,Tk,H), ek = exp(2k) (B,Tk,H) or null, v (B,Tk,Dv), w (H)
+// The value operand (B, Tk, Dv): each row's Dv elements contiguous, row j of batch b at
+// p + b * sb + j * st. Any row strides: an encoder output laid out (Tk, B) in memory (an RNN's
+// batch_first view) or a batch expanded with stride 0 is read in place, not copied per call.
+template <typename T>
+struct Rows {
+  const T* p;
+  int64_t sb, st;
+  const T* row(int64_t b, int64_t j) const { return p + b * sb + j * st; }
+};
+
+// q (B,Tq,H), k (B,Tk,H), ek = exp(2k) (B,Tk,H) or null, v (B,Tk,Dv) rows, w (H)
 //   -> out (B,Tq,Dv), lse (B,Tq), wts (B,Tq,Tk) when non-null.
 template <typename T>
-using ForwardFn = void (*)(const T* q, const T* k, const T* ek, const T* v, const T* w,
+using ForwardFn = void (*)(const T* q, const T* k, const T* ek, Rows<T> v, const T* w,
                            const MaskArgs& mk, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
                            int64_t Dv, T* out, T* lse, T* wts);
 
@@ -30,7 +40,7 @@ using ForwardFn = void (*)(const T* q, const T* k, const T* ek, const T* v, cons
 //   -> dq, dk, dv, dw (the shapes of q, k, v, w); dv may be null (no value gradient).
 template <typename T>
 using BackwardFn = void (*)(const T* go, const T* gw, const T* q, const T* k, const T* ek,
-                            const T* v, const T* w, const T* lse, const T* delta,
+                            Rows<T> v, const T* w, const T* lse, const T* delta,
                             const T* probs, const MaskArgs& mk, int64_t B, int64_t Tq,
                             int64_t Tk, int64_t H, int64_t Dv, T* dq, T* dk, T* dv, T* dw);
 

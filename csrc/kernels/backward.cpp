@@ -20,7 +20,7 @@ namespace attnkern {
 namespace ATTNKERN_ISA {
 
 template <typename T>
-void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek, const T* v,
+void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek, Rows<T> v,
                    const T* w, const T* lse, const T* delta, const T* probs,
                    const MaskArgs& mask_args, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
                    int64_t Dv, T* dq, T* dk, T* dv, T* dw) {
@@ -82,8 +82,7 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
             const int64_t nk = std::min(kBK, jlim - j0);
             // p: the forward's weights when given (no score pass), else exp(s - lse)
             if (!probs) tile_scores(kpar, kc, rs, j0 - c0, nk, S.get(), ldS);
-            const T* vb = v + (b * Tk + j0) * Dv;
-            gemm_nt(gob, Dv, vb, Dv, DP.get(), ldS, nr, nk, Dv);  // dP = dO V^T
+            gemm_nt(gob, Dv, v.row(b, j0), v.st, DP.get(), ldS, nr, nk, Dv);  // dP = dO V^T
             for (int64_t r = 0; r < nr; ++r) {
               const int64_t i = b * Tq + i0 + r;
               const T lr = lse[i], dl = delta[i];
@@ -129,12 +128,12 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
 }
 
 template void backward_impl<float>(const float*, const float*, const float*, const float*,
-                                   const float*, const float*, const float*, const float*,
+                                   const float*, Rows<float>, const float*, const float*,
                                    const float*, const float*, const MaskArgs&, int64_t,
                                    int64_t, int64_t, int64_t, int64_t, float*, float*, float*,
                                    float*);
 template void backward_impl<double>(const double*, const double*, const double*,
-                                    const double*, const double*, const double*, const double*,
+                                    const double*, const double*, Rows<double>, const double*,
                                     const double*, const double*, const double*,
                                     const MaskArgs&, int64_t, int64_t, int64_t, int64_t,
                                     int64_t, double*, double*, double*, double*);

@@ -20,7 +20,7 @@ namespace attnkern {
 namespace ATTNKERN_ISA {
 
 template <typename T>
-void forward_impl(const T* q, const T* k, const T* ek, const T* v, const T* w,
+void forward_impl(const T* q, const T* k, const T* ek, Rows<T> v, const T* w,
                   const MaskArgs& mask_args, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
                   int64_t Dv, T* out, T* lse, T* wts) {
   const Masks mk(mask_args);
@@ -109,7 +109,7 @@ void forward_impl(const T* q, const T* k, const T* ek, const T* v, const T* w,
               m[i] = mnew;
             }
             // acc += P V for this block
-            gemm_acc(S.get(), ldS, 1, v + (b * Tk + j0) * Dv, Dv, acc + i0 * Dv, Dv, nr, nk, Dv);
+            gemm_acc(S.get(), ldS, 1, v.row(b, j0), v.st, acc + i0 * Dv, Dv, nr, nk, Dv);
           }
         }
       }
@@ -161,10 +161,10 @@ void forward_impl(const T* q, const T* k, const T* ek, const T* v, const T* w,
   });
 }
 
-template void forward_impl<float>(const float*, const float*, const float*, const float*,
+template void forward_impl<float>(const float*, const float*, const float*, Rows<float>,
                                   const float*, const MaskArgs&, int64_t, int64_t, int64_t,
                                   int64_t, int64_t, float*, float*, float*);
-template void forward_impl<double>(const double*, const double*, const double*, const double*,
+template void forward_impl<double>(const double*, const double*, const double*, Rows<double>,
                                    const double*, const MaskArgs&, int64_t, int64_t, int64_t,
                                    int64_t, int64_t, double*, double*, double*);
 

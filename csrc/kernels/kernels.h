@@ -9,12 +9,12 @@ namespace attnkern {
 namespace ATTNKERN_ISA {
 
 template <typename T>
-void forward_impl(const T* q, const T* k, const T* ek, const T* v, const T* w,
+void forward_impl(const T* q, const T* k, const T* ek, Rows<T> v, const T* w,
                   const MaskArgs& mk, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Dv,
                   T* out, T* lse, T* wts);
 
 template <typename T>
-void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek, const T* v,
+void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek, Rows<T> v,
                    const T* w, const T* lse, const T* delta, const T* probs,
                    const MaskArgs& mk, int64_t B,
                    int64_t Tq, int64_t Tk, int64_t H, int64_t Dv, T* dq, T* dk, T* dv, T* dw);

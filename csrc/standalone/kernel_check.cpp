@@ -160,6 +160,12 @@ double err(const std::vector<T>& a, const std::vector<double>& b) {
   return e / (1 + m);
 }
 
+// The value rows of a dense (B, Tk, Dv) vector.
+template <typename T>
+attnkern::Rows<T> rows(const std::vector<T>& v, const Case& c) {
+  return attnkern::Rows<T>{v.data(), c.Tk * c.Dv, c.Dv};
+}
+
 // key_exp: pass exp(2k) as the prepared keys do (the factorised paths read it).
 template <typename T>
 double run(const KernelTable& kt, const Data& d, bool key_exp) {
@@ -177,7 +183,8 @@ double run(const KernelTable& kt, const Data& d, bool key_exp) {
   std::vector<T> dq(q.size()), dk(k.size()), dv(v.size()), dw(w.size());
   auto fwd = std::is_same<T, float>::value ? (void*)kt.fwd_f : (void*)kt.fwd_d;
   auto bwd = std::is_same<T, float>::value ? (void*)kt.bwd_f : (void*)kt.bwd_d;
-  reinterpret_cast<attnkern::ForwardFn<T>>(fwd)(q.data(), k.data(), ekp, v.data(), w.data(),
+  reinterpret_cast<attnkern::ForwardFn<T>>(fwd)(q.data(), k.data(), ekp, rows(v, c),
+                                                w.data(),
                                                 mk, c.B, c.Tq, c.Tk, c.H, c.Dv, out.data(),
                                                 lse.data(), wts.data());
   double e = err(out, d.out);
@@ -185,7 +192,7 @@ double run(const KernelTable& kt, const Data& d, bool key_exp) {
   // Backward twice: p recomputed, and p read from the forward's weights.
   for (const T* probs : {static_cast<const T*>(nullptr), static_cast<const T*>(wts.data())}) {
     reinterpret_cast<attnkern::BackwardFn<T>>(bwd)(
-        go.data(), nullptr, q.data(), k.data(), ekp, v.data(), w.data(), lse_ref.data(),
+        go.data(), nullptr, q.data(), k.data(), ekp, rows(v, c), w.data(), lse_ref.data(),
         delta_ref.data(), probs, mk, c.B, c.Tq, c.Tk, c.H, c.Dv, dq.data(), dk.data(),
         dv.data(), dw.data());
     for (auto pr : {std::make_pair(&dq, &d.dq), std::make_pair(&dk, &d.dk),
