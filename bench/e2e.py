@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
 
@@ -40,6 +38,7 @@ if __name__ == "__main__" and not __package__:  # python bench/e2e.py
     import _bootstrap  # noqa: F401
 
 import attnkern  # noqa: E402
+from bench.cpu_timing import interleaved_medians  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "tests"))
@@ -49,9 +48,8 @@ import toolkits  # noqa: E402
 class ZeroAttention(nn.Module):
     """Returns fixed zero tensors of the attention's output shapes: costs (almost) nothing."""
 
-    def __init__(self, embedding_dim: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.embedding_dim = embedding_dim
         self.memory_layer = nn.Identity()  # the decoder projects the memory once with it
 
     def forward(self, hidden: Tensor, memory: Tensor, processed_memory: Tensor,
@@ -71,7 +69,7 @@ def variants(model: nn.Module) -> dict[str, nn.Module]:
     if not attnkern.replace_attention(ours):
         raise RuntimeError("replace_attention found no attention in torchaudio's Tacotron2")
     zero = copy.deepcopy(model)
-    zero.decoder.attention_layer = ZeroAttention(model.decoder.encoder_embedding_dim)
+    zero.decoder.attention_layer = ZeroAttention()
     return {"original": model, "attnkern": ours, "no attention": zero}
 
 
@@ -118,21 +116,16 @@ def attention_alone(model: nn.Module, ours: nn.Module, x: tuple[Tensor, Tensor],
                     cum = cum + w
         return go
 
-    t = interleaved({"original": loop(model.decoder.attention_layer),
-                     "attnkern": loop(ours.decoder.attention_layer)}, repeats)
+    t = medians({"original": loop(model.decoder.attention_layer),
+                 "attnkern": loop(ours.decoder.attention_layer)}, repeats)
     return t["original"] / t["attnkern"]
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    for fn in fns.values():
-        fn()  # warm-up (and compilation)
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+def medians(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Median seconds of one call of each, interleaved (the first call, compilation
+    included, is the untimed warm-up)."""
+    timed = interleaved_medians(fns, repeats=repeats, min_sample_s=0.0)  # one call a sample
+    return {k: t.median for k, t in timed.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.compile:
             modes.append(("compiled step", {k: compiled(m) for k, m in models.items()}))
         for mode, ms in modes:
-            t = interleaved({k: (lambda m=m, x=x: infer(m, x)) for k, m in ms.items()}, repeats)
+            t = medians({k: (lambda m=m, x=x: infer(m, x)) for k, m in ms.items()}, repeats)
             orig, ours, zero = t["original"], t["attnkern"], t["no attention"]
             s_before = max(orig - zero, 0.0) / orig
             s_after = max(ours - zero, 0.0) / ours

@@ -161,7 +161,6 @@ def torchaudio_tacotron2() -> types.ModuleType:
     return _import_file("torchaudio", "torchaudio.models.tacotron2", "models", "tacotron2.py")
 
 
-@cache
 def _import_file(top: str, name: str, *path: str) -> types.ModuleType:
     if name in sys.modules:
         return sys.modules[name]
