@@ -45,6 +45,20 @@ grad_weight)``: the energies ``weight . tanh(query_i + key_j)`` without the soft
 (``_scores_fwd_kernel``; backward ``_scores_ds_kernel`` + the attention's
 ``_bwd_dqdk_kernel``); one C++ autograd on every device.
 
+``attnkern::location_attention(query, processed_memory, attention_weights_cat,
+location_filter, memory, weight, key_padding_mask?, key_lengths?, kernel, pad) -> (context,
+weights)``: one inference step of location-sensitive attention, CPU only (``csrc/ops.cpp``):
+keys ``processed_memory + windows(attention_weights_cat) @ location_filter^T`` (the
+location conv and dense folded, :func:`attnkern.modules._family.fold_location_filter`),
+then ``fwd``'s step on them; query (B, A), processed_memory (B, T, A),
+attention_weights_cat (B, C, T), location_filter (A, C * taps), memory (B, T, Dv), weight
+(A,) -> context (B, Dv), weights (B, T). The step's keys live in per-thread scratch, and
+keys past a row's last usable one are not computed. No backward: under grad mode an input
+that requires grad raises (the modules call it only for inference steps).
+
+Every op with a key_padding_mask stops at each row's last usable key: a padded tail costs
+nothing (csrc/ops.cpp ``make_masks``).
+
 Kernels: CPU from the C++ extension (``csrc/ops.cpp``, ``TORCH_LIBRARY_IMPL(attnkern,
 CPU)``), CUDA from Triton (registered here; decomposed under ``torch.compile`` like
 ``triton_op``, so Inductor sees the kernels). Every kernel checks its own inputs: the C++
@@ -251,6 +265,14 @@ def _location1_keys_backward_fake(grad, prev, conv_weight, dense_weight, prev_gr
         dense_weight.shape)
 
 
+def _location_attention_fake(query, processed_memory, attention_weights_cat, location_filter,
+                             memory, weight, key_padding_mask, key_lengths, kernel, pad):
+    check_op_inputs("attnkern::location_attention", query, processed_memory, memory, weight,
+                    key_padding_mask, key_lengths, None)
+    return (query.new_empty(query.shape[0], memory.shape[2]),
+            query.new_empty(query.shape[0], processed_memory.shape[1]))
+
+
 def _no_value(key: Any) -> Any:
     """The (B, Tk, 0) value the scores ops' checks stand in (the checks of fwd, no value)."""
     return key.new_empty(key.shape[0], key.shape[1], 0) if isinstance(
@@ -308,12 +330,14 @@ bwd: Any
 scores: Any
 location_windows: Any
 location1_keys: Any
+location_attention: Any
 if HAS_CPP:
     fwd = torch.ops.attnkern.fwd.default
     bwd = torch.ops.attnkern.bwd.default
     scores = torch.ops.attnkern.scores.default
     location_windows = torch.ops.attnkern.location_windows.default
     location1_keys = torch.ops.attnkern.location1_keys.default
+    location_attention = torch.ops.attnkern.location_attention.default
 
     _lib = torch.library.Library("attnkern", "FRAGMENT")  # noqa: TOR901 (module global)
     _lib.impl("fwd", _eager_cuda(fwd_triton), "CUDA")
@@ -325,7 +349,8 @@ if HAS_CPP:
                          ("location_windows", _location_windows_fake),
                          ("location_windows_backward", _location_windows_backward_fake),
                          ("location1_keys", _location1_keys_fake),
-                         ("location1_keys_backward", _location1_keys_backward_fake)):
+                         ("location1_keys_backward", _location1_keys_backward_fake),
+                         ("location_attention", _location_attention_fake)):
         torch.library.register_fake("attnkern::" + _name, _fake, lib=_lib)
     if HAS_TRITON:
         _compat.register_functional_rule("attnkern::fwd", _decompose_on_cuda(fwd_triton), _lib)
@@ -341,7 +366,8 @@ if HAS_CPP:
             _compat.name_triton_kernels(("attnkern::fwd", "attnkern::bwd", "attnkern::scores",
                                         "attnkern::scores_backward"), _kernels)
 else:
-    fwd = bwd = scores = location_windows = location1_keys = _missing_extension
+    fwd = bwd = scores = location_windows = location1_keys = location_attention = \
+        _missing_extension
 
 
 def clear_caches() -> None:

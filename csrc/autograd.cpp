@@ -213,10 +213,43 @@ std::tuple<Tensor, Tensor, Tensor> scores_backward_autograd(
                               key_exp);
 }
 
+// attnkern::location_attention has no backward: it refuses what would need one instead of
+// returning outputs that silently take no gradient.
+using LocSig = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
+                                          const Tensor&, const Tensor&, const Tensor&,
+                                          const OptTensor&, const OptTensor&, int64_t, int64_t);
+
+std::tuple<Tensor, Tensor> location_attention_autograd(
+    const Tensor& query, const Tensor& processed_memory, const Tensor& attention_weights_cat,
+    const Tensor& location_filter, const Tensor& memory, const Tensor& weight,
+    const OptTensor& key_padding_mask, const OptTensor& key_lengths, int64_t kernel,
+    int64_t pad) {
+  if (at::GradMode::is_enabled()) {
+    const std::pair<const char*, const Tensor*> named[] = {
+        {"query", &query}, {"processed_memory", &processed_memory},
+        {"attention_weights_cat", &attention_weights_cat},
+        {"location_filter", &location_filter}, {"memory", &memory}, {"weight", &weight}};
+    for (const auto& [name, t] : named) {
+      TORCH_CHECK_VALUE(!(t->defined() && t->requires_grad()),
+                        "attnkern::location_attention: ", name,
+                        " requires grad, and this op is for inference only (no backward): "
+                        "call it under torch.no_grad(), or use the differentiable step "
+                        "(LocationSensitiveAttention does so by itself)");
+    }
+  }
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("attnkern::location_attention", "")
+                             .typed<LocSig>();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op.call(query, processed_memory, attention_weights_cat, location_filter, memory,
+                 weight, key_padding_mask, key_lengths, kernel, pad);
+}
+
 }  // namespace
 }  // namespace attnkern
 
 TORCH_LIBRARY_IMPL(attnkern, Autograd, m) {
+  m.impl("location_attention", &attnkern::location_attention_autograd);
   m.impl("fwd", &attnkern::fwd_autograd);
   m.impl("bwd", &attnkern::bwd_autograd);
   m.impl("scores", &attnkern::scores_autograd);

@@ -24,8 +24,44 @@
 #include <tuple>
 
 #include "kernels/api.h"
+#include "location.h"
 
 namespace attnkern {
+void fill_location_windows(const at::Tensor& x, int64_t kernel, int64_t pad, int64_t taps,
+                           at::Tensor& out, const int64_t* offsets) {
+  const int64_t B = x.size(0), C = x.size(1), T = x.size(2), W = C * taps;
+  const int64_t rows = offsets != nullptr ? offsets[B] : B * T;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "location_windows", [&] {
+    const scalar_t* src = x.const_data_ptr<scalar_t>();
+    scalar_t* dst = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(W, 1)),
+                     [&](int64_t r0, int64_t r1) {
+      // packed rows: batch b holds rows [offsets[b], offsets[b + 1]), its steps t = 0, 1, ...
+      int64_t b = 0;
+      if (offsets != nullptr) b = std::upper_bound(offsets, offsets + B + 1, r0) - offsets - 1;
+      for (int64_t r = r0; r < r1; ++r) {
+        int64_t t;
+        if (offsets != nullptr) {
+          while (r >= offsets[b + 1]) ++b;
+          t = r - offsets[b];
+        } else {
+          b = r / T, t = r % T;
+        }
+        // taps k in [k0, k1) read x[t + k - pad]; the rest are zero
+        const int64_t k0 = std::max<int64_t>(0, pad - t);
+        const int64_t k1 = std::min<int64_t>(kernel, T + pad - t);
+        for (int64_t c = 0; c < C; ++c) {
+          scalar_t* o = dst + r * W + c * taps;
+          const scalar_t* s = src + (b * C + c) * T + (t - pad);
+          for (int64_t k = 0; k < k0; ++k) o[k] = scalar_t(0);
+          for (int64_t k = k0; k < k1; ++k) o[k] = s[k];
+          for (int64_t k = std::max(k0, k1); k < taps; ++k) o[k] = scalar_t(0);
+        }
+      }
+    });
+  });
+}
+
 namespace {
 
 using at::Tensor;
@@ -48,29 +84,8 @@ Tensor windows_cpu(const Tensor& x, int64_t kernel, int64_t pad, int64_t taps) {
   TORCH_CHECK(x.dim() == 3, op, ": x must be 3-D (B, C, T), got ", x.sizes());
   check_float(op, "x", x);
   check_geometry(op, kernel, pad, taps);
-  const Tensor xc = x.contiguous();
-  const int64_t B = x.size(0), C = x.size(1), T = x.size(2), W = C * taps;
-  Tensor out = at::empty({B * T, W}, x.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "location_windows", [&] {
-    const scalar_t* src = xc.const_data_ptr<scalar_t>();
-    scalar_t* dst = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B * T, std::max<int64_t>(1, 16384 / std::max<int64_t>(W, 1)),
-                     [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t b = r / T, t = r % T;
-        // taps k in [k0, k1) read x[t + k - pad]; the rest are zero
-        const int64_t k0 = std::max<int64_t>(0, pad - t);
-        const int64_t k1 = std::min<int64_t>(kernel, T + pad - t);
-        for (int64_t c = 0; c < C; ++c) {
-          scalar_t* o = dst + r * W + c * taps;
-          const scalar_t* s = src + (b * C + c) * T + (t - pad);
-          for (int64_t k = 0; k < k0; ++k) o[k] = scalar_t(0);
-          for (int64_t k = k0; k < k1; ++k) o[k] = s[k];
-          for (int64_t k = std::max(k0, k1); k < taps; ++k) o[k] = scalar_t(0);
-        }
-      }
-    });
-  });
+  Tensor out = at::empty({x.size(0) * x.size(2), x.size(1) * taps}, x.options());
+  fill_location_windows(x.contiguous(), kernel, pad, taps, out);
   return out;
 }
 

@@ -15,12 +15,14 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "kernels/api.h"
+#include "location.h"
 
 namespace attnkern {
 namespace {
@@ -60,9 +62,16 @@ std::string dtype_name(at::ScalarType t) {
   }
 }
 
-std::string shapes(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& w) {
-  return "query " + shape(q.sizes()) + ", key " + shape(k.sizes()) + ", value " +
-         shape(v.sizes()) + ", weight " + shape(w.sizes());
+// The names the checks give the four operands: the attention's, or attnkern::
+// location_attention's (whose key is processed_memory plus the location term).
+struct Names {
+  const char *q = "query", *k = "key", *v = "value", *w = "weight";
+};
+
+std::string shapes(const Names& n, const Tensor& q, const Tensor& k, const Tensor& v,
+                   const Tensor& w) {
+  return std::string(n.q) + " " + shape(q.sizes()) + ", " + n.k + " " + shape(k.sizes()) +
+         ", " + n.v + " " + shape(v.sizes()) + ", " + n.w + " " + shape(w.sizes());
 }
 
 struct Dims {
@@ -83,18 +92,19 @@ struct Dims {
 // ValueError, dtypes TypeError (TORCH_CHECK_VALUE / TORCH_CHECK_TYPE), as in Python.
 Dims check_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
                   const Tensor& w, const std::optional<Tensor>& mask,
-                  const std::optional<Tensor>& lengths) {
+                  const std::optional<Tensor>& lengths, const Names& n = Names()) {
   const std::pair<const char*, const Tensor*> named[] = {
-      {"query", &q}, {"key", &k}, {"value", &v}, {"weight", &w}};
+      {n.q, &q}, {n.k, &k}, {n.v, &v}, {n.w, &w}};
   for (const auto& [name, t] : named) {
     TORCH_CHECK_VALUE(t->defined(), op, ": ", name, " must be a tensor, got None");
   }
-  TORCH_CHECK_VALUE(q.dim() == 3 || q.dim() == 2, op,
-                    ": query must be (B, Tq, H) or (B, H), got shape ", shape(q.sizes()));
-  TORCH_CHECK_VALUE(k.dim() == 3, op, ": key must be (B, Tk, H), got shape ", shape(k.sizes()));
-  TORCH_CHECK_VALUE(v.dim() == 3, op, ": value must be (B, Tk, Dv), got shape ",
+  TORCH_CHECK_VALUE(q.dim() == 3 || q.dim() == 2, op, ": ", n.q,
+                    " must be (B, Tq, H) or (B, H), got shape ", shape(q.sizes()));
+  TORCH_CHECK_VALUE(k.dim() == 3, op, ": ", n.k, " must be (B, Tk, H), got shape ",
+                    shape(k.sizes()));
+  TORCH_CHECK_VALUE(v.dim() == 3, op, ": ", n.v, " must be (B, Tk, Dv), got shape ",
                     shape(v.sizes()));
-  TORCH_CHECK_VALUE(w.dim() == 1, op, ": weight must be (H,), got shape ", shape(w.sizes()));
+  TORCH_CHECK_VALUE(w.dim() == 1, op, ": ", n.w, " must be (H,), got shape ", shape(w.sizes()));
   for (const auto& [name, t] : named) {
     TORCH_CHECK_TYPE(is_float(*t), op, ": ", name,
                      " must be a floating tensor (float16, bfloat16, float32 or float64), got ",
@@ -102,25 +112,25 @@ Dims check_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor
   }
   TORCH_CHECK_TYPE(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type() &&
                        w.scalar_type() == q.scalar_type(),
-                   op, ": query, key, value and weight must share one dtype, got query=",
-                   dtype_name(q.scalar_type()), ", key=", dtype_name(k.scalar_type()),
-                   ", value=", dtype_name(v.scalar_type()), ", weight=",
-                   dtype_name(w.scalar_type()));
+                   op, ": ", n.q, ", ", n.k, ", ", n.v, " and ", n.w,
+                   " must share one dtype, got ", n.q, "=", dtype_name(q.scalar_type()), ", ",
+                   n.k, "=", dtype_name(k.scalar_type()), ", ", n.v, "=",
+                   dtype_name(v.scalar_type()), ", ", n.w, "=", dtype_name(w.scalar_type()));
   for (const auto& [name, t] : named) {
-    TORCH_CHECK_VALUE(t->device() == q.device(), op,
-                      ": all inputs must be on one device: query is on ", q.device(), ", ",
-                      name, " is on ", t->device(), " (shapes: query ", shape(q.sizes()), ", ",
-                      name, " ", shape(t->sizes()), ")");
+    TORCH_CHECK_VALUE(t->device() == q.device(), op, ": all inputs must be on one device: ",
+                      n.q, " is on ", q.device(), ", ", name, " is on ", t->device(),
+                      " (shapes: ", n.q, " ", shape(q.sizes()), ", ", name, " ",
+                      shape(t->sizes()), ")");
   }
   TORCH_CHECK_VALUE(q.device().is_cpu(), op, ": expected CPU tensors, got ", q.device());
   const bool step = q.dim() == 2;
   const Dims d{q.size(0), step ? 1 : q.size(1), k.size(1), q.size(-1), v.size(2), step};
   TORCH_CHECK_VALUE(k.size(0) == d.B && v.size(0) == d.B, op, ": batch sizes differ: ",
-                    shapes(q, k, v, w));
-  TORCH_CHECK_VALUE(v.size(1) == d.Tk, op,
-                    ": key and value must have the same number of keys Tk: ", shapes(q, k, v, w));
-  TORCH_CHECK_VALUE(k.size(2) == d.H && w.size(0) == d.H, op,
-                    ": query, key and weight must share the hidden size H: ", shapes(q, k, v, w));
+                    shapes(n, q, k, v, w));
+  TORCH_CHECK_VALUE(v.size(1) == d.Tk, op, ": ", n.k, " and ", n.v,
+                    " must have the same number of keys Tk: ", shapes(n, q, k, v, w));
+  TORCH_CHECK_VALUE(k.size(2) == d.H && w.size(0) == d.H, op, ": ", n.q, ", ", n.k, " and ",
+                    n.w, " must share the hidden size H: ", shapes(n, q, k, v, w));
   if (mask.has_value()) {
     const Tensor& m = *mask;
     TORCH_CHECK_TYPE(m.scalar_type() == at::kBool, op,
@@ -148,7 +158,7 @@ Dims check_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor
       const int64_t* p = lc.data_ptr<int64_t>();
       const auto [lo, hi] = std::minmax_element(p, p + d.B);
       TORCH_CHECK_VALUE(*lo >= 0 && *hi <= d.Tk, op, ": key_lengths must lie in [0, Tk=", d.Tk,
-                        "] (key shape ", shape(k.sizes()), "), got values in [", *lo, ", ",
+                        "] (", n.k, " shape ", shape(k.sizes()), "), got values in [", *lo, ", ",
                         *hi, "]");
     }
   }
@@ -169,9 +179,26 @@ void check_rows(const char* op, const char* name, const Tensor& t, const Dims& d
                     shape(want), ", got shape ", shape(t.sizes()));
 }
 
-MaskArgs make_masks(const Dims& d, const Tensor& mask, const Tensor& lengths, bool causal) {
-  return MaskArgs{mask.defined() ? mask.data_ptr<bool>() : nullptr,
-                  lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr, causal, d.Tq, d.Tk};
+// The kernels' masks. With a key_padding_mask, the lengths they get are each batch's end of
+// usable keys, min(key_lengths[b], one past its mask's last False), kept in `ends`: the
+// kernels never read keys past a row's end, so a padded tail (batches padded to the longest
+// sequence) costs nothing, mask or lengths alike. The same keys stay usable (the mask still
+// removes those below the end), and the results are bitwise the same: masked keys add exact
+// zeros, and the work plans depend on the shapes only.
+MaskArgs make_masks(const Dims& d, const Tensor& mask, const Tensor& lengths, bool causal,
+                    std::vector<int64_t>& ends) {
+  const bool* pm = mask.defined() ? mask.data_ptr<bool>() : nullptr;
+  const int64_t* pl = lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
+  if (pm != nullptr) {
+    ends.resize(d.B);
+    for (int64_t b = 0; b < d.B; ++b) {
+      int64_t e = pl != nullptr ? pl[b] : d.Tk;
+      while (e > 0 && pm[b * d.Tk + e - 1]) --e;
+      ends[b] = e;
+    }
+    pl = ends.data();
+  }
+  return MaskArgs{pm, pl, causal, d.Tq, d.Tk};
 }
 
 // No dispatcher call when there is nothing to do (the common case: float32, contiguous):
@@ -263,7 +290,8 @@ std::tuple<Tensor, Tensor, Tensor> fwd_run(const char* op, const Dims& d, const 
   Tensor out = new_empty(d.rows(d.Dv), acc);
   Tensor lse = new_empty(d.rows(), acc);
   Tensor wts = return_weights ? new_empty(d.rows(d.Tk), acc) : Tensor();
-  const MaskArgs mk = make_masks(d, mask, len, causal);
+  std::vector<int64_t> ends;
+  const MaskArgs mk = make_masks(d, mask, len, causal, ends);
   if (d.B * d.Tq > 0) {
     forward_kernel<T>(active_kernels())(
         q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek), rows_of<T>(v), w.data_ptr<T>(),
@@ -287,6 +315,142 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cpu(const Tensor& query, const Tensor& ke
                            causal, return_weights, key_exp);
   return fwd_run<float>(op, d, query, key, value, weight, key_padding_mask, key_lengths, causal,
                         return_weights, key_exp);
+}
+
+// ---------------------------------------------------------------- attnkern::location_attention
+//
+// One inference step of location-sensitive attention (tacotron2's), the location term and
+// the attention in one call: keys = processed_memory + windows(cat) @ location_filter^T
+// (location.cpp's windows, one GEMM), then the fused forward on those keys. Everything per
+// step that is not an output (windows (B * T, C * taps), keys (B * T, A)) lives in
+// per-thread scratch, not in tensors: a fresh half-megabyte tensor per step (tacotron2's B8
+// T120) is memory the allocator maps and unmaps again, ~100 page faults a step at ~2 us each,
+// and the step's working set stays in cache. No autograd (autograd.cpp refuses inputs that
+// require grad): the differentiable step is the location term plus attnkern::fwd.
+
+// A buffer kept by one thread between calls: its contents never outlive the call that
+// fills it (no state, only mapped pages). At most kKeepBytes; bigger requests get a tensor.
+class Scratch {
+ public:
+  static constexpr size_t kKeepBytes = size_t(16) << 20;
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { std::free(p_); }
+
+  // A contiguous (sizes) tensor of dtype over the buffer, valid until this thread's next call.
+  Tensor view(at::IntArrayRef sizes, at::ScalarType dtype) {
+    const size_t bytes = size_t(c10::multiply_integers(sizes)) * c10::elementSize(dtype);
+    if (bytes > kKeepBytes) return new_empty(sizes, dtype);
+    if (p_ == nullptr || bytes > bytes_) {
+      std::free(p_);
+      bytes_ = std::max<size_t>(64, (bytes + 63) / 64 * 64);
+      p_ = std::aligned_alloc(64, bytes_);
+      TORCH_CHECK(p_ != nullptr, "attnkern: out of memory allocating ", bytes_, " bytes");
+    }
+    return at::from_blob(p_, sizes, at::TensorOptions().dtype(dtype));
+  }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+template <typename T>
+std::tuple<Tensor, Tensor> location_run(const Dims& d, const Tensor& query,
+                                        const Tensor& processed_memory, const Tensor& cat,
+                                        const Tensor& filter, const Tensor& memory,
+                                        const Tensor& weight,
+                                        const std::optional<Tensor>& key_padding_mask,
+                                        const std::optional<Tensor>& key_lengths,
+                                        int64_t kernel, int64_t pad) {
+  constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
+  static thread_local Scratch windows_scratch, term_scratch, keys_scratch;
+  const int64_t B = d.B, Tk = d.Tk, A = d.H, C = cat.size(1), W = filter.size(1);
+  Tensor mask = key_padding_mask.has_value() ? key_padding_mask->contiguous() : Tensor();
+  Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
+  // Each row's usable keys end at mk.len[b] (make_masks): keys past it are never read, so
+  // their location term is not computed either; the rows that are, packed (offsets).
+  std::vector<int64_t> ends;
+  const MaskArgs mk = make_masks(d, mask, len, false, ends);
+  std::vector<int64_t> offsets(B + 1, 0);
+  for (int64_t b = 0; b < B; ++b) offsets[b + 1] = offsets[b] + (mk.len ? mk.len[b] : Tk);
+  const int64_t rows = offsets[B];
+  // term = windows @ filter^T on the packed rows, then keys[b, t] = base[b, t] + term row
+  Tensor windows = windows_scratch.view({rows, W}, acc);
+  Tensor term = term_scratch.view({rows, A}, acc);
+  Tensor keys = keys_scratch.view({B * Tk, A}, acc);
+  fill_location_windows(prep(cat, acc), kernel, pad, W / C, windows, offsets.data());
+  at::mm_out(term, windows, prep(filter, acc).t());
+  const Tensor base = prep(processed_memory, acc);
+  {
+    const T* pb = base.data_ptr<T>();
+    const T* pt = term.data_ptr<T>();
+    T* pk = keys.data_ptr<T>();
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t t = 0; t < offsets[b + 1] - offsets[b]; ++t) {
+          const T* x = pb + (b * Tk + t) * A;
+          const T* y = pt + (offsets[b] + t) * A;
+          T* o = pk + (b * Tk + t) * A;
+          for (int64_t i = 0; i < A; ++i) o[i] = x[i] + y[i];
+        }
+      }
+    });
+  }
+  Tensor q = prep(query, acc), v = prep_rows(memory, acc), w = prep(weight, acc);
+  Tensor out = new_empty({B, d.Dv}, acc);
+  Tensor lse = new_empty({B}, acc);
+  Tensor wts = new_empty({B, Tk}, acc);
+  if (B > 0) {
+    forward_kernel<T>(active_kernels())(q.data_ptr<T>(), keys.data_ptr<T>(), nullptr,
+                                        rows_of<T>(v), w.data_ptr<T>(), mk, B, 1, Tk, A, d.Dv,
+                                        out.data_ptr<T>(), lse.data_ptr<T>(),
+                                        wts.data_ptr<T>());
+  }
+  const auto dtype = query.scalar_type();
+  return {cast(out, dtype), cast(wts, dtype)};
+}
+
+std::tuple<Tensor, Tensor> location_attention_cpu(
+    const Tensor& query, const Tensor& processed_memory, const Tensor& attention_weights_cat,
+    const Tensor& location_filter, const Tensor& memory, const Tensor& weight,
+    const std::optional<Tensor>& key_padding_mask, const std::optional<Tensor>& key_lengths,
+    int64_t kernel, int64_t pad) {
+  const char* op = "attnkern::location_attention";
+  const Tensor& cat = attention_weights_cat;
+  const Tensor& filt = location_filter;
+  TORCH_CHECK_VALUE(query.dim() == 2, op, ": query must be (B, attention_dim), got shape ",
+                    shape(query.sizes()));
+  const Dims d = check_inputs(op, query, processed_memory, memory, weight, key_padding_mask,
+                              key_lengths, Names{"query", "processed_memory", "memory", "weight"});
+  const std::pair<const char*, const Tensor*> location_args[] = {
+      {"attention_weights_cat", &cat}, {"location_filter", &filt}};
+  for (const auto& [name, t] : location_args) {
+    TORCH_CHECK_TYPE(t->scalar_type() == query.scalar_type(), op, ": ", name,
+                     " must have query's dtype ", dtype_name(query.scalar_type()), ", got ",
+                     dtype_name(t->scalar_type()), " of shape ", shape(t->sizes()));
+    TORCH_CHECK_VALUE(t->device().is_cpu(), op, ": ", name, " is on ", t->device(),
+                      ", the inputs are on cpu (", name, " shape ", shape(t->sizes()), ")");
+  }
+  TORCH_CHECK_VALUE(cat.dim() == 3 && cat.size(0) == d.B && cat.size(1) >= 1 &&
+                        cat.size(2) == d.Tk,
+                    op, ": attention_weights_cat must be (B, C, T) = (", d.B, ", C >= 1, ", d.Tk,
+                    ") (B, T of processed_memory), got shape ", shape(cat.sizes()));
+  const int64_t C = cat.size(1);
+  TORCH_CHECK_VALUE(kernel >= 1 && pad >= 0 && pad < kernel, op,
+                    ": kernel must be >= 1 and pad in [0, kernel), got kernel ", kernel,
+                    ", pad ", pad);
+  TORCH_CHECK_VALUE(filt.dim() == 2 && filt.size(0) == d.H && filt.size(1) % C == 0 &&
+                        filt.size(1) / C >= kernel,
+                    op, ": location_filter must be (attention_dim, C * taps) = (", d.H, ", ",
+                    C, " * taps) with taps >= kernel = ", kernel,
+                    " (fold_location_filter), got shape ", shape(filt.sizes()));
+  if (query.scalar_type() == at::kDouble)
+    return location_run<double>(d, query, processed_memory, cat, filt, memory, weight,
+                                key_padding_mask, key_lengths, kernel, pad);
+  return location_run<float>(d, query, processed_memory, cat, filt, memory, weight,
+                             key_padding_mask, key_lengths, kernel, pad);
 }
 
 // Sum of a[i] * b[i] in double, four independent chains (the glue is built for the
@@ -355,7 +519,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_run(
   // value_grad false: the caller takes no value gradient; dv is an empty (0,) tensor.
   Tensor dv = value_grad ? new_empty({d.B, d.Tk, d.Dv}, acc) : Tensor();
   Tensor dw = new_empty({d.H}, acc);
-  const MaskArgs mk = make_masks(d, mask, len, causal);
+  std::vector<int64_t> ends;
+  const MaskArgs mk = make_masks(d, mask, len, causal, ends);
   backward_kernel<T>(active_kernels())(
       go.data_ptr<T>(), ptr_or_null<T>(gw), q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek),
       rows_of<T>(v), w.data_ptr<T>(), ls.data_ptr<T>(), dl.data(), ptr_or_null<T>(pr), mk, d.B,
@@ -431,7 +596,8 @@ Tensor scores_run(const char* op, const Dims& d, const Tensor& query, const Tens
   Tensor mask = key_padding_mask.has_value() ? key_padding_mask->contiguous() : Tensor();
   Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
   Tensor out = new_empty(d.rows(d.Tk), acc);
-  const MaskArgs mk = make_masks(d, mask, len, causal);
+  std::vector<int64_t> ends;
+  const MaskArgs mk = make_masks(d, mask, len, causal, ends);
   if (d.B * d.Tq * d.Tk > 0) {
     scores_kernel<T>(active_kernels())(q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek),
                                        w.data_ptr<T>(), mk, d.B, d.Tq, d.Tk, d.H,
@@ -467,7 +633,8 @@ std::tuple<Tensor, Tensor, Tensor> scores_backward_run(
   Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
   Tensor dq = new_empty(query.sizes(), acc), dk = new_empty({d.B, d.Tk, d.H}, acc);
   Tensor dw = new_empty({d.H}, acc);
-  const MaskArgs mk = make_masks(d, mask, len, causal);
+  std::vector<int64_t> ends;
+  const MaskArgs mk = make_masks(d, mask, len, causal, ends);
   scores_backward_kernel<T>(active_kernels())(
       g.data_ptr<T>(), q.data_ptr<T>(), k.data_ptr<T>(), ptr_or_null<T>(ek), w.data_ptr<T>(),
       mk, d.B, d.Tq, d.Tk, d.H, dq.data_ptr<T>(), dk.data_ptr<T>(), dw.data_ptr<T>());
@@ -496,4 +663,5 @@ TORCH_LIBRARY_IMPL(attnkern, CPU, m) {
   m.impl("bwd", &attnkern::bwd_cpu);
   m.impl("scores", &attnkern::scores_cpu);
   m.impl("scores_backward", &attnkern::scores_backward_cpu);
+  m.impl("location_attention", &attnkern::location_attention_cpu);
 }

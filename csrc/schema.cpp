@@ -50,6 +50,15 @@ TORCH_LIBRARY(attnkern, m) {
         "-> Tensor");
   m.def("location1_keys_backward(Tensor grad, Tensor prev, Tensor conv_weight, "
         "Tensor dense_weight, bool prev_grad) -> (Tensor, Tensor, Tensor)");
+  // One inference step of location-sensitive attention (ops.cpp): keys = processed_memory
+  // (B, T, A) + windows(attention_weights_cat (B, C, T), kernel, pad) @ location_filter^T
+  // (A, C * taps), then fwd's step on them with query (B, A), value memory (B, T, Dv) and
+  // weight (A,) -> (context (B, Dv), weights (B, T)). No autograd (inputs requiring grad
+  // under grad mode raise).
+  m.def(
+      "location_attention(Tensor query, Tensor processed_memory, Tensor attention_weights_cat, "
+      "Tensor location_filter, Tensor memory, Tensor weight, Tensor? key_padding_mask, "
+      "Tensor? key_lengths, int kernel, int pad) -> (Tensor, Tensor)");
   // Weight-gradient stores of step-invariant operands (csrc/steps.cpp).
   m.def("wgrad_store(Tensor operand, bool linear) -> Tensor");
   m.def("wgrad_record(Tensor y, Tensor a, Tensor token) -> Tensor");

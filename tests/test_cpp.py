@@ -679,3 +679,190 @@ def test_gradients_of_gradients_raise_clearly():
     out = attnkern.additive_attention(q, k, v, w, backend="cpp")
     (dq,) = torch.autograd.grad(out.sum(), [q])
     assert dq.shape == q.shape
+
+
+# ------------------------------------------------ a padded tail costs nothing, same results
+
+@pytest.mark.parametrize("step", [True, False])
+def test_padded_tail_equals_the_truncated_keys(step):
+    """A key_padding_mask whose last keys are padding: the kernels stop at each batch's
+    last usable key (make_masks in csrc/ops.cpp). Outputs and gradients equal those of the
+    keys cut there (bitwise in the forward), the tail's gradients are zero, and NaN in the
+    tail's keys and values is never read."""
+    B, Tq, Tk, H, Dv = 3, 4, 150, 20, 9
+    q, k, v, w = make_inputs(B, Tq, Tk, H, Dv, step=step, dtype=torch.float64,
+                             requires_grad=False)
+    ends = [150, 70, 0]
+    mask = torch.arange(Tk)[None] >= torch.tensor(ends)[:, None]
+    mask[0, 10] = True  # a hole below the end stays masked
+    k, v = k.clone(), v.clone()
+    for b, e in enumerate(ends):
+        k[b, e:] = float("nan")
+        v[b, e:] = float("nan")
+    for t in (q, k, v, w):
+        t.requires_grad_(True)
+    out, wts = attnkern.additive_attention(q, k, v, w, key_padding_mask=mask,
+                                           return_weights=True, backend="cpp")
+    assert not out.isnan().any() and not wts.isnan().any()
+    grads = torch.autograd.grad((out * torch.randn(out.shape).double()).sum() + wts.sum(),
+                                (q, k, v, w))
+    for b, e in enumerate(ends):
+        tail = slice(e, None)
+        assert torch.all(grads[1][b, tail] == 0) and torch.all(grads[2][b, tail] == 0)
+        assert torch.all(wts[b, ..., tail] == 0)
+        if e == 0:
+            continue
+        qb = q[b:b + 1]
+        ob, wb = attnkern.additive_attention(qb, k[b:b + 1, :e], v[b:b + 1, :e], w,
+                                             key_padding_mask=mask[b:b + 1, :e],
+                                             return_weights=True, backend="cpp")
+        assert torch.equal(ob, out[b:b + 1]) and torch.equal(wb, wts[b:b + 1, ..., :e])
+    for g in grads:
+        assert not g.isnan().any()
+
+
+# ------------------------------------------------ attnkern::location_attention (inference)
+
+def _location_case(B, T, A, C, Dv, kernel, *, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    taps = next(t for t in range(kernel, kernel + 16) if C * t % 16 == 0)
+    return dict(
+        query=torch.randn(B, A, generator=g).to(dtype),
+        processed_memory=torch.randn(B, T, A, generator=g).to(dtype),
+        attention_weights_cat=torch.rand(B, C, T, generator=g).to(dtype),
+        location_filter=(torch.randn(A, C * taps, generator=g) / (C * taps) ** 0.5).to(dtype),
+        memory=torch.randn(B, T, Dv, generator=g).to(dtype),
+        weight=(torch.randn(A, generator=g) / A ** 0.5).to(dtype),
+    )
+
+
+def _location_unfused(x, mask, lengths, kernel, pad):
+    from attnkern.modules._family import location_term
+    keys = location_term(x["processed_memory"], x["attention_weights_cat"],
+                         x["location_filter"], kernel, pad)
+    return attnkern.additive_attention(x["query"], keys, x["memory"], x["weight"],
+                                       key_padding_mask=mask, key_lengths=lengths,
+                                       return_weights=True, backend="cpp")
+
+
+def _location_reference64(x, mask, lengths, kernel, pad):
+    """Standard ops in float64: the conv as conv1d, then the attention reference."""
+    d = {n: t.double() for n, t in x.items()}
+    C, T = d["attention_weights_cat"].shape[1:]
+    A = d["location_filter"].shape[0]
+    filt = d["location_filter"].view(A, C, -1)[:, :, :kernel]
+    term = torch.nn.functional.conv1d(d["attention_weights_cat"], filt, padding=pad)
+    keys = d["processed_memory"] + term[..., :T].transpose(1, 2)
+    return attnkern.reference.additive_attention(
+        d["query"], keys, d["memory"], d["weight"], key_padding_mask=mask, key_lengths=lengths,
+        return_weights=True)
+
+
+# (B, T, A, C, Dv, kernel): tacotron2's geometry, one channel (LAS), T below the kernel,
+# A not a multiple of 16, T past a key block, B = 1
+LOCATION_CASES = [(3, 17, 16, 2, 12, 15), (5, 40, 20, 1, 7, 5), (1, 3, 8, 2, 4, 31),
+                  (2, 130, 24, 2, 33, 31), (9, 23, 128, 2, 64, 31)]
+
+
+@pytest.mark.parametrize("case", LOCATION_CASES,
+                         ids=lambda c: "B{}-T{}-A{}-C{}-Dv{}-k{}".format(*c))
+@pytest.mark.parametrize("kind", ["none", "padding", "lengths", "both", "tail", "all"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_location_attention_matches_the_unfused_step(case, kind, dtype):
+    B, T, A, C, Dv, kernel = case
+    pad = (kernel - 1) // 2
+    x = _location_case(B, T, A, C, Dv, kernel, dtype=dtype)
+    kw = make_masks("both" if kind in ("tail", "all") else kind, B, 1, T)
+    mask, lengths = kw.get("key_padding_mask"), kw.get("key_lengths")
+    if kind in ("tail", "all"):
+        mask = mask | (torch.arange(T)[None] >= torch.randint(0, T + 1, (B,))[:, None])
+        lengths = None if kind == "tail" else lengths
+    if kind == "all":
+        mask[0] = True  # a row with no usable key: zeros
+    out, wts = torch.ops.attnkern.location_attention(*x.values(), mask, lengths, kernel, pad)
+    ref_out, ref_wts = _location_unfused(x, mask, lengths, kernel, pad)
+    tol = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-13, rtol=1e-12)
+    torch.testing.assert_close(out, ref_out, **tol)
+    torch.testing.assert_close(wts, ref_wts, **tol)
+    r64_out, r64_wts = _location_reference64(x, mask, lengths, kernel, pad)
+    tol64 = dict(atol=2e-5, rtol=1e-4) if dtype == torch.float32 else tol
+    torch.testing.assert_close(out.double(), r64_out, **tol64)
+    torch.testing.assert_close(wts.double(), r64_wts, **tol64)
+    assert out.dtype == wts.dtype == dtype and out.shape == (B, Dv) and wts.shape == (B, T)
+
+
+def test_location_attention_reads_any_strides():
+    """Non-contiguous inputs: the value read in place through its row strides (a
+    (T, B)-major encoder output), the others copied; the same results as contiguous ones."""
+    B, T, A, C, Dv, kernel = 4, 50, 24, 2, 16, 31
+    x = _location_case(B, T, A, C, Dv, kernel)
+    strided = {
+        "query": x["query"].t().contiguous().t(),
+        "processed_memory": x["processed_memory"].transpose(0, 1).contiguous().transpose(0, 1),
+        "attention_weights_cat": x["attention_weights_cat"].transpose(1, 2).contiguous()
+        .transpose(1, 2),
+        "location_filter": x["location_filter"].t().contiguous().t(),
+        "memory": x["memory"].transpose(0, 1).contiguous().transpose(0, 1),
+        "weight": torch.stack((x["weight"], x["weight"]), 1)[:, 0],
+    }
+    assert not any(t.is_contiguous() for t in strided.values())
+    mask = make_masks("padding", B, 1, T)["key_padding_mask"]
+    a = torch.ops.attnkern.location_attention(*x.values(), mask, None, kernel, 15)
+    b = torch.ops.attnkern.location_attention(*strided.values(), mask.t().contiguous().t(),
+                                              None, kernel, 15)
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, atol=1e-6, rtol=1e-5)
+
+
+def test_location_attention_opcheck():
+    x = _location_case(3, 20, 16, 2, 8, 5)
+    kw = make_masks("both", 3, 1, 20)
+    torch.library.opcheck(torch.ops.attnkern.location_attention.default,
+                          (*x.values(), kw["key_padding_mask"], kw["key_lengths"], 5, 2),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_location_attention_refuses_inputs_that_require_grad():
+    x = _location_case(2, 9, 16, 2, 8, 5)
+    x["memory"].requires_grad_(True)
+    args = (*x.values(), None, None, 5, 2)
+    with pytest.raises(ValueError, match="memory requires grad.*inference only"):
+        torch.ops.attnkern.location_attention(*args)
+    with torch.no_grad():
+        torch.ops.attnkern.location_attention(*args)  # fine without grad mode
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(query=torch.randn(2, 1, 16)), r"query must be \(B, attention_dim\)"),
+    (dict(processed_memory=torch.randn(2, 9, 15)), "query, processed_memory and weight must "
+     "share the hidden size"),
+    (dict(memory=torch.randn(2, 8, 8)), "processed_memory and memory must have the same"),
+    (dict(attention_weights_cat=torch.rand(2, 2, 10)),
+     r"attention_weights_cat must be \(B, C, T\)"),
+    (dict(attention_weights_cat=torch.rand(2, 2, 9).double()), "attention_weights_cat must "
+     "have query's dtype"),
+    (dict(location_filter=torch.randn(16, 15)),
+     r"location_filter must be \(attention_dim, C \* taps\)"),
+    (dict(location_filter=torch.randn(16, 8)), "taps >= kernel"),
+    (dict(weight=torch.randn(16).double()), "must share one dtype"),
+])
+def test_location_attention_checks_its_inputs(change, match):
+    x = _location_case(2, 9, 16, 2, 8, 5)
+    x.update(change)
+    with pytest.raises((ValueError, TypeError), match=match):
+        torch.ops.attnkern.location_attention(*x.values(), None, None, 5, 2)
+
+
+@pytest.mark.parametrize("kernel, pad", [(0, 0), (5, 5), (5, -1)])
+def test_location_attention_checks_its_geometry(kernel, pad):
+    x = _location_case(2, 9, 16, 2, 8, 5)
+    with pytest.raises(ValueError, match="kernel must be >= 1 and pad in"):
+        torch.ops.attnkern.location_attention(*x.values(), None, None, kernel, pad)
+
+
+def test_location_attention_checks_masks():
+    x = _location_case(2, 9, 16, 2, 8, 5)
+    with pytest.raises(ValueError, match=r"key_lengths must lie in \[0, Tk=9\] \(processed_memory"):
+        torch.ops.attnkern.location_attention(*x.values(), None, torch.tensor([3, 10]), 5, 2)
+    with pytest.raises(TypeError, match="key_padding_mask must be a bool tensor"):
+        torch.ops.attnkern.location_attention(*x.values(), torch.zeros(2, 9), None, 5, 2)

@@ -503,3 +503,47 @@ def test_a_parameter_assigned_anew_is_the_one_used():
     got, outs, _ = _grads(lsa, memory, hidden, mask)
     _close(outs, ref_outs, "outputs")
     _close(got, ref, "grads")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inference_step_is_one_op_with_the_differentiable_steps_results(monkeypatch, dtype):
+    """Under no_grad (and with nothing requiring grad) a step on CPU is one
+    attnkern::location_attention call, for both protocols; with grad it is not. Results equal
+    the differentiable step's and the original's."""
+    lsa, memory, hidden, mask = _setup(dtype=dtype)
+    calls = []
+    real = ops.location_attention
+    monkeypatch.setattr(ops, "location_attention",
+                        lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        fused = _loop(lsa, memory, hidden, mask)
+        state = lsa.start(memory, key_padding_mask=mask)
+        stepped = []
+        for h in hidden:
+            c, w, state = lsa.step(h, state)
+            stepped += (c, w)
+        original = _loop(_Original(lsa), memory, hidden, mask)
+    assert len(calls) == 2 * STEPS
+    plain = _loop(lsa, memory, hidden, mask)  # grad mode: the differentiable path
+    assert len(calls) == 2 * STEPS and plain[0].requires_grad
+    for got in (fused, stepped):
+        _close(got, plain, "fused vs differentiable")
+        _close(got, original, "fused vs original")
+    lsa.requires_grad_(False)
+    frozen = _loop(lsa, memory.detach(), hidden.detach(), mask)  # nothing requires grad
+    assert len(calls) == 3 * STEPS
+    _close(frozen, plain, "frozen")
+
+
+def test_inference_step_follows_every_data_edit():
+    """The fused inference step reads the weights at each call: a .data edit of any of them
+    shows at the next step."""
+    lsa, memory, hidden, mask = _setup()
+    ref_mod = _Original(lsa)
+    with torch.no_grad():
+        for p in (lsa.query_layer.linear_layer.weight, lsa.v.linear_layer.weight,
+                  lsa.location_layer.location_conv.conv.weight,
+                  lsa.location_layer.location_dense.linear_layer.weight):
+            p.data.mul_(1.5)
+            _close(_loop(lsa, memory, hidden, mask), _loop(ref_mod, memory, hidden, mask),
+                   "after a .data edit")

@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import ops
-from ..functional import PreparedKeys, additive_attention
+from ..functional import PreparedKeys, additive_attention, get_backend
 from ..state import eager as _eager
 from ..state import record
 
-__all__ = ["attention_with_store", "context_of", "fold_location_filter", "location_term",
-           "softmax_weights"]
+__all__ = ["attention_with_store", "context_of", "fold_location_filter", "location_attention",
+           "location_term", "softmax_weights"]
 
 def _stored(memory: Tensor, token: Tensor | None, value_of: Tensor | None) -> bool:
     return (token is not None and memory is value_of and torch.is_grad_enabled()
@@ -157,6 +157,53 @@ def location_term(base: Tensor, x: Tensor, filt: Tensor, kernel: int, pad: int) 
         windows = windows.reshape(batch * steps, channels * taps)
     keys = torch.addmm(base.reshape(batch * steps, attention_dim), windows, filt.t())
     return keys.view(batch, steps, attention_dim)
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+def _inference_step_op(backend: str, query: Tensor, tensors: tuple[Tensor, ...],
+                       key_padding_mask: Tensor | None, key_lengths: Tensor | None) -> bool:
+    """Whether a location step may be ``attnkern::location_attention``: eager, CPU, the C++
+    backend, float32/float64, nothing to differentiate, plain bool mask / int64 lengths."""
+    if not (ops.HAS_CPP and query.is_cpu and query.dtype in _FUSED_DTYPES and _eager()):
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
+        return False
+    if key_lengths is not None and key_lengths.dtype != torch.int64:
+        return False
+    return (get_backend() if backend == "auto" else backend) in ("auto", "cpp")
+
+
+def location_attention(query: Tensor, base: Tensor, x: Tensor, filt: Tensor, kernel: int,
+                       pad: int, memory: Tensor, weight: Tensor, *,
+                       key_padding_mask: Tensor | None = None,
+                       key_lengths: Tensor | None = None, backend: str = "auto",
+                       token: Tensor | None = None,
+                       value_of: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One step of softmax additive attention on the keys ``base + dense(conv(x))``
+    (:func:`location_term`'s arguments): query ``(B, A)``, memory ``(B, T, Dv)`` (the
+    values), weight ``(A,)`` or ``(1, A)`` -> ``(context (B, Dv), weights (B, T))``.
+
+    An inference step on CPU (grad mode off or nothing that requires grad, eager, float32 /
+    float64, the C++ backend) is one C++ op, ``attnkern::location_attention``: the windows,
+    the location GEMM and the fused forward, with the step's keys in per-thread scratch
+    instead of new tensors. Otherwise :func:`location_term`, then
+    :func:`attention_with_store` (``token`` / ``value_of``: memory's weight-gradient store).
+    """
+    if _inference_step_op(backend, query, (query, base, x, filt, memory, weight),
+                          key_padding_mask, key_lengths):
+        context: Tensor
+        weights: Tensor
+        context, weights = ops.location_attention(
+            query, base, x, filt, memory, weight.view(-1), key_padding_mask, key_lengths,
+            kernel, pad)
+        return context, weights
+    keys = location_term(base, x, filt, kernel, pad)
+    return attention_with_store(query, keys, memory, weight, key_padding_mask, backend, token,
+                                value_of, key_lengths=key_lengths)
 
 
 def lengths_mask(lengths: object, batch: int, steps: int, device: torch.device) -> Tensor:

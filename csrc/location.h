@@ -1,0 +1,17 @@
+// What the glue's location code (location.cpp) lends the fused ops (ops.cpp).
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace attnkern {
+
+// The windows of contiguous x (B, C, T) into out (B * T, C * taps), contiguous, x's dtype:
+// out[b * T + t, c * taps + k] = x[b, c, t + k - pad] for k < kernel inside [0, T), else 0.
+// The caller has checked the geometry (kernel >= 1, 0 <= pad < kernel, taps >= kernel).
+// With offsets (B + 1 ascending, offsets[0] = 0, offsets[b + 1] - offsets[b] <= T), only
+// steps t < offsets[b + 1] - offsets[b] of each batch, packed: out (offsets[B], C * taps),
+// batch b's step t at row offsets[b] + t.
+void fill_location_windows(const at::Tensor& x, int64_t kernel, int64_t pad, int64_t taps,
+                           at::Tensor& out, const int64_t* offsets = nullptr);
+
+}  // namespace attnkern
