@@ -349,6 +349,28 @@ def test_coqui_windowing_is_per_item(cfg: tuple) -> None:
             assert int(wins[b]) == orig.win_idx
 
 
+@need_coqui
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_coqui_location_inference_steps_match(dtype: torch.dtype) -> None:
+    """Location attention with softmax under no_grad (one C++ op a step on CPU), batched
+    with padding at the end: the original's outputs and weights."""
+    torch.manual_seed(11)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # Coqui's init_states makes its zeros in the default dtype
+    try:
+        orig, new = _coqui_pair((True, 0, "softmax", False, False, False), dtype=dtype)
+        inputs = torch.randn(3, 15, 12, dtype=dtype)
+        mask = torch.arange(15)[None, :] < torch.tensor([15, 11, 6])[:, None]
+        with torch.no_grad():
+            got, _ = _coqui_loop(new, inputs, mask, 6, 3)
+            want, _ = _coqui_loop(orig, inputs, mask, 6, 3)
+    finally:
+        torch.set_default_dtype(old)
+    for s, ((c, w), (c0, w0)) in enumerate(zip(got, want)):
+        _close(c, c0, dtype, f"context step {s}")
+        _close(w, w0, dtype, f"weights step {s}")
+
+
 def test_coqui_sigmoid_uses_v_bias() -> None:
     """Sigmoid normalisation depends on v's bias (kept in the state_dict); softmax does
     not (its gradient there is zero)."""

@@ -44,6 +44,7 @@ from ._family import (
     attention_with_store,
     context_of,
     fold_location_filter,
+    location_attention,
     location_term,
     softmax_weights,
 )
@@ -199,10 +200,11 @@ class OriginalAttention(nn.Module):
             filt = fold_location_filter(conv.weight,
                                         self.location_layer.location_dense.linear_layer.weight)
             cat = torch.stack((state.previous_weights, cum), dim=1)  # (B, 2, T)
-            keys = location_term(processed, cat, filt, conv.weight.shape[2],
-                                 int(conv.padding[0]))
-        else:
-            keys = processed
+            geometry = (conv.weight.shape[2], int(conv.padding[0]))
+        keys: Tensor | None = None if self.location_attention else processed
+
+        def location_keys() -> Tensor:  # only where the keys themselves are needed
+            return location_term(processed, cat, filt, *geometry) if keys is None else keys
         mask = state.mask
         win = state.win_idx if (not self.training and self.windowing) else None
         first = None
@@ -218,11 +220,17 @@ class OriginalAttention(nn.Module):
             # v's bias cancels in the softmax; 0 * bias gives it its (zero) gradient
             weight = v_weight + 0.0 * v_bias
             if self.forward_attn:
-                alignment = softmax_weights(query_proj, keys, weight, mask, self.backend)
+                alignment = softmax_weights(query_proj, location_keys(), weight, mask,
+                                            self.backend)
+            elif self.location_attention:  # one C++ op for an inference step on CPU
+                context, alignment = location_attention(
+                    query_proj, processed, cat, filt, *geometry, inputs, weight,
+                    key_padding_mask=mask, backend=self.backend, token=state.value_store,
+                    value_of=state.store_of)
             else:
                 context, alignment = attention_with_store(
-                    query_proj, keys, inputs, weight, mask, self.backend, state.value_store,
-                    state.store_of)
+                    query_proj, processed, inputs, weight, mask, self.backend,
+                    state.value_store, state.store_of)
             if first is not None:
                 # Coqui sets e_0 := max_j e_j at the first windowed step; on the softmax
                 # weights that is exactly a_0 -> a_max, the row renormalised by
@@ -238,7 +246,7 @@ class OriginalAttention(nn.Module):
             new_win = alignment.argmax(1) if win is not None else None
         else:
             # -inf (Coqui's mask value) at masked keys, from the op: they cost nothing there
-            e = additive_scores(query_proj, keys, v_weight, key_padding_mask=mask,
+            e = additive_scores(query_proj, location_keys(), v_weight, key_padding_mask=mask,
                                 backend=self.backend) + v_bias
             if first is not None:
                 e = torch.cat((torch.where(first, e.amax(1, keepdim=True), e[:, :1]), e[:, 1:]), 1)
