@@ -55,6 +55,11 @@ attention_weights_cat (B, C, T), location_filter (A, C * taps), memory (B, T, Dv
 (A,) -> context (B, Dv), weights (B, T). The step's keys live in per-thread scratch, and
 keys past a row's last usable one are not computed. No backward: under grad mode an input
 that requires grad raises (the modules call it only for inference steps).
+``attnkern::location1_attention(query, base, prev, conv_weight, dense_weight, memory,
+weight, key_padding_mask?, key_lengths?)``: the same with ``location1_keys``'s one-channel
+term (ESPnet ``AttLoc`` / ``AttCovLoc``, SpeechBrain ``LocationAwareAttention``): keys
+``base + dense_weight . conv(prev, conv_weight)``, prev (B, T), conv_weight (C, K) with K
+odd, dense_weight (A, C).
 
 Every op with a key_padding_mask stops at each row's last usable key: a padded tail costs
 nothing (csrc/ops.cpp ``make_masks``).
@@ -273,6 +278,14 @@ def _location_attention_fake(query, processed_memory, attention_weights_cat, loc
             query.new_empty(query.shape[0], processed_memory.shape[1]))
 
 
+def _location1_attention_fake(query, base, prev, conv_weight, dense_weight, memory, weight,
+                              key_padding_mask, key_lengths):
+    check_op_inputs("attnkern::location1_attention", query, base, memory, weight,
+                    key_padding_mask, key_lengths, None)
+    return (query.new_empty(query.shape[0], memory.shape[2]),
+            query.new_empty(query.shape[0], base.shape[1]))
+
+
 def _no_value(key: Any) -> Any:
     """The (B, Tk, 0) value the scores ops' checks stand in (the checks of fwd, no value)."""
     return key.new_empty(key.shape[0], key.shape[1], 0) if isinstance(
@@ -331,6 +344,7 @@ scores: Any
 location_windows: Any
 location1_keys: Any
 location_attention: Any
+location1_attention: Any
 if HAS_CPP:
     fwd = torch.ops.attnkern.fwd.default
     bwd = torch.ops.attnkern.bwd.default
@@ -338,6 +352,7 @@ if HAS_CPP:
     location_windows = torch.ops.attnkern.location_windows.default
     location1_keys = torch.ops.attnkern.location1_keys.default
     location_attention = torch.ops.attnkern.location_attention.default
+    location1_attention = torch.ops.attnkern.location1_attention.default
 
     _lib = torch.library.Library("attnkern", "FRAGMENT")  # noqa: TOR901 (module global)
     _lib.impl("fwd", _eager_cuda(fwd_triton), "CUDA")
@@ -350,7 +365,8 @@ if HAS_CPP:
                          ("location_windows_backward", _location_windows_backward_fake),
                          ("location1_keys", _location1_keys_fake),
                          ("location1_keys_backward", _location1_keys_backward_fake),
-                         ("location_attention", _location_attention_fake)):
+                         ("location_attention", _location_attention_fake),
+                         ("location1_attention", _location1_attention_fake)):
         torch.library.register_fake("attnkern::" + _name, _fake, lib=_lib)
     if HAS_TRITON:
         _compat.register_functional_rule("attnkern::fwd", _decompose_on_cuda(fwd_triton), _lib)
@@ -367,7 +383,7 @@ if HAS_CPP:
                                         "attnkern::scores_backward"), _kernels)
 else:
     fwd = bwd = scores = location_windows = location1_keys = location_attention = \
-        _missing_extension
+        location1_attention = _missing_extension
 
 
 def clear_caches() -> None:

@@ -213,8 +213,19 @@ std::tuple<Tensor, Tensor, Tensor> scores_backward_autograd(
                               key_exp);
 }
 
-// attnkern::location_attention has no backward: it refuses what would need one instead of
-// returning outputs that silently take no gradient.
+// attnkern::location_attention and location1_attention have no backward: they refuse what
+// would need one instead of returning outputs that silently take no gradient.
+void refuse_grad(const char* op,
+                 std::initializer_list<std::pair<const char*, const Tensor*>> named) {
+  if (!at::GradMode::is_enabled()) return;
+  for (const auto& [name, t] : named) {
+    TORCH_CHECK_VALUE(!(t->defined() && t->requires_grad()), op, ": ", name,
+                      " requires grad, and this op is for inference only (no backward): "
+                      "call it under torch.no_grad(), or use the differentiable step (the "
+                      "location-aware modules do so by themselves)");
+  }
+}
+
 using LocSig = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
                                           const Tensor&, const Tensor&, const Tensor&,
                                           const OptTensor&, const OptTensor&, int64_t, int64_t);
@@ -224,19 +235,10 @@ std::tuple<Tensor, Tensor> location_attention_autograd(
     const Tensor& location_filter, const Tensor& memory, const Tensor& weight,
     const OptTensor& key_padding_mask, const OptTensor& key_lengths, int64_t kernel,
     int64_t pad) {
-  if (at::GradMode::is_enabled()) {
-    const std::pair<const char*, const Tensor*> named[] = {
-        {"query", &query}, {"processed_memory", &processed_memory},
-        {"attention_weights_cat", &attention_weights_cat},
-        {"location_filter", &location_filter}, {"memory", &memory}, {"weight", &weight}};
-    for (const auto& [name, t] : named) {
-      TORCH_CHECK_VALUE(!(t->defined() && t->requires_grad()),
-                        "attnkern::location_attention: ", name,
-                        " requires grad, and this op is for inference only (no backward): "
-                        "call it under torch.no_grad(), or use the differentiable step "
-                        "(LocationSensitiveAttention does so by itself)");
-    }
-  }
+  refuse_grad("attnkern::location_attention",
+              {{"query", &query}, {"processed_memory", &processed_memory},
+               {"attention_weights_cat", &attention_weights_cat},
+               {"location_filter", &location_filter}, {"memory", &memory}, {"weight", &weight}});
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("attnkern::location_attention", "")
                              .typed<LocSig>();
@@ -245,11 +247,32 @@ std::tuple<Tensor, Tensor> location_attention_autograd(
                  weight, key_padding_mask, key_lengths, kernel, pad);
 }
 
+using Loc1Sig = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
+                                           const Tensor&, const Tensor&, const Tensor&,
+                                           const Tensor&, const OptTensor&, const OptTensor&);
+
+std::tuple<Tensor, Tensor> location1_attention_autograd(
+    const Tensor& query, const Tensor& base, const Tensor& prev, const Tensor& conv_weight,
+    const Tensor& dense_weight, const Tensor& memory, const Tensor& weight,
+    const OptTensor& key_padding_mask, const OptTensor& key_lengths) {
+  refuse_grad("attnkern::location1_attention",
+              {{"query", &query}, {"base", &base}, {"prev", &prev},
+               {"conv_weight", &conv_weight}, {"dense_weight", &dense_weight},
+               {"memory", &memory}, {"weight", &weight}});
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("attnkern::location1_attention", "")
+                             .typed<Loc1Sig>();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op.call(query, base, prev, conv_weight, dense_weight, memory, weight,
+                 key_padding_mask, key_lengths);
+}
+
 }  // namespace
 }  // namespace attnkern
 
 TORCH_LIBRARY_IMPL(attnkern, Autograd, m) {
   m.impl("location_attention", &attnkern::location_attention_autograd);
+  m.impl("location1_attention", &attnkern::location1_attention_autograd);
   m.impl("fwd", &attnkern::fwd_autograd);
   m.impl("bwd", &attnkern::bwd_autograd);
   m.impl("scores", &attnkern::scores_autograd);

@@ -225,7 +225,7 @@ Tensor location1_run(const Loc1Dims& d, const Tensor& base, const Tensor& prev,
   Tensor out = at::empty({d.B, d.T, d.A}, b.options());
   if (out.numel() > 0) {
     Loc1Kernels<T>::fwd()(b.data_ptr<T>(), p.data_ptr<T>(), c.data_ptr<T>(), w.data_ptr<T>(),
-                          d.B, d.T, d.A, d.C, d.K, out.data_ptr<T>());
+                          d.B, d.T, d.A, d.C, d.K, nullptr, out.data_ptr<T>());
   }
   return out.to(base.scalar_type());
 }

@@ -357,6 +357,46 @@ class Scratch {
 };
 
 template <typename T>
+Location1FwdFn<T> location1_kernel(const KernelTable& kt);
+template <>
+Location1FwdFn<float> location1_kernel<float>(const KernelTable& kt) { return kt.loc1_fwd_f; }
+template <>
+Location1FwdFn<double> location1_kernel<double>(const KernelTable& kt) { return kt.loc1_fwd_d; }
+
+// The attention step of both location ops on the keys `build(mk, keys)` writes: keys
+// (B * T, A) in scratch, of which only rows t < mk.len[b] (every row without lengths) need
+// be written: each row's usable keys end there (make_masks) and the kernel reads no further.
+template <typename T, typename Build>
+std::tuple<Tensor, Tensor> location_step(const Dims& d, const Tensor& query,
+                                         const Tensor& memory, const Tensor& weight,
+                                         const std::optional<Tensor>& key_padding_mask,
+                                         const std::optional<Tensor>& key_lengths,
+                                         Build&& build) {
+  constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
+  static thread_local Scratch keys_scratch;
+  Tensor mask = key_padding_mask.has_value() ? key_padding_mask->contiguous() : Tensor();
+  Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
+  std::vector<int64_t> ends;
+  const MaskArgs mk = make_masks(d, mask, len, false, ends);
+  Tensor keys = keys_scratch.view({d.B * d.Tk, d.H}, acc);
+  build(mk, keys);
+  Tensor q = prep(query, acc), v = prep_rows(memory, acc), w = prep(weight, acc);
+  Tensor out = new_empty({d.B, d.Dv}, acc);
+  Tensor lse = new_empty({d.B}, acc);
+  Tensor wts = new_empty({d.B, d.Tk}, acc);
+  if (d.B > 0) {
+    forward_kernel<T>(active_kernels())(q.data_ptr<T>(), keys.data_ptr<T>(), nullptr,
+                                        rows_of<T>(v), w.data_ptr<T>(), mk, d.B, 1, d.Tk, d.H,
+                                        d.Dv, out.data_ptr<T>(), lse.data_ptr<T>(),
+                                        wts.data_ptr<T>());
+  }
+  const auto dtype = query.scalar_type();
+  return {cast(out, dtype), cast(wts, dtype)};
+}
+
+// location_attention's keys: processed_memory + windows(cat) @ filter^T, the windows and
+// their product only for the rows a step reads (packed, batch b's from offsets[b]).
+template <typename T>
 std::tuple<Tensor, Tensor> location_run(const Dims& d, const Tensor& query,
                                         const Tensor& processed_memory, const Tensor& cat,
                                         const Tensor& filter, const Tensor& memory,
@@ -365,25 +405,18 @@ std::tuple<Tensor, Tensor> location_run(const Dims& d, const Tensor& query,
                                         const std::optional<Tensor>& key_lengths,
                                         int64_t kernel, int64_t pad) {
   constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
-  static thread_local Scratch windows_scratch, term_scratch, keys_scratch;
-  const int64_t B = d.B, Tk = d.Tk, A = d.H, C = cat.size(1), W = filter.size(1);
-  Tensor mask = key_padding_mask.has_value() ? key_padding_mask->contiguous() : Tensor();
-  Tensor len = key_lengths.has_value() ? key_lengths->contiguous() : Tensor();
-  // Each row's usable keys end at mk.len[b] (make_masks): keys past it are never read, so
-  // their location term is not computed either; the rows that are, packed (offsets).
-  std::vector<int64_t> ends;
-  const MaskArgs mk = make_masks(d, mask, len, false, ends);
-  std::vector<int64_t> offsets(B + 1, 0);
-  for (int64_t b = 0; b < B; ++b) offsets[b + 1] = offsets[b] + (mk.len ? mk.len[b] : Tk);
-  const int64_t rows = offsets[B];
-  // term = windows @ filter^T on the packed rows, then keys[b, t] = base[b, t] + term row
-  Tensor windows = windows_scratch.view({rows, W}, acc);
-  Tensor term = term_scratch.view({rows, A}, acc);
-  Tensor keys = keys_scratch.view({B * Tk, A}, acc);
-  fill_location_windows(prep(cat, acc), kernel, pad, W / C, windows, offsets.data());
-  at::mm_out(term, windows, prep(filter, acc).t());
-  const Tensor base = prep(processed_memory, acc);
-  {
+  return location_step<T>(d, query, memory, weight, key_padding_mask, key_lengths,
+                          [&](const MaskArgs& mk, Tensor& keys) {
+    static thread_local Scratch windows_scratch, term_scratch;
+    const int64_t B = d.B, Tk = d.Tk, A = d.H, C = cat.size(1), W = filter.size(1);
+    std::vector<int64_t> offsets(B + 1, 0);
+    for (int64_t b = 0; b < B; ++b) offsets[b + 1] = offsets[b] + (mk.len ? mk.len[b] : Tk);
+    const int64_t rows = offsets[B];
+    Tensor windows = windows_scratch.view({rows, W}, acc);
+    Tensor term = term_scratch.view({rows, A}, acc);
+    fill_location_windows(prep(cat, acc), kernel, pad, W / C, windows, offsets.data());
+    at::mm_out(term, windows, prep(filter, acc).t());
+    const Tensor base = prep(processed_memory, acc);
     const T* pb = base.data_ptr<T>();
     const T* pt = term.data_ptr<T>();
     T* pk = keys.data_ptr<T>();
@@ -397,19 +430,41 @@ std::tuple<Tensor, Tensor> location_run(const Dims& d, const Tensor& query,
         }
       }
     });
+  });
+}
+
+// location1_attention's keys: the one-channel location kernel (kernels/location1.cpp), each
+// batch's rows up to its end.
+template <typename T>
+std::tuple<Tensor, Tensor> location1_attention_run(const Dims& d, const Tensor& query,
+                                                   const Tensor& base, const Tensor& prev,
+                                                   const Tensor& conv_weight,
+                                                   const Tensor& dense_weight,
+                                                   const Tensor& memory, const Tensor& weight,
+                                                   const std::optional<Tensor>& mask,
+                                                   const std::optional<Tensor>& lengths) {
+  constexpr at::ScalarType acc = c10::CppTypeToScalarType<T>::value;
+  return location_step<T>(d, query, memory, weight, mask, lengths,
+                          [&](const MaskArgs& mk, Tensor& keys) {
+    const Tensor b = prep(base, acc), p = prep(prev, acc), c = prep(conv_weight, acc),
+                 w = prep(dense_weight, acc);
+    if (d.B * d.Tk == 0) return;
+    location1_kernel<T>(active_kernels())(b.data_ptr<T>(), p.data_ptr<T>(), c.data_ptr<T>(),
+                                          w.data_ptr<T>(), d.B, d.Tk, d.H, c.size(0),
+                                          c.size(1), mk.len, keys.data_ptr<T>());
+  });
+}
+
+// The names of the location ops' own arguments, checked for dtype and device like the rest.
+void check_more(const char* op, const Tensor& query,
+                std::initializer_list<std::pair<const char*, const Tensor*>> named) {
+  for (const auto& [name, t] : named) {
+    TORCH_CHECK_TYPE(t->scalar_type() == query.scalar_type(), op, ": ", name,
+                     " must have query's dtype ", dtype_name(query.scalar_type()), ", got ",
+                     dtype_name(t->scalar_type()), " of shape ", shape(t->sizes()));
+    TORCH_CHECK_VALUE(t->device().is_cpu(), op, ": ", name, " is on ", t->device(),
+                      ", the inputs are on cpu (", name, " shape ", shape(t->sizes()), ")");
   }
-  Tensor q = prep(query, acc), v = prep_rows(memory, acc), w = prep(weight, acc);
-  Tensor out = new_empty({B, d.Dv}, acc);
-  Tensor lse = new_empty({B}, acc);
-  Tensor wts = new_empty({B, Tk}, acc);
-  if (B > 0) {
-    forward_kernel<T>(active_kernels())(q.data_ptr<T>(), keys.data_ptr<T>(), nullptr,
-                                        rows_of<T>(v), w.data_ptr<T>(), mk, B, 1, Tk, A, d.Dv,
-                                        out.data_ptr<T>(), lse.data_ptr<T>(),
-                                        wts.data_ptr<T>());
-  }
-  const auto dtype = query.scalar_type();
-  return {cast(out, dtype), cast(wts, dtype)};
 }
 
 std::tuple<Tensor, Tensor> location_attention_cpu(
@@ -424,15 +479,7 @@ std::tuple<Tensor, Tensor> location_attention_cpu(
                     shape(query.sizes()));
   const Dims d = check_inputs(op, query, processed_memory, memory, weight, key_padding_mask,
                               key_lengths, Names{"query", "processed_memory", "memory", "weight"});
-  const std::pair<const char*, const Tensor*> location_args[] = {
-      {"attention_weights_cat", &cat}, {"location_filter", &filt}};
-  for (const auto& [name, t] : location_args) {
-    TORCH_CHECK_TYPE(t->scalar_type() == query.scalar_type(), op, ": ", name,
-                     " must have query's dtype ", dtype_name(query.scalar_type()), ", got ",
-                     dtype_name(t->scalar_type()), " of shape ", shape(t->sizes()));
-    TORCH_CHECK_VALUE(t->device().is_cpu(), op, ": ", name, " is on ", t->device(),
-                      ", the inputs are on cpu (", name, " shape ", shape(t->sizes()), ")");
-  }
+  check_more(op, query, {{"attention_weights_cat", &cat}, {"location_filter", &filt}});
   TORCH_CHECK_VALUE(cat.dim() == 3 && cat.size(0) == d.B && cat.size(1) >= 1 &&
                         cat.size(2) == d.Tk,
                     op, ": attention_weights_cat must be (B, C, T) = (", d.B, ", C >= 1, ", d.Tk,
@@ -451,6 +498,35 @@ std::tuple<Tensor, Tensor> location_attention_cpu(
                                 key_padding_mask, key_lengths, kernel, pad);
   return location_run<float>(d, query, processed_memory, cat, filt, memory, weight,
                              key_padding_mask, key_lengths, kernel, pad);
+}
+
+std::tuple<Tensor, Tensor> location1_attention_cpu(
+    const Tensor& query, const Tensor& base, const Tensor& prev, const Tensor& conv_weight,
+    const Tensor& dense_weight, const Tensor& memory, const Tensor& weight,
+    const std::optional<Tensor>& key_padding_mask, const std::optional<Tensor>& key_lengths) {
+  const char* op = "attnkern::location1_attention";
+  TORCH_CHECK_VALUE(query.dim() == 2, op, ": query must be (B, attention_dim), got shape ",
+                    shape(query.sizes()));
+  const Dims d = check_inputs(op, query, base, memory, weight, key_padding_mask, key_lengths,
+                              Names{"query", "base", "memory", "weight"});
+  check_more(op, query, {{"prev", &prev}, {"conv_weight", &conv_weight},
+                         {"dense_weight", &dense_weight}});
+  TORCH_CHECK_VALUE(prev.dim() == 2 && prev.size(0) == d.B && prev.size(1) == d.Tk, op,
+                    ": prev must be (B, T) = (", d.B, ", ", d.Tk, ") (B, T of base), got shape ",
+                    shape(prev.sizes()));
+  TORCH_CHECK_VALUE(conv_weight.dim() == 2 && conv_weight.size(1) % 2 == 1, op,
+                    ": conv_weight must be (C, K) with an odd number of taps K = 2P + 1, got "
+                    "shape ", shape(conv_weight.sizes()));
+  TORCH_CHECK_VALUE(dense_weight.dim() == 2 && dense_weight.size(0) == d.H &&
+                        dense_weight.size(1) == conv_weight.size(0),
+                    op, ": dense_weight must be (attention_dim, C) = (", d.H, ", ",
+                    conv_weight.size(0), ") (C of conv_weight), got shape ",
+                    shape(dense_weight.sizes()));
+  if (query.scalar_type() == at::kDouble)
+    return location1_attention_run<double>(d, query, base, prev, conv_weight, dense_weight,
+                                           memory, weight, key_padding_mask, key_lengths);
+  return location1_attention_run<float>(d, query, base, prev, conv_weight, dense_weight,
+                                        memory, weight, key_padding_mask, key_lengths);
 }
 
 // Sum of a[i] * b[i] in double, four independent chains (the glue is built for the
@@ -664,4 +740,5 @@ TORCH_LIBRARY_IMPL(attnkern, CPU, m) {
   m.impl("scores", &attnkern::scores_cpu);
   m.impl("scores_backward", &attnkern::scores_backward_cpu);
   m.impl("location_attention", &attnkern::location_attention_cpu);
+  m.impl("location1_attention", &attnkern::location1_attention_cpu);
 }

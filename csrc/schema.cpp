@@ -59,6 +59,12 @@ TORCH_LIBRARY(attnkern, m) {
       "location_attention(Tensor query, Tensor processed_memory, Tensor attention_weights_cat, "
       "Tensor location_filter, Tensor memory, Tensor weight, Tensor? key_padding_mask, "
       "Tensor? key_lengths, int kernel, int pad) -> (Tensor, Tensor)");
+  // The same with the one-channel location term (ops.cpp; location1_keys's): keys = base
+  // (B, T, A) + dense_weight (A, C) . conv(prev (B, T), conv_weight (C, K)), K odd.
+  m.def(
+      "location1_attention(Tensor query, Tensor base, Tensor prev, Tensor conv_weight, "
+      "Tensor dense_weight, Tensor memory, Tensor weight, Tensor? key_padding_mask, "
+      "Tensor? key_lengths) -> (Tensor, Tensor)");
   // Weight-gradient stores of step-invariant operands (csrc/steps.cpp).
   m.def("wgrad_store(Tensor operand, bool linear) -> Tensor");
   m.def("wgrad_record(Tensor y, Tensor a, Tensor token) -> Tensor");

@@ -866,3 +866,72 @@ def test_location_attention_checks_masks():
         torch.ops.attnkern.location_attention(*x.values(), None, torch.tensor([3, 10]), 5, 2)
     with pytest.raises(TypeError, match="key_padding_mask must be a bool tensor"):
         torch.ops.attnkern.location_attention(*x.values(), torch.zeros(2, 9), None, 5, 2)
+
+
+# ------------------------------------------------ attnkern::location1_attention (inference)
+
+# (B, T, A, C, K): the LAS geometry scaled down, K = 1 (coverage), T below K, T past the
+# kernels' 64-row conv blocks, A not a multiple of 16
+LOCATION1_CASES = [(3, 17, 16, 4, 5), (2, 9, 20, 1, 1), (2, 5, 8, 3, 11), (4, 150, 40, 10, 21)]
+
+
+@pytest.mark.parametrize("case", LOCATION1_CASES, ids=lambda c: "B{}-T{}-A{}-C{}-K{}".format(*c))
+@pytest.mark.parametrize("kind", ["none", "padding", "lengths", "tail", "all"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_location1_attention_matches_the_unfused_step(case, kind, dtype):
+    B, T, A, C, K = case
+    g = torch.Generator().manual_seed(3)
+    q, base, prev = (torch.randn(B, A, generator=g), torch.randn(B, T, A, generator=g),
+                     torch.rand(B, T, generator=g))
+    cw, dw = torch.randn(C, K, generator=g) / K, torch.randn(A, C, generator=g) / C
+    mem, w = torch.randn(B, T, 7, generator=g), torch.randn(A, generator=g) / A ** 0.5
+    q, base, prev, cw, dw, mem, w = (t.to(dtype) for t in (q, base, prev, cw, dw, mem, w))
+    kw = make_masks("both" if kind in ("tail", "all") else kind, B, 1, T)
+    mask, lengths = kw.get("key_padding_mask"), kw.get("key_lengths")
+    if kind in ("tail", "all"):
+        mask = mask | (torch.arange(T)[None] >= torch.randint(0, T + 1, (B,), generator=g)[:, None])
+        lengths = None if kind == "tail" else lengths
+    out, wts = torch.ops.attnkern.location1_attention(q, base, prev, cw, dw, mem, w, mask,
+                                                      lengths)
+    keys = torch.ops.attnkern.location1_keys(base, prev, cw, dw)
+    ref_out, ref_wts = attnkern.additive_attention(q, keys, mem, w, key_padding_mask=mask,
+                                                   key_lengths=lengths, return_weights=True,
+                                                   backend="cpp")
+    tol = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-13, rtol=1e-12)
+    torch.testing.assert_close(out, ref_out, **tol)
+    torch.testing.assert_close(wts, ref_wts, **tol)
+    # and the conv itself against standard ops in float64
+    conv = torch.nn.functional.conv1d(prev.double().unsqueeze(1), cw.double().unsqueeze(1),
+                                      padding=(K - 1) // 2)
+    keys64 = base.double() + conv.transpose(1, 2) @ dw.double().t()
+    r_out, r_wts = attnkern.reference.additive_attention(
+        q.double(), keys64, mem.double(), w.double(), key_padding_mask=mask,
+        key_lengths=lengths, return_weights=True)
+    tol64 = dict(atol=2e-5, rtol=1e-4) if dtype == torch.float32 else tol
+    torch.testing.assert_close(out.double(), r_out, **tol64)
+    torch.testing.assert_close(wts.double(), r_wts, **tol64)
+
+
+def test_location1_attention_opcheck_and_checks():
+    g = torch.Generator().manual_seed(4)
+    args = [torch.randn(2, 16, generator=g), torch.randn(2, 9, 16, generator=g),
+            torch.rand(2, 9, generator=g), torch.randn(3, 5, generator=g),
+            torch.randn(16, 3, generator=g), torch.randn(2, 9, 6, generator=g),
+            torch.randn(16, generator=g)]
+    kw = make_masks("both", 2, 1, 9)
+    torch.library.opcheck(torch.ops.attnkern.location1_attention.default,
+                          (*args, kw["key_padding_mask"], kw["key_lengths"]),
+                          test_utils=("test_schema", "test_faketensor"))
+    op = torch.ops.attnkern.location1_attention
+    for i, bad, match in ((2, torch.rand(2, 8), r"prev must be \(B, T\) = \(2, 9\)"),
+                          (3, torch.randn(3, 4), "odd number of taps"),
+                          (4, torch.randn(16, 2), r"dense_weight must be \(attention_dim, C\)"),
+                          (1, torch.randn(2, 9, 15), "hidden size"),
+                          (2, torch.rand(2, 9).double(), "prev must have query's dtype")):
+        wrong = list(args)
+        wrong[i] = bad
+        with pytest.raises((ValueError, TypeError), match=match):
+            op(*wrong, None, None)
+    args[5].requires_grad_(True)
+    with pytest.raises(ValueError, match="memory requires grad"):
+        op(*args, None, None)

@@ -307,6 +307,33 @@ def test_espnet_attloc_attention_constraint(dtype):
         assert (w1[0, :max(idx - 1, 0)] == 0).all() and (w1[0, idx + 3:] == 0).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name, args, op", [
+    ("AttLoc", (E, D, 64, 4, 5), "location1_attention"),  # the op beats the folded filter
+    ("AttLoc", (E, D, A, 4, 5), "location_attention"),  # the folded filter (C = 1) wins
+    ("AttCov", (E, D, A), "location1_attention"),
+    ("AttCovLoc", (E, D, 64, 4, 5), "location1_attention"),
+])
+def test_espnet_inference_steps_are_one_op(monkeypatch, name, args, op, dtype):
+    """Under no_grad each step of a location module is one C++ op (location1_attention, or
+    location_attention with the folded filter, by location_keys' rule): ESPnet's outputs."""
+    mod = toolkits.espnet_attentions()
+    torch.manual_seed(0)
+    orig = getattr(mod, name)(*args).to(dtype)
+    ours = attnkern.from_module(orig)
+    calls = []
+    real = getattr(attnkern.ops, op)
+    monkeypatch.setattr(attnkern.ops, op, lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        torch.manual_seed(7)
+        want, _ = _espnet_run(name, dtype)(orig)
+        torch.manual_seed(7)
+        got, _ = _espnet_run(name, dtype)(ours)
+    assert len(calls) == STEPS * len(LENGTHS)
+    for i, (a, b) in enumerate(zip(want, got)):
+        _close(b, a, dtype, f"output {i}")
+
+
 # ---------------------------------------------------------------- SpeechBrain
 
 SB = {"ContentBasedAttention": (E, D, A, 5), "LocationAwareAttention": (E, D, A, 5, 4, 3)}
@@ -344,6 +371,26 @@ def test_speechbrain_matches_real_module(name, scaling, dtype):
     assert ours.scaling == scaling
     _strict_both_ways(orig, ours)
     _compare(orig, ours, _sb_run(dtype), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("attn_dim, op", [(64, "location1_attention"), (4, "location_attention")])
+def test_speechbrain_location_inference_steps_are_one_op(monkeypatch, attn_dim, op, dtype):
+    mod = toolkits.speechbrain_attention()
+    torch.manual_seed(0)
+    orig = mod.LocationAwareAttention(E, D, attn_dim, 5, 4, 3).to(dtype)
+    ours = attnkern.from_module(orig)
+    calls = []
+    real = getattr(attnkern.ops, op)
+    monkeypatch.setattr(attnkern.ops, op, lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        torch.manual_seed(7)
+        want, _ = _sb_run(dtype)(orig)
+        torch.manual_seed(7)
+        got, _ = _sb_run(dtype)(ours)
+    assert len(calls) == STEPS * len(LENGTHS)
+    for i, (a, b) in enumerate(zip(want, got)):
+        _close(b, a, dtype, f"output {i}")
 
 
 def test_speechbrain_prev_attn_is_read_and_written():

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,7 @@ from .._validation import check_backend
 from ..functional import PreparedKeys, prepare_keys
 from ..state import DecodingState, batch_store, register, weight_grad_store
 from ..state import prepared as _prepared
-from ._family import attention_with_store, fold_location_filter, location_term
+from ._family import _inference_step_op, attention_with_store, fold_location_filter, location_term
 
 __all__ = ["AttAdd", "AttCov", "AttCovLoc", "AttLoc", "AttLocRec", "AttMultiHeadAdd",
            "EspnetAttentionState", "EspnetMultiHeadState", "location_keys"]
@@ -55,6 +55,58 @@ def _location1_op_applies(prev: Tensor, kernel: int, padding: int) -> bool:
     """Whether ``attnkern::location1_keys`` can run this conv: CPU, eager, the C++ extension
     built, ``kernel = 2 * padding + 1`` (the op's 'same' padding)."""
     return prev.is_cpu and ops.HAS_CPP and _eager() and kernel == 2 * padding + 1
+
+
+def _op_beats_folded(kernel: int, n_filters: int, attention_dim: int) -> bool:
+    """The op's conv and dense term against the folded GEMM's padded taps: the op where it
+    does at most half the multiply-adds (its dense term is not a tuned GEMM: 1.6x the time
+    per multiply-add at ESPnet's Tacotron 2 AttLoc, 32 x 31 taps, att_dim 512)."""
+    taps = -(-kernel // 16) * 16
+    return 2 * (kernel * n_filters + n_filters * attention_dim) <= taps * attention_dim
+
+
+class Location1Term(NamedTuple):
+    """The keys ``base + dense(conv(prev))`` not yet computed: :func:`location_keys`'
+    arguments, so that :func:`attend` can run an inference step as one op."""
+
+    base: Tensor
+    prev: Tensor
+    conv_weight: Tensor
+    dense_weight: Tensor
+    padding: int
+
+
+def attend(query: Tensor, keys: Tensor | PreparedKeys | Location1Term, memory: Tensor,
+           weight: Tensor, key_padding_mask: Tensor | None, backend: str,
+           token: Tensor | None, value_of: Tensor | None, *,
+           key_lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """:func:`attnkern.modules._family.attention_with_store` on ``keys``, which may be a
+    :class:`Location1Term`: an inference step on CPU (see
+    :func:`attnkern.modules._family.location_attention`) is then one C++ op,
+    ``attnkern::location1_attention`` (or ``location_attention`` with the folded filter, by
+    :func:`location_keys`' rule), else the keys are computed first."""
+    if isinstance(keys, Location1Term):
+        base, prev, conv_weight, dense_weight, padding = keys
+        n_filters, kernel = conv_weight.shape[0], conv_weight.shape[-1]
+        if (_location1_op_applies(prev, kernel, padding) and _inference_step_op(
+                backend, query, (query, base, prev, conv_weight, dense_weight, memory, weight),
+                key_padding_mask, key_lengths)):
+            context: Tensor
+            weights: Tensor
+            if _op_beats_folded(kernel, n_filters, dense_weight.shape[0]):
+                context, weights = ops.location1_attention(
+                    query, base, prev, conv_weight.reshape(n_filters, kernel), dense_weight,
+                    memory, weight.view(-1), key_padding_mask, key_lengths)
+                return context, weights
+            filt = fold_location_filter(conv_weight.reshape(n_filters, 1, kernel), dense_weight)
+            batch, steps = prev.shape
+            context, weights = ops.location_attention(
+                query, base, prev.view(batch, 1, steps), filt, memory, weight.view(-1),
+                key_padding_mask, key_lengths, kernel, padding)
+            return context, weights
+        keys = location_keys(*keys)
+    return attention_with_store(query, keys, memory, weight, key_padding_mask, backend, token,
+                                value_of, key_lengths=key_lengths)
 
 
 def location_keys(base: Tensor, prev: Tensor, conv_weight: Tensor, dense_weight: Tensor,
@@ -91,11 +143,7 @@ def location_keys(base: Tensor, prev: Tensor, conv_weight: Tensor, dense_weight:
     attention_dim = dense_weight.shape[0]
     batch, steps = prev.shape
     if _location1_op_applies(prev, kernel, padding):
-        # the op's conv and dense term against the folded GEMM's padded taps: the op where it
-        # does at most half the multiply-adds (its dense term is not a tuned GEMM: 1.6x the
-        # time per multiply-add at ESPnet's Tacotron 2 AttLoc, 32 x 31 taps, att_dim 512)
-        taps = -(-kernel // 16) * 16
-        if 2 * (kernel * n_filters + n_filters * attention_dim) <= taps * attention_dim:
+        if _op_beats_folded(kernel, n_filters, attention_dim):
             return ops.location1_keys(base, prev, conv_weight.reshape(n_filters, kernel),
                                       dense_weight)
         filt = fold_location_filter(conv_weight.reshape(n_filters, 1, kernel), dense_weight)
@@ -352,11 +400,11 @@ class _EspnetAttention(nn.Module):
     def _weight(self, scaling: float) -> Tensor:
         return self.gvec.weight.view(-1) * scaling
 
-    def _attend(self, query: Tensor, keys: Tensor | PreparedKeys, state: EspnetAttentionState,
-                scaling: float, window: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return attention_with_store(query, keys, state.memory, self._weight(scaling), window,
-                                    self.backend, state.values_store, state.memory,
-                                    key_lengths=state.lengths)
+    def _attend(self, query: Tensor, keys: Tensor | PreparedKeys | Location1Term,
+                state: EspnetAttentionState, scaling: float,
+                window: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return attend(query, keys, state.memory, self._weight(scaling), window, self.backend,
+                      state.values_store, state.memory, key_lengths=state.lengths)
 
     def _utterance(self, enc_hs_pad: Tensor, enc_hs_len: Any) -> EspnetAttentionState:
         state = self._state
@@ -434,8 +482,8 @@ class AttLoc(_EspnetAttention):
                       att_prev: Tensor | None) -> Tensor | None:
         return _uniform(lengths, steps, memory) if att_prev is None else att_prev
 
-    def _location(self, state: EspnetAttentionState, prev: Tensor) -> Tensor:
-        return location_keys(state.keys, prev, self.loc_conv.weight, self.mlp_att.weight,
+    def _location(self, state: EspnetAttentionState, prev: Tensor) -> Location1Term:
+        return Location1Term(state.keys, prev, self.loc_conv.weight, self.mlp_att.weight,
                              self.aconv_filts)
 
     def step(self, dec_z: Tensor | None, state: EspnetAttentionState, *,
@@ -502,12 +550,12 @@ class AttCov(_EspnetAttention):
                       att_prev: Tensor | None) -> Tensor | None:
         return _uniform(lengths, steps, memory) if att_prev is None else att_prev
 
-    def _coverage_keys(self, state: EspnetAttentionState, coverage: Tensor) -> Tensor:
+    def _coverage_keys(self, state: EspnetAttentionState, coverage: Tensor) -> Location1Term:
         # keys + coverage (x) wvec as a 1-tap, 1-filter location term: on CPU the
         # location1_keys op writes the keys in one pass and its backward reads their
         # gradient once for coverage's and wvec's (a K = 1 baddbmm: a copy, then two GEMVs
         # on the gradient; 2.5 against 1.6 ms forward+backward a step at the LAS default)
-        return location_keys(state.keys, coverage, coverage.new_ones(1, 1, 1),
+        return Location1Term(state.keys, coverage, coverage.new_ones(1, 1, 1),
                              self.wvec.weight, 0)
 
     def step(self, dec_z: Tensor | None, state: EspnetAttentionState, *,
@@ -539,7 +587,7 @@ class AttCov(_EspnetAttention):
         att_prev_list += [weights]
         return context, att_prev_list
 
-    def _keys_for(self, state: EspnetAttentionState, coverage: Tensor) -> Tensor:
+    def _keys_for(self, state: EspnetAttentionState, coverage: Tensor) -> Location1Term:
         return self._coverage_keys(state, coverage)
 
 
@@ -562,8 +610,8 @@ class AttCovLoc(AttCov):
     def _folded_bias(self) -> Tensor:
         return self._key_bias()
 
-    def _coverage_keys(self, state: EspnetAttentionState, coverage: Tensor) -> Tensor:
-        return location_keys(state.keys, coverage, self.loc_conv.weight, self.mlp_att.weight,
+    def _coverage_keys(self, state: EspnetAttentionState, coverage: Tensor) -> Location1Term:
+        return Location1Term(state.keys, coverage, self.loc_conv.weight, self.mlp_att.weight,
                              self.aconv_filts)
 
     def extra_repr(self) -> str:

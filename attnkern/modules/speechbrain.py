@@ -25,8 +25,7 @@ from .._registry import converts
 from .._validation import check_backend
 from ..functional import PreparedKeys, prepare_keys
 from ..state import DecodingState, batch_store, prepared, register, weight_grad_store
-from ._family import attention_with_store
-from .espnet import location_keys
+from .espnet import Location1Term, attend
 
 __all__ = ["ContentBasedAttention", "LocationAwareAttention", "SpeechBrainAttentionState"]
 
@@ -132,14 +131,14 @@ class _SpeechBrainAttention(nn.Module):
             raise _bad("dec_states", f"a ({batch}, {self.dec_dim}) tensor", dec_states)
         return self.mlp_dec(dec_states)
 
-    def _keys(self, state: SpeechBrainAttentionState) -> Tensor | PreparedKeys:
+    def _keys(self, state: SpeechBrainAttentionState) -> Tensor | PreparedKeys | Location1Term:
         return state.prepared()
 
     def step(self, dec_states: Tensor, state: SpeechBrainAttentionState
              ) -> tuple[Tensor, Tensor, SpeechBrainAttentionState]:
         """One decoder step: ``(context (B, output_dim), attn (B, T), state)``; the new
         state's prev is ``attn.detach()``."""
-        context, attn = attention_with_store(
+        context, attn = attend(
             self._query(dec_states, state), self._keys(state), state.memory,
             self.mlp_attn.weight.view(-1) * self.scaling, state.padding, self.backend,
             state.values_store, state.memory)
@@ -216,9 +215,9 @@ class LocationAwareAttention(_SpeechBrainAttention):
     def _key_bias(self) -> Tensor:
         return self.mlp_enc.bias + self.mlp_loc.bias  # mlp_loc's bias: the same every step
 
-    def _keys(self, state: SpeechBrainAttentionState) -> Tensor | PreparedKeys:
+    def _keys(self, state: SpeechBrainAttentionState) -> Tensor | PreparedKeys | Location1Term:
         assert state.prev is not None
-        return location_keys(state.keys, state.prev, self.conv_loc.weight,
+        return Location1Term(state.keys, state.prev, self.conv_loc.weight,
                              self.mlp_loc.weight, self.kernel_size)
 
     @property

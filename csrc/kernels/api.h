@@ -86,9 +86,12 @@ using BackwardPlanFn = BackwardPlan (*)(int64_t B, int64_t Tk, int64_t Hp, int64
 
 // The one-channel location term (kernels/location1.cpp): base (B,T,A), prev (B,T), cw (C,K)
 // with K = 2P + 1 odd, dw (A,C) -> out (B,T,A) = base + dw . conv(prev, cw, padding P).
+// ends (B,) or null: only rows t < ends[b] of each batch are written (the others are left
+// as they are; ends[b] <= T).
 template <typename T>
 using Location1FwdFn = void (*)(const T* base, const T* prev, const T* cw, const T* dw,
-                                int64_t B, int64_t Tn, int64_t A, int64_t C, int64_t K, T* out);
+                                int64_t B, int64_t Tn, int64_t A, int64_t C, int64_t K,
+                                const int64_t* ends, T* out);
 // Its backward from grad (B,T,A): gprev (B,T) (null: not computed), gcw (C,K), gdw (A,C).
 template <typename T>
 using Location1BwdFn = void (*)(const T* g, const T* prev, const T* cw, const T* dw,

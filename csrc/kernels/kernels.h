@@ -21,7 +21,8 @@ void backward_impl(const T* go, const T* gw, const T* q, const T* k, const T* ek
 
 template <typename T>
 void location1_forward_impl(const T* base, const T* prev, const T* cw, const T* dw, int64_t B,
-                            int64_t Tn, int64_t A, int64_t C, int64_t K, T* out);
+                            int64_t Tn, int64_t A, int64_t C, int64_t K, const int64_t* ends,
+                            T* out);
 
 template <typename T>
 void location1_backward_impl(const T* g, const T* prev, const T* cw, const T* dw, int64_t B,

@@ -54,11 +54,15 @@ void corr_acc(const T* __restrict x, const T* __restrict w, int64_t K, int64_t n
   }
 }
 
-// conv (C, Tp) of one item from its zero-padded input xpad (P zeros, T values, zeros).
+// conv (C, n) of one item (row stride ld >= n) from its zero-padded input xpad (P zeros,
+// T values, zeros); n a multiple of kTB.
 template <typename T>
-void conv_item(const T* xpad, const T* cw, int64_t C, int64_t K, int64_t Tp, T* conv) {
-  std::fill(conv, conv + C * Tp, T(0));
-  for (int64_t c = 0; c < C; ++c) corr_acc(xpad, cw + c * K, K, Tp, conv + c * Tp);
+void conv_item(const T* xpad, const T* cw, int64_t C, int64_t K, int64_t n, int64_t ld,
+               T* conv) {
+  for (int64_t c = 0; c < C; ++c) {
+    std::fill(conv + c * ld, conv + c * ld + n, T(0));
+    corr_acc(xpad, cw + c * K, K, n, conv + c * ld);
+  }
 }
 
 template <typename T>
@@ -71,7 +75,8 @@ void pad_item(const T* src, int64_t n, int64_t left, int64_t len, T* dst) {
 
 template <typename T>
 void location1_forward_impl(const T* base, const T* prev, const T* cw, const T* dw, int64_t B,
-                            int64_t Tn, int64_t A, int64_t C, int64_t K, T* out) {
+                            int64_t Tn, int64_t A, int64_t C, int64_t K, const int64_t* ends,
+                            T* out) {
   const int64_t P = (K - 1) / 2;
   const int64_t Tp = round_up(Tn, kTB);
   const int64_t xlen = Tp + K;  // corr_acc reads up to Tp + K - 2
@@ -84,9 +89,10 @@ void location1_forward_impl(const T* base, const T* prev, const T* cw, const T* 
     T* xpad = scratch.get();
     T* conv = xpad + xlen;
     for (int64_t b = b0; b < b1; ++b) {
+      const int64_t end = ends != nullptr ? ends[b] : Tn;  // rows past it are not written
       pad_item(prev + b * Tn, Tn, P, xlen, xpad);
-      conv_item(xpad, cw, C, K, Tp, conv);
-      for (int64_t t = 0; t < Tn; ++t) {
+      conv_item(xpad, cw, C, K, round_up(end, kTB), Tp, conv);
+      for (int64_t t = 0; t < end; ++t) {
         const T* __restrict src = base + (b * Tn + t) * A;
         T* __restrict dst = out + (b * Tn + t) * A;
         // base + sum_c conv[c] dt[c] in blocks of columns held in registers over c
@@ -140,7 +146,7 @@ void location1_backward_impl(const T* g, const T* prev, const T* cw, const T* dw
     T* gconv = conv + C * Tp;
     for (int64_t b = b0; b < b1; ++b) {
       pad_item(prev + b * Tn, Tn, P, xlen, xpad);
-      conv_item(xpad, cw, C, K, Tp, conv);
+      conv_item(xpad, cw, C, K, Tp, Tp, conv);
       T* gdt = parts + b * part;
       T* gw = gdt + C * A;
       std::fill(gdt, gdt + part, T(0));
@@ -198,10 +204,10 @@ void location1_backward_impl(const T* g, const T* prev, const T* cw, const T* dw
 
 template void location1_forward_impl<float>(const float*, const float*, const float*,
                                             const float*, int64_t, int64_t, int64_t, int64_t,
-                                            int64_t, float*);
+                                            int64_t, const int64_t*, float*);
 template void location1_forward_impl<double>(const double*, const double*, const double*,
                                              const double*, int64_t, int64_t, int64_t, int64_t,
-                                             int64_t, double*);
+                                             int64_t, const int64_t*, double*);
 template void location1_backward_impl<float>(const float*, const float*, const float*,
                                              const float*, int64_t, int64_t, int64_t, int64_t,
                                              int64_t, float*, float*, float*);
