@@ -61,6 +61,12 @@ term (ESPnet ``AttLoc`` / ``AttCovLoc``, SpeechBrain ``LocationAwareAttention``)
 ``base + dense_weight . conv(prev, conv_weight)``, prev (B, T), conv_weight (C, K) with K
 odd, dense_weight (A, C).
 
+``attnkern::location_keys(base, x, filter, key_padding_mask?, key_lengths?, kernel, pad)
+-> keys``: the differentiable location keys of a training step (C++ autograd), ``base (B, T,
+A) + windows(x (B, C, T)) @ filter^T``, the term only up to each batch's end of usable keys
+(past it the keys are ``base``: rows the attention never reads), so that a padded tail costs
+neither the windows nor the forward's and backward's GEMMs.
+
 Every op with a key_padding_mask stops at each row's last usable key: a padded tail costs
 nothing (csrc/ops.cpp ``make_masks``).
 
@@ -278,6 +284,10 @@ def _location_attention_fake(query, processed_memory, attention_weights_cat, loc
             query.new_empty(query.shape[0], processed_memory.shape[1]))
 
 
+def _location_keys_fake(base, x, filter, key_padding_mask, key_lengths, kernel, pad):
+    return torch.empty_like(base, memory_format=torch.contiguous_format)
+
+
 def _location1_attention_fake(query, base, prev, conv_weight, dense_weight, memory, weight,
                               key_padding_mask, key_lengths):
     check_op_inputs("attnkern::location1_attention", query, base, memory, weight,
@@ -345,6 +355,7 @@ location_windows: Any
 location1_keys: Any
 location_attention: Any
 location1_attention: Any
+location_keys: Any
 if HAS_CPP:
     fwd = torch.ops.attnkern.fwd.default
     bwd = torch.ops.attnkern.bwd.default
@@ -353,6 +364,7 @@ if HAS_CPP:
     location1_keys = torch.ops.attnkern.location1_keys.default
     location_attention = torch.ops.attnkern.location_attention.default
     location1_attention = torch.ops.attnkern.location1_attention.default
+    location_keys = torch.ops.attnkern.location_keys.default
 
     _lib = torch.library.Library("attnkern", "FRAGMENT")  # noqa: TOR901 (module global)
     _lib.impl("fwd", _eager_cuda(fwd_triton), "CUDA")
@@ -366,7 +378,8 @@ if HAS_CPP:
                          ("location1_keys", _location1_keys_fake),
                          ("location1_keys_backward", _location1_keys_backward_fake),
                          ("location_attention", _location_attention_fake),
-                         ("location1_attention", _location1_attention_fake)):
+                         ("location1_attention", _location1_attention_fake),
+                         ("location_keys", _location_keys_fake)):
         torch.library.register_fake("attnkern::" + _name, _fake, lib=_lib)
     if HAS_TRITON:
         _compat.register_functional_rule("attnkern::fwd", _decompose_on_cuda(fwd_triton), _lib)
@@ -383,7 +396,7 @@ if HAS_CPP:
                                         "attnkern::scores_backward"), _kernels)
 else:
     fwd = bwd = scores = location_windows = location1_keys = location_attention = \
-        location1_attention = _missing_extension
+        location1_attention = location_keys = _missing_extension
 
 
 def clear_caches() -> None:

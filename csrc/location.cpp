@@ -21,6 +21,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
+#include <optional>
+#include <vector>
 #include <tuple>
 
 #include "kernels/api.h"
@@ -62,6 +65,51 @@ void fill_location_windows(const at::Tensor& x, int64_t kernel, int64_t pad, int
   });
 }
 
+void adjoint_location_windows(const at::Tensor& grad, int64_t kernel, int64_t pad, int64_t taps,
+                              const int64_t* offsets, at::Tensor& dx) {
+  const int64_t B = dx.size(0), C = dx.size(1), T = dx.size(2), W = C * taps;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "location_windows_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* src = grad.const_data_ptr<scalar_t>();
+    scalar_t* dst = dx.mutable_data_ptr<scalar_t>();
+    // dx[b, c, s] = sum over k of grad[row(b, s - k + pad), c * taps + k] over the rows
+    // 0 <= s - k + pad < n_b that exist (n_b = T, or batch b's packed rows), as a scatter
+    // from each row's taps (read contiguously) into one (c)'s T sums
+    at::parallel_for(0, B * C, std::max<int64_t>(1, 16384 / std::max<int64_t>(T * kernel, 1)),
+                     [&](int64_t p0, int64_t p1) {
+      std::vector<acc_t> sum(T + kernel);
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t b = p / C, c = p % C;
+        const int64_t first = offsets != nullptr ? offsets[b] : b * T;
+        const int64_t n = offsets != nullptr ? offsets[b + 1] - offsets[b] : T;
+        const scalar_t* gb = src + first * W + c * taps;
+        std::fill(sum.begin(), sum.end(), acc_t(0));
+        // row t's tap k lands on s = t + k - pad: sum[s + pad] (inside [0, T + kernel - 1))
+        for (int64_t t = 0; t < n; ++t) {
+          const scalar_t* g = gb + t * W;
+          acc_t* o = sum.data() + t;
+          for (int64_t k = 0; k < kernel; ++k) o[k] += acc_t(g[k]);
+        }
+        for (int64_t s = 0; s < T; ++s) dst[p * T + s] = scalar_t(sum[s + pad]);
+      }
+    });
+  });
+}
+
+std::vector<int64_t> key_ends(const at::Tensor& mask, const at::Tensor& lengths, int64_t B,
+                              int64_t T) {
+  std::vector<int64_t> ends(B, T);
+  const bool* pm = mask.defined() ? mask.const_data_ptr<bool>() : nullptr;
+  const int64_t* pl = lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t e = pl != nullptr ? std::min(std::max<int64_t>(pl[b], 0), T) : T;
+    if (pm != nullptr)
+      while (e > 0 && pm[b * T + e - 1]) --e;
+    ends[b] = e;
+  }
+  return ends;
+}
+
 namespace {
 
 using at::Tensor;
@@ -100,28 +148,8 @@ Tensor windows_backward_cpu(const Tensor& grad, at::IntArrayRef x_size, int64_t 
   const int64_t W = C * taps;
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == B * T && grad.size(1) == W, op,
               ": grad must be (B * T, C * taps) = (", B * T, ", ", W, "), got ", grad.sizes());
-  const Tensor g = grad.contiguous();
   Tensor dx = at::empty({B, C, T}, grad.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "location_windows_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* src = g.const_data_ptr<scalar_t>();
-    scalar_t* dst = dx.mutable_data_ptr<scalar_t>();
-    // dx[b, c, s] = sum over k of grad[b * T + (s - k + pad), c * taps + k], 0 <= s-k+pad < T
-    at::parallel_for(0, B * C, std::max<int64_t>(1, 16384 / std::max<int64_t>(T * kernel, 1)),
-                     [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
-        const int64_t b = p / C, c = p % C;
-        const scalar_t* gb = src + b * T * W + c * taps;
-        for (int64_t s = 0; s < T; ++s) {
-          const int64_t k0 = std::max<int64_t>(0, s + pad - (T - 1));
-          const int64_t k1 = std::min<int64_t>(kernel, s + pad + 1);
-          acc_t sum = 0;
-          for (int64_t k = k0; k < k1; ++k) sum += acc_t(gb[(s - k + pad) * W + k]);
-          dst[p * T + s] = scalar_t(sum);
-        }
-      }
-    });
-  });
+  adjoint_location_windows(grad.contiguous(), kernel, pad, taps, nullptr, dx);
   return dx;
 }
 
@@ -154,6 +182,199 @@ class WindowsFunction : public torch::autograd::Function<WindowsFunction> {
 
 Tensor windows_autograd(const Tensor& x, int64_t kernel, int64_t pad, int64_t taps) {
   return WindowsFunction::apply(x, kernel, pad, taps);
+}
+
+// ---------------------------------------------------------------- the location keys
+//
+//   location_keys(base (B, T, A), x (B, C, T), filter (A, C * taps), key_padding_mask?,
+//                 key_lengths?, kernel, pad) -> keys (B, T, A)
+//     keys[b, t] = base[b, t] + windows(x)[b * T + t] @ filter^T for t < end_b, base[b, t]
+//     past it, end_b = min(key_lengths[b], one past the mask's last False) (T without them):
+//     the location term only where an attention step can use the keys, so that the windows,
+//     the GEMM and their backward's two GEMMs skip a batch's padded tail. The rows past an
+//     end are masked for the attention (which never reads them), so its results and
+//     gradients are those of the full keys.
+// Differentiable in base, x and filter (C++ autograd below).
+
+struct KeysGeometry {
+  int64_t B, C, T, A, W, taps;
+};
+
+KeysGeometry check_location_keys(const char* op, const Tensor& base, const Tensor& x,
+                                 const Tensor& filter, int64_t kernel, int64_t pad) {
+  TORCH_CHECK_VALUE(base.dim() == 3, op, ": base must be (B, T, A), got ", base.sizes());
+  const int64_t B = base.size(0), T = base.size(1), A = base.size(2);
+  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(0) == B && x.size(2) == T && x.size(1) >= 1, op,
+                    ": x must be (B, C, T) = (", B, ", C >= 1, ", T, ") (B, T of base), got ",
+                    x.sizes());
+  const int64_t C = x.size(1);
+  TORCH_CHECK_VALUE(kernel >= 1 && pad >= 0 && pad < kernel, op,
+                    ": kernel must be >= 1 and pad in [0, kernel), got kernel ", kernel,
+                    ", pad ", pad);
+  TORCH_CHECK_VALUE(filter.dim() == 2 && filter.size(0) == A && filter.size(1) % C == 0 &&
+                        filter.size(1) / C >= kernel,
+                    op, ": filter must be (A, C * taps) = (", A, ", ", C,
+                    " * taps) with taps >= kernel = ", kernel, ", got ", filter.sizes());
+  for (const Tensor* t : {&base, &x, &filter}) {
+    check_float(op, "every input", *t);
+    TORCH_CHECK_TYPE(t->scalar_type() == base.scalar_type(), op,
+                     ": base, x and filter must share one dtype, got ", base.scalar_type(),
+                     " and ", t->scalar_type());
+    TORCH_CHECK_VALUE(t->device().is_cpu(), op, ": every input must be a CPU tensor, got ",
+                      t->device());
+  }
+  return {B, C, T, A, filter.size(1), filter.size(1) / C};
+}
+
+std::vector<int64_t> checked_ends(const char* op, const std::optional<Tensor>& mask,
+                                  const std::optional<Tensor>& lengths, int64_t B, int64_t T) {
+  Tensor m, l;
+  if (mask.has_value()) {
+    TORCH_CHECK_TYPE(mask->scalar_type() == at::kBool, op,
+                     ": key_padding_mask must be a bool tensor (True = padding), got ",
+                     mask->scalar_type());
+    TORCH_CHECK_VALUE(mask->dim() == 2 && mask->size(0) == B && mask->size(1) == T &&
+                          mask->device().is_cpu(),
+                      op, ": key_padding_mask must be a (B, T) = (", B, ", ", T,
+                      ") CPU tensor, got ", mask->sizes(), " on ", mask->device());
+    m = mask->contiguous();
+  }
+  if (lengths.has_value()) {
+    TORCH_CHECK_TYPE(lengths->scalar_type() == at::kLong, op,
+                     ": key_lengths must be an int64 tensor, got ", lengths->scalar_type());
+    TORCH_CHECK_VALUE(lengths->dim() == 1 && lengths->size(0) == B &&
+                          lengths->device().is_cpu(),
+                      op, ": key_lengths must be a (B,) = (", B, ",) CPU tensor, got ",
+                      lengths->sizes(), " on ", lengths->device());
+    l = lengths->contiguous();
+    if (B > 0) {
+      const int64_t* p = l.const_data_ptr<int64_t>();
+      const auto [lo, hi] = std::minmax_element(p, p + B);
+      TORCH_CHECK_VALUE(*lo >= 0 && *hi <= T, op, ": key_lengths must lie in [0, T=", T,
+                        "], got values in [", *lo, ", ", *hi, "]");
+    }
+  }
+  return key_ends(m, l, B, T);
+}
+
+// Packed row offsets of the ends: batch b's rows at [offsets[b], offsets[b + 1]).
+std::vector<int64_t> packed_offsets(const std::vector<int64_t>& ends) {
+  std::vector<int64_t> offsets(ends.size() + 1, 0);
+  for (size_t b = 0; b < ends.size(); ++b) offsets[b + 1] = offsets[b] + ends[b];
+  return offsets;
+}
+
+// keys = base, plus the packed term rows added to their batch's first rows: one pass
+Tensor keys_from(const Tensor& base_in, const Tensor& term, const std::vector<int64_t>& offsets) {
+  const Tensor base = base_in.contiguous();
+  Tensor keys = at::empty(base.sizes(), base.options());
+  const int64_t B = base.size(0), T = base.size(1), A = base.size(2);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, base.scalar_type(), "location_keys", [&] {
+    const scalar_t* pb = base.const_data_ptr<scalar_t>();
+    const scalar_t* pt = term.const_data_ptr<scalar_t>();
+    scalar_t* pk = keys.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t n = offsets[b + 1] - offsets[b];
+        for (int64_t t = 0; t < n; ++t) {
+          const scalar_t* x = pb + (b * T + t) * A;
+          const scalar_t* y = pt + (offsets[b] + t) * A;
+          scalar_t* o = pk + (b * T + t) * A;
+          for (int64_t i = 0; i < A; ++i) o[i] = x[i] + y[i];
+        }
+        std::copy(pb + (b * T + n) * A, pb + (b + 1) * T * A, pk + (b * T + n) * A);
+      }
+    });
+  });
+  return keys;
+}
+
+// the windows (packed rows) of x
+Tensor packed_windows(const KeysGeometry& g, const Tensor& x,
+                      const std::vector<int64_t>& offsets, int64_t kernel, int64_t pad) {
+  Tensor windows = at::empty({offsets.back(), g.W}, x.options());
+  fill_location_windows(x.contiguous(), kernel, pad, g.taps, windows, offsets.data());
+  return windows;
+}
+
+// keys from the windows: one addmm onto base when every row has its term, else the term's
+// rows then one pass adding them to base (keys_from)
+Tensor keys_of(const KeysGeometry& g, const Tensor& base, const Tensor& windows,
+               const Tensor& filter, const std::vector<int64_t>& offsets) {
+  if (offsets.back() == g.B * g.T)
+    return at::addmm(base.reshape({g.B * g.T, g.A}), windows, filter.t()).view({g.B, g.T, g.A});
+  return keys_from(base, at::mm(windows, filter.t()), offsets);
+}
+
+Tensor location_keys_cpu(const Tensor& base, const Tensor& x, const Tensor& filter,
+                         const std::optional<Tensor>& key_padding_mask,
+                         const std::optional<Tensor>& key_lengths, int64_t kernel, int64_t pad) {
+  const char* op = "attnkern::location_keys";
+  const KeysGeometry g = check_location_keys(op, base, x, filter, kernel, pad);
+  const auto offsets = packed_offsets(checked_ends(op, key_padding_mask, key_lengths, g.B, g.T));
+  return keys_of(g, base, packed_windows(g, x, offsets, kernel, pad), filter, offsets);
+}
+
+class LocationKeysFunction : public torch::autograd::Function<LocationKeysFunction> {
+ public:
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& base,
+                        const Tensor& x, const Tensor& filter,
+                        const std::optional<Tensor>& key_padding_mask,
+                        const std::optional<Tensor>& key_lengths, int64_t kernel, int64_t pad) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    const char* op = "attnkern::location_keys";
+    const KeysGeometry g = check_location_keys(op, base, x, filter, kernel, pad);
+    const auto offsets =
+        packed_offsets(checked_ends(op, key_padding_mask, key_lengths, g.B, g.T));
+    const Tensor windows = packed_windows(g, x, offsets, kernel, pad);
+    ctx->save_for_backward({windows, filter});
+    ctx->saved_data["offsets"] = offsets;
+    ctx->saved_data["x_size"] = x.sizes().vec();
+    ctx->saved_data["geometry"] = std::vector<int64_t>{kernel, pad, g.taps};
+    return keys_of(g, base, windows, filter, offsets);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &windows = saved[0], &filter = saved[1];
+    const auto offsets = ctx->saved_data["offsets"].toIntVector();
+    const auto size = ctx->saved_data["x_size"].toIntVector();
+    const auto geo = ctx->saved_data["geometry"].toIntVector();
+    const int64_t B = size[0], T = size[2], rows = offsets.back();
+    const Tensor grad = grads[0].contiguous();
+    Tensor gx, gfilter;
+    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
+      // the gradient of the term's rows, packed as the windows are
+      Tensor gterm;
+      if (rows == B * T) {
+        gterm = grad.view({rows, grad.size(2)});
+      } else {
+        gterm = at::empty({rows, grad.size(2)}, grad.options());
+        const int64_t rb = grad.size(2) * grad.element_size();
+        const char* src = static_cast<const char*>(grad.const_data_ptr());
+        char* dst = static_cast<char*>(gterm.mutable_data_ptr());
+        for (int64_t b = 0; b < B; ++b)
+          std::memcpy(dst + offsets[b] * rb, src + b * T * rb,
+                      (offsets[b + 1] - offsets[b]) * rb);
+      }
+      if (ctx->needs_input_grad(2)) gfilter = at::mm(gterm.t(), windows);
+      if (ctx->needs_input_grad(1)) {
+        gx = at::empty(size, grad.options());
+        adjoint_location_windows(at::mm(gterm, filter), geo[0], geo[1], geo[2],
+                                 offsets.data(), gx);
+      }
+    }
+    return {ctx->needs_input_grad(0) ? grads[0] : Tensor(), gx, gfilter, Tensor(), Tensor(),
+            Tensor(), Tensor()};
+  }
+};
+
+Tensor location_keys_autograd(const Tensor& base, const Tensor& x, const Tensor& filter,
+                              const std::optional<Tensor>& key_padding_mask,
+                              const std::optional<Tensor>& key_lengths, int64_t kernel,
+                              int64_t pad) {
+  return LocationKeysFunction::apply(base, x, filter, key_padding_mask, key_lengths, kernel, pad);
 }
 
 // ---------------------------------------------------------------- one-channel location term
@@ -316,10 +537,12 @@ TORCH_LIBRARY_IMPL(attnkern, CPU, m) {
   m.impl("location_windows", &attnkern::windows_cpu);
   m.impl("location_windows_backward", &attnkern::windows_backward_cpu);
   m.impl("location1_keys", &attnkern::location1_cpu);
+  m.impl("location_keys", &attnkern::location_keys_cpu);
   m.impl("location1_keys_backward", &attnkern::location1_backward_cpu);
 }
 
 TORCH_LIBRARY_IMPL(attnkern, Autograd, m) {
   m.impl("location_windows", &attnkern::windows_autograd);
   m.impl("location1_keys", &attnkern::location1_autograd);
+  m.impl("location_keys", &attnkern::location_keys_autograd);
 }

@@ -190,12 +190,7 @@ MaskArgs make_masks(const Dims& d, const Tensor& mask, const Tensor& lengths, bo
   const bool* pm = mask.defined() ? mask.data_ptr<bool>() : nullptr;
   const int64_t* pl = lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
   if (pm != nullptr) {
-    ends.resize(d.B);
-    for (int64_t b = 0; b < d.B; ++b) {
-      int64_t e = pl != nullptr ? pl[b] : d.Tk;
-      while (e > 0 && pm[b * d.Tk + e - 1]) --e;
-      ends[b] = e;
-    }
+    ends = key_ends(mask, lengths, d.B, d.Tk);
     pl = ends.data();
   }
   return MaskArgs{pm, pl, causal, d.Tq, d.Tk};

@@ -42,6 +42,12 @@ TORCH_LIBRARY(attnkern, m) {
   m.def(
       "location_windows_backward(Tensor grad, int[] x_size, int kernel, int pad, int taps) "
       "-> Tensor");
+  // The location keys (csrc/location.cpp): base (B, T, A) + windows(x (B, C, T)) @ filter^T
+  // (A, C * taps), the term added only up to each batch's end of usable keys (key_lengths
+  // and the mask's padded tail; past it the keys are base): differentiable.
+  m.def(
+      "location_keys(Tensor base, Tensor x, Tensor filter, Tensor? key_padding_mask, "
+      "Tensor? key_lengths, int kernel, int pad) -> Tensor");
   // The one-channel location term (csrc/location.cpp): base + dense(conv(prev)) with an odd
   // number of taps K = 2P + 1 and P zeros each side; base (B, T, A), prev (B, T),
   // conv_weight (C, K), dense_weight (A, C). Its backward's grad_prev is (0,) unless

@@ -547,3 +547,69 @@ def test_inference_step_follows_every_data_edit():
             p.data.mul_(1.5)
             _close(_loop(lsa, memory, hidden, mask), _loop(ref_mod, memory, hidden, mask),
                    "after a .data edit")
+
+
+def _keys_reference(base, x, filt, kernel, pad):
+    B, C, T = x.shape
+    windows = _windows_reference(x, kernel, pad, filt.shape[1] // C)
+    return base + (windows @ filt.t()).view(B, T, -1)
+
+
+@pytest.mark.parametrize("kind", ["none", "padding", "lengths", "both"])
+def test_location_keys_skips_only_rows_past_each_end(kind):
+    """attnkern::location_keys: the location term up to each batch's end of usable keys,
+    base past it; the attention on them gives the full keys' results and gradients, and
+    float64 gradcheck holds."""
+    g = torch.Generator().manual_seed(5)
+    B, C, T, A, kernel, pad = 4, 2, 21, 12, 7, 3
+    base = torch.randn(B, T, A, generator=g, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(B, C, T, generator=g, dtype=torch.float64, requires_grad=True)
+    filt = torch.randn(A, C * 8, generator=g, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([21, 13, 0, 5]) if kind in ("lengths", "both") else None
+    mask = None
+    if kind in ("padding", "both"):
+        mask = torch.arange(T)[None] >= torch.tensor([21, 17, 9, 21])[:, None]
+        mask[0, 4] = mask[3, 20] = True  # a hole, and a tail of one
+    ends = [21, 17, 9, 20] if mask is not None else [21] * 4
+    if lengths is not None:
+        ends = [min(e, int(n)) for e, n in zip(ends, lengths)]
+    keys = ops.location_keys(base, x, filt, mask, lengths, kernel, pad)
+    full = _keys_reference(base, x, filt, kernel, pad)
+    for b, e in enumerate(ends):
+        torch.testing.assert_close(keys[b, :e], full[b, :e], atol=1e-12, rtol=1e-12)
+        assert torch.equal(keys[b, e:], base[b, e:])
+    q = torch.randn(B, A, generator=g, dtype=torch.float64)
+    v = torch.randn(B, T, 5, generator=g, dtype=torch.float64)
+    w = torch.randn(A, generator=g, dtype=torch.float64)
+
+    def attend(k):
+        return attnkern.additive_attention(q, k, v, w, key_padding_mask=mask, key_lengths=lengths,
+                                           return_weights=True)
+    got, want = attend(keys), attend(full)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    cot = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in got]
+    ga = torch.autograd.grad(got, (base, x, filt), cot)
+    gb = torch.autograd.grad(want, (base, x, filt), cot)
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda b_, x_, f_: ops.location_keys(b_, x_, f_, mask, lengths, kernel, pad),
+        (base, x, filt))
+
+
+def test_location_keys_checks_and_opcheck():
+    base, x, filt = torch.randn(2, 9, 8), torch.rand(2, 2, 9), torch.randn(8, 16)
+    torch.library.opcheck(ops.location_keys, (base.requires_grad_(), x, filt, None, None, 5, 2),
+                          test_utils=("test_schema", "test_faketensor"))
+    for args, match in (((base, x[:, :, :8], filt), r"x must be \(B, C, T\)"),
+                        ((base, x, filt[:, :15]), r"filter must be \(A, C \* taps\)"),
+                        ((base, x.double(), filt), "must share one dtype")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            ops.location_keys(*args, None, None, 5, 2)
+    with pytest.raises(ValueError, match="kernel must be >= 1 and pad in"):
+        ops.location_keys(base, x, filt, None, None, 5, 5)
+    with pytest.raises(TypeError, match="key_padding_mask must be a bool tensor"):
+        ops.location_keys(base, x, filt, torch.zeros(2, 9), None, 5, 2)
+    with pytest.raises(ValueError, match=r"key_lengths must lie in \[0, T=9\]"):
+        ops.location_keys(base, x, filt, None, torch.tensor([3, 10]), 5, 2)

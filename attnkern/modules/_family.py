@@ -141,22 +141,30 @@ def fold_location_filter(conv_weight: Tensor, dense_weight: Tensor) -> Tensor:
     return dense_weight @ conv
 
 
-def location_term(base: Tensor, x: Tensor, filt: Tensor, kernel: int, pad: int) -> Tensor:
+def location_term(base: Tensor, x: Tensor, filt: Tensor, kernel: int, pad: int,
+                  key_padding_mask: Tensor | None = None,
+                  key_lengths: Tensor | None = None) -> Tensor:
     """``base + dense(conv(x))`` as one GEMM: base ``(B, T, A)``; x ``(B, C, T)`` (the
     location features' input); filt ``(A, C * taps)`` from :func:`fold_location_filter`
     (the convolution has ``kernel`` taps and ``pad`` zeros each side, stride 1, output
-    length T). Returns ``(B, T, A)``."""
+    length T). Returns ``(B, T, A)``.
+
+    With ``key_padding_mask`` / ``key_lengths`` (those of the attention that reads the
+    keys), the rows past each batch's last usable key may be left as ``base`` (on CPU, in
+    eager mode, the C++ op ``attnkern::location_keys`` skips them, forward and backward):
+    pass them only where nothing but that attention reads the keys."""
     batch, channels, steps = x.shape
     attention_dim = filt.shape[0]
     taps = filt.shape[1] // channels
     if x.is_cpu and ops.HAS_CPP and _eager():
-        windows = ops.location_windows(x, kernel, pad, taps)  # one C++ op (and backward)
-    else:
-        windows = F.pad(x, (pad, pad)).unfold(2, kernel, 1)  # (B, C, T, kernel)
-        windows = F.pad(windows.permute(0, 2, 1, 3), (0, taps - kernel))
-        windows = windows.reshape(batch * steps, channels * taps)
-    keys = torch.addmm(base.reshape(batch * steps, attention_dim), windows, filt.t())
-    return keys.view(batch, steps, attention_dim)
+        keys: Tensor = ops.location_keys(base, x, filt, key_padding_mask, key_lengths, kernel,
+                                         pad)  # one C++ op (and backward)
+        return keys
+    windows = F.pad(x, (pad, pad)).unfold(2, kernel, 1)  # (B, C, T, kernel)
+    windows = F.pad(windows.permute(0, 2, 1, 3), (0, taps - kernel))
+    windows = windows.reshape(batch * steps, channels * taps)
+    out = torch.addmm(base.reshape(batch * steps, attention_dim), windows, filt.t())
+    return out.view(batch, steps, attention_dim)
 
 
 _FUSED_DTYPES = (torch.float32, torch.float64)
@@ -201,7 +209,10 @@ def location_attention(query: Tensor, base: Tensor, x: Tensor, filt: Tensor, ker
             query, base, x, filt, memory, weight.view(-1), key_padding_mask, key_lengths,
             kernel, pad)
         return context, weights
-    keys = location_term(base, x, filt, kernel, pad)
+    plain = ((key_padding_mask is None or key_padding_mask.dtype == torch.bool)
+             and (key_lengths is None or key_lengths.dtype == torch.int64))
+    keys = location_term(base, x, filt, kernel, pad, *((key_padding_mask, key_lengths) if plain
+                                                       else (None, None)))
     return attention_with_store(query, keys, memory, weight, key_padding_mask, backend, token,
                                 value_of, key_lengths=key_lengths)
 
