@@ -307,7 +307,8 @@ def test_every_schema_is_written_once_in_schema_cpp():
     assert defs == {name: ["csrc/schema.cpp"] for name in (
         "fwd", "bwd", "location_windows", "location_windows_backward", "wgrad_store",
         "wgrad_record", "wgrad_record_linear", "same_bytes", "location1_keys",
-        "location1_keys_backward", "scores", "scores_backward")}
+        "location1_keys_backward", "scores", "scores_backward", "location_attention",
+        "location1_attention", "location_keys")}
     for path in glob.glob(os.path.join(ROOT, "attnkern", "**", "*.py"), recursive=True):
         text = open(path).read()
         assert ".define(" not in text and "infer_schema" not in text, path
