@@ -320,15 +320,21 @@ def test_espnet_inference_steps_are_one_op(monkeypatch, name, args, op, dtype):
     mod = toolkits.espnet_attentions()
     torch.manual_seed(0)
     orig = getattr(mod, name)(*args).to(dtype)
+    _inference_one_op(monkeypatch, op, orig, _espnet_run(name, dtype), dtype)
+
+
+def _inference_one_op(monkeypatch, op, orig, run, dtype):
+    """``run`` (the toolkit's loop) under no_grad on ``orig`` and its drop-in: the same
+    outputs, and one call of ``attnkern.ops.<op>`` a step."""
     ours = attnkern.from_module(orig)
     calls = []
     real = getattr(attnkern.ops, op)
     monkeypatch.setattr(attnkern.ops, op, lambda *a: calls.append(1) or real(*a))
     with torch.no_grad():
         torch.manual_seed(7)
-        want, _ = _espnet_run(name, dtype)(orig)
+        want, _ = run(orig)
         torch.manual_seed(7)
-        got, _ = _espnet_run(name, dtype)(ours)
+        got, _ = run(ours)
     assert len(calls) == STEPS * len(LENGTHS)
     for i, (a, b) in enumerate(zip(want, got)):
         _close(b, a, dtype, f"output {i}")
@@ -379,18 +385,7 @@ def test_speechbrain_location_inference_steps_are_one_op(monkeypatch, attn_dim, 
     mod = toolkits.speechbrain_attention()
     torch.manual_seed(0)
     orig = mod.LocationAwareAttention(E, D, attn_dim, 5, 4, 3).to(dtype)
-    ours = attnkern.from_module(orig)
-    calls = []
-    real = getattr(attnkern.ops, op)
-    monkeypatch.setattr(attnkern.ops, op, lambda *a: calls.append(1) or real(*a))
-    with torch.no_grad():
-        torch.manual_seed(7)
-        want, _ = _sb_run(dtype)(orig)
-        torch.manual_seed(7)
-        got, _ = _sb_run(dtype)(ours)
-    assert len(calls) == STEPS * len(LENGTHS)
-    for i, (a, b) in enumerate(zip(want, got)):
-        _close(b, a, dtype, f"output {i}")
+    _inference_one_op(monkeypatch, op, orig, _sb_run(dtype), dtype)
 
 
 def test_speechbrain_prev_attn_is_read_and_written():

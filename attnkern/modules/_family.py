@@ -170,6 +170,12 @@ def location_term(base: Tensor, x: Tensor, filt: Tensor, kernel: int, pad: int,
 _FUSED_DTYPES = (torch.float32, torch.float64)
 
 
+def _plain_masks(key_padding_mask: Tensor | None, key_lengths: Tensor | None) -> bool:
+    """A bool mask and int64 lengths (or None): what the C++ location ops take as they are."""
+    return ((key_padding_mask is None or key_padding_mask.dtype == torch.bool)
+            and (key_lengths is None or key_lengths.dtype == torch.int64))
+
+
 def _inference_step_op(backend: str, query: Tensor, tensors: tuple[Tensor, ...],
                        key_padding_mask: Tensor | None, key_lengths: Tensor | None) -> bool:
     """Whether a location step may be ``attnkern::location_attention``: eager, CPU, the C++
@@ -178,9 +184,7 @@ def _inference_step_op(backend: str, query: Tensor, tensors: tuple[Tensor, ...],
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
-        return False
-    if key_lengths is not None and key_lengths.dtype != torch.int64:
+    if not _plain_masks(key_padding_mask, key_lengths):
         return False
     return (get_backend() if backend == "auto" else backend) in ("auto", "cpp")
 
@@ -209,8 +213,7 @@ def location_attention(query: Tensor, base: Tensor, x: Tensor, filt: Tensor, ker
             query, base, x, filt, memory, weight.view(-1), key_padding_mask, key_lengths,
             kernel, pad)
         return context, weights
-    plain = ((key_padding_mask is None or key_padding_mask.dtype == torch.bool)
-             and (key_lengths is None or key_lengths.dtype == torch.int64))
+    plain = _plain_masks(key_padding_mask, key_lengths)
     keys = location_term(base, x, filt, kernel, pad, *((key_padding_mask, key_lengths) if plain
                                                        else (None, None)))
     return attention_with_store(query, keys, memory, weight, key_padding_mask, backend, token,
