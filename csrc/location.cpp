@@ -26,6 +26,7 @@
 #include <vector>
 #include <tuple>
 
+#include "checks.h"
 #include "kernels/api.h"
 #include "location.h"
 
@@ -115,21 +116,23 @@ namespace {
 using at::Tensor;
 
 void check_geometry(const char* op, int64_t kernel, int64_t pad, int64_t taps) {
-  TORCH_CHECK(kernel >= 1, op, ": kernel must be >= 1, got ", kernel);
-  TORCH_CHECK(pad >= 0 && pad < kernel, op, ": pad must be in [0, kernel), got pad ", pad,
-              " for kernel ", kernel);
-  TORCH_CHECK(taps >= kernel, op, ": taps must be >= kernel, got taps ", taps, " for kernel ",
-              kernel);
+  TORCH_CHECK_VALUE(kernel >= 1, op, ": kernel must be >= 1, got ", kernel);
+  TORCH_CHECK_VALUE(pad >= 0 && pad < kernel, op, ": pad must be in [0, kernel), got pad ", pad,
+                    " for kernel ", kernel);
+  TORCH_CHECK_VALUE(taps >= kernel, op, ": taps must be >= kernel, got taps ", taps,
+                    " for kernel ", kernel);
 }
 
 void check_float(const char* op, const char* name, const Tensor& t) {
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": ", name,
-              " must be a floating tensor, got ", t.scalar_type());
+  TORCH_CHECK_TYPE(is_float(t), op, ": ", name,
+                   " must be a floating tensor (float16, bfloat16, float32 or float64), got ",
+                   dtype_name(t.scalar_type()), " of shape ", shape(t.sizes()));
 }
 
 Tensor windows_cpu(const Tensor& x, int64_t kernel, int64_t pad, int64_t taps) {
   const char* op = "attnkern::location_windows";
-  TORCH_CHECK(x.dim() == 3, op, ": x must be 3-D (B, C, T), got ", x.sizes());
+  TORCH_CHECK_VALUE(x.dim() == 3, op, ": x must be 3-D (B, C, T), got shape ",
+                    shape(x.sizes()));
   check_float(op, "x", x);
   check_geometry(op, kernel, pad, taps);
   Tensor out = at::empty({x.size(0) * x.size(2), x.size(1) * taps}, x.options());
@@ -140,14 +143,16 @@ Tensor windows_cpu(const Tensor& x, int64_t kernel, int64_t pad, int64_t taps) {
 Tensor windows_backward_cpu(const Tensor& grad, at::IntArrayRef x_size, int64_t kernel,
                             int64_t pad, int64_t taps) {
   const char* op = "attnkern::location_windows_backward";
-  TORCH_CHECK(x_size.size() == 3, op, ": x_size must be (B, C, T), got ", x_size);
+  TORCH_CHECK_VALUE(x_size.size() == 3, op, ": x_size must be (B, C, T), got ", x_size);
   const int64_t B = x_size[0], C = x_size[1], T = x_size[2];
-  TORCH_CHECK(B >= 0 && C >= 0 && T >= 0, op, ": x_size must be non-negative, got ", x_size);
+  TORCH_CHECK_VALUE(B >= 0 && C >= 0 && T >= 0, op, ": x_size must be non-negative, got ",
+                    x_size);
   check_geometry(op, kernel, pad, taps);
   check_float(op, "grad", grad);
   const int64_t W = C * taps;
-  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == B * T && grad.size(1) == W, op,
-              ": grad must be (B * T, C * taps) = (", B * T, ", ", W, "), got ", grad.sizes());
+  TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == B * T && grad.size(1) == W, op,
+                    ": grad must be (B * T, C * taps) = (", B * T, ", ", W, "), got shape ",
+                    shape(grad.sizes()));
   Tensor dx = at::empty({B, C, T}, grad.options());
   adjoint_location_windows(grad.contiguous(), kernel, pad, taps, nullptr, dx);
   return dx;
@@ -200,61 +205,41 @@ struct KeysGeometry {
   int64_t B, C, T, A, W, taps;
 };
 
-KeysGeometry check_location_keys(const char* op, const Tensor& base, const Tensor& x,
-                                 const Tensor& filter, int64_t kernel, int64_t pad) {
-  TORCH_CHECK_VALUE(base.dim() == 3, op, ": base must be (B, T, A), got ", base.sizes());
-  const int64_t B = base.size(0), T = base.size(1), A = base.size(2);
-  TORCH_CHECK_VALUE(x.dim() == 3 && x.size(0) == B && x.size(2) == T && x.size(1) >= 1, op,
-                    ": x must be (B, C, T) = (", B, ", C >= 1, ", T, ") (B, T of base), got ",
-                    x.sizes());
-  const int64_t C = x.size(1);
-  TORCH_CHECK_VALUE(kernel >= 1 && pad >= 0 && pad < kernel, op,
-                    ": kernel must be >= 1 and pad in [0, kernel), got kernel ", kernel,
-                    ", pad ", pad);
-  TORCH_CHECK_VALUE(filter.dim() == 2 && filter.size(0) == A && filter.size(1) % C == 0 &&
-                        filter.size(1) / C >= kernel,
-                    op, ": filter must be (A, C * taps) = (", A, ", ", C,
-                    " * taps) with taps >= kernel = ", kernel, ", got ", filter.sizes());
-  for (const Tensor* t : {&base, &x, &filter}) {
-    check_float(op, "every input", *t);
-    TORCH_CHECK_TYPE(t->scalar_type() == base.scalar_type(), op,
-                     ": base, x and filter must share one dtype, got ", base.scalar_type(),
-                     " and ", t->scalar_type());
-    TORCH_CHECK_VALUE(t->device().is_cpu(), op, ": every input must be a CPU tensor, got ",
-                      t->device());
+// Every operand of one dtype (a floating one) on the CPU; `first` names the one whose dtype
+// the others must have.
+void check_same_float_cpu(const char* op, const char* first,
+                          std::initializer_list<std::pair<const char*, const Tensor*>> named) {
+  const Tensor& t0 = *named.begin()->second;
+  for (const auto& [name, t] : named) {
+    TORCH_CHECK_TYPE(is_float(*t), op, ": ", name,
+                     " must be a floating tensor (float16, bfloat16, float32 or float64), got ",
+                     dtype_name(t->scalar_type()), " of shape ", shape(t->sizes()));
+    TORCH_CHECK_TYPE(t->scalar_type() == t0.scalar_type(), op, ": ", name, " must have ", first,
+                     "'s dtype ", dtype_name(t0.scalar_type()), ", got ",
+                     dtype_name(t->scalar_type()), " of shape ", shape(t->sizes()));
+    TORCH_CHECK_VALUE(t->device().is_cpu(), op, ": ", name, " is on ", t->device(),
+                      ", expected a CPU tensor (", name, " shape ", shape(t->sizes()), ")");
   }
-  return {B, C, T, A, filter.size(1), filter.size(1) / C};
 }
 
+KeysGeometry check_location_keys(const char* op, const Tensor& base, const Tensor& x,
+                                 const Tensor& filter, int64_t kernel, int64_t pad) {
+  TORCH_CHECK_VALUE(base.dim() == 3, op, ": base must be (B, T, A), got shape ",
+                    shape(base.sizes()));
+  const int64_t B = base.size(0), T = base.size(1), A = base.size(2);
+  const int64_t taps =
+      check_location_geometry(op, "x", x, "filter", filter, B, T, "A", A, "base", kernel, pad);
+  check_same_float_cpu(op, "base", {{"base", &base}, {"x", &x}, {"filter", &filter}});
+  return {B, x.size(1), T, A, filter.size(1), taps};
+}
+
+// Each batch's end of usable keys (key_ends), the masks checked first.
 std::vector<int64_t> checked_ends(const char* op, const std::optional<Tensor>& mask,
-                                  const std::optional<Tensor>& lengths, int64_t B, int64_t T) {
-  Tensor m, l;
-  if (mask.has_value()) {
-    TORCH_CHECK_TYPE(mask->scalar_type() == at::kBool, op,
-                     ": key_padding_mask must be a bool tensor (True = padding), got ",
-                     mask->scalar_type());
-    TORCH_CHECK_VALUE(mask->dim() == 2 && mask->size(0) == B && mask->size(1) == T &&
-                          mask->device().is_cpu(),
-                      op, ": key_padding_mask must be a (B, T) = (", B, ", ", T,
-                      ") CPU tensor, got ", mask->sizes(), " on ", mask->device());
-    m = mask->contiguous();
-  }
-  if (lengths.has_value()) {
-    TORCH_CHECK_TYPE(lengths->scalar_type() == at::kLong, op,
-                     ": key_lengths must be an int64 tensor, got ", lengths->scalar_type());
-    TORCH_CHECK_VALUE(lengths->dim() == 1 && lengths->size(0) == B &&
-                          lengths->device().is_cpu(),
-                      op, ": key_lengths must be a (B,) = (", B, ",) CPU tensor, got ",
-                      lengths->sizes(), " on ", lengths->device());
-    l = lengths->contiguous();
-    if (B > 0) {
-      const int64_t* p = l.const_data_ptr<int64_t>();
-      const auto [lo, hi] = std::minmax_element(p, p + B);
-      TORCH_CHECK_VALUE(*lo >= 0 && *hi <= T, op, ": key_lengths must lie in [0, T=", T,
-                        "], got values in [", *lo, ", ", *hi, "]");
-    }
-  }
-  return key_ends(m, l, B, T);
+                                  const std::optional<Tensor>& lengths, const Tensor& base) {
+  const int64_t B = base.size(0), T = base.size(1);
+  check_key_masks(op, mask, lengths, B, T, base.device(), "base", base.sizes());
+  return key_ends(mask.has_value() ? mask->contiguous() : Tensor(),
+                  lengths.has_value() ? lengths->contiguous() : Tensor(), B, T);
 }
 
 // Packed row offsets of the ends: batch b's rows at [offsets[b], offsets[b + 1]).
@@ -270,21 +255,8 @@ Tensor keys_from(const Tensor& base_in, const Tensor& term, const std::vector<in
   Tensor keys = at::empty(base.sizes(), base.options());
   const int64_t B = base.size(0), T = base.size(1), A = base.size(2);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, base.scalar_type(), "location_keys", [&] {
-    const scalar_t* pb = base.const_data_ptr<scalar_t>();
-    const scalar_t* pt = term.const_data_ptr<scalar_t>();
-    scalar_t* pk = keys.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t n = offsets[b + 1] - offsets[b];
-        for (int64_t t = 0; t < n; ++t) {
-          const scalar_t* x = pb + (b * T + t) * A;
-          const scalar_t* y = pt + (offsets[b] + t) * A;
-          scalar_t* o = pk + (b * T + t) * A;
-          for (int64_t i = 0; i < A; ++i) o[i] = x[i] + y[i];
-        }
-        std::copy(pb + (b * T + n) * A, pb + (b + 1) * T * A, pk + (b * T + n) * A);
-      }
-    });
+    add_packed_rows(base.const_data_ptr<scalar_t>(), term.const_data_ptr<scalar_t>(),
+                    offsets.data(), B, T, A, keys.mutable_data_ptr<scalar_t>(), true);
   });
   return keys;
 }
@@ -311,7 +283,7 @@ Tensor location_keys_cpu(const Tensor& base, const Tensor& x, const Tensor& filt
                          const std::optional<Tensor>& key_lengths, int64_t kernel, int64_t pad) {
   const char* op = "attnkern::location_keys";
   const KeysGeometry g = check_location_keys(op, base, x, filter, kernel, pad);
-  const auto offsets = packed_offsets(checked_ends(op, key_padding_mask, key_lengths, g.B, g.T));
+  const auto offsets = packed_offsets(checked_ends(op, key_padding_mask, key_lengths, base));
   return keys_of(g, base, packed_windows(g, x, offsets, kernel, pad), filter, offsets);
 }
 
@@ -325,7 +297,7 @@ class LocationKeysFunction : public torch::autograd::Function<LocationKeysFuncti
     const char* op = "attnkern::location_keys";
     const KeysGeometry g = check_location_keys(op, base, x, filter, kernel, pad);
     const auto offsets =
-        packed_offsets(checked_ends(op, key_padding_mask, key_lengths, g.B, g.T));
+        packed_offsets(checked_ends(op, key_padding_mask, key_lengths, base));
     const Tensor windows = packed_windows(g, x, offsets, kernel, pad);
     ctx->save_for_backward({windows, filter});
     ctx->saved_data["offsets"] = offsets;
@@ -393,45 +365,15 @@ struct Loc1Dims {
 Loc1Dims check_location1(const char* op, const Tensor& base, const Tensor& prev,
                          const Tensor& conv_weight, const Tensor& dense_weight,
                          const char* base_name) {
-  TORCH_CHECK(base.dim() == 3, op, ": ", base_name, " must be 3-D (B, T, A), got ",
-              base.sizes());
+  TORCH_CHECK_VALUE(base.dim() == 3, op, ": ", base_name, " must be (B, T, A), got shape ",
+                    shape(base.sizes()));
   const int64_t B = base.size(0), T = base.size(1), A = base.size(2);
-  TORCH_CHECK(prev.dim() == 2 && prev.size(0) == B && prev.size(1) == T, op,
-              ": prev must be (B, T) = (", B, ", ", T, "), got ", prev.sizes());
-  TORCH_CHECK(conv_weight.dim() == 2, op, ": conv_weight must be 2-D (C, K), got ",
-              conv_weight.sizes());
-  const int64_t C = conv_weight.size(0), K = conv_weight.size(1);
-  TORCH_CHECK(K % 2 == 1, op, ": conv_weight must have an odd number of taps K = 2P + 1 "
-              "(the output keeps length T), got ", conv_weight.sizes());
-  TORCH_CHECK(dense_weight.dim() == 2 && dense_weight.size(0) == A &&
-                  dense_weight.size(1) == C,
-              op, ": dense_weight must be (A, C) = (", A, ", ", C, "), got ",
-              dense_weight.sizes());
-  for (const Tensor* t : {&base, &prev, &conv_weight, &dense_weight}) {
-    check_float(op, "every input", *t);
-    TORCH_CHECK(t->scalar_type() == base.scalar_type(), op,
-                ": every input must have ", base_name, "'s dtype ", base.scalar_type(),
-                ", got ", t->scalar_type());
-    TORCH_CHECK(t->device().is_cpu(), op, ": every input must be a CPU tensor, got ",
-                t->device());
-  }
-  return {B, T, A, C, K};
+  check_location1_operands(op, prev, conv_weight, dense_weight, B, T, "A", A, base_name);
+  check_same_float_cpu(op, base_name, {{base_name, &base}, {"prev", &prev},
+                                       {"conv_weight", &conv_weight},
+                                       {"dense_weight", &dense_weight}});
+  return {B, T, A, conv_weight.size(0), conv_weight.size(1)};
 }
-
-// The accumulation type as a template parameter picked by one branch (see ops.cpp on GCC
-// 12's miscompile of a computed dtype).
-template <typename T>
-struct Loc1Kernels;
-template <>
-struct Loc1Kernels<float> {
-  static Location1FwdFn<float> fwd() { return active_kernels().loc1_fwd_f; }
-  static Location1BwdFn<float> bwd() { return active_kernels().loc1_bwd_f; }
-};
-template <>
-struct Loc1Kernels<double> {
-  static Location1FwdFn<double> fwd() { return active_kernels().loc1_fwd_d; }
-  static Location1BwdFn<double> bwd() { return active_kernels().loc1_bwd_d; }
-};
 
 Tensor acc_contig(const Tensor& t, at::ScalarType acc) {
   return t.to(acc).contiguous();

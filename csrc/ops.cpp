@@ -21,6 +21,7 @@
 #include <tuple>
 #include <vector>
 
+#include "checks.h"
 #include "kernels/api.h"
 #include "location.h"
 
@@ -28,39 +29,6 @@ namespace attnkern {
 namespace {
 
 using at::Tensor;
-
-bool is_float(const Tensor& t) {
-  auto s = t.scalar_type();
-  return s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16;
-}
-
-// Shapes and dtypes spelled as Python spells them ("(2, 3)", "(4,)", "torch.float32"), so
-// that these messages read word for word as the Triton op's and the fake kernels' (the
-// one Python check in attnkern/_validation.py: check_op_inputs, check_op_rows).
-std::string shape(at::IntArrayRef sizes) {
-  std::string s = "(";
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(sizes[i]);
-  }
-  return s + (sizes.size() == 1 ? ",)" : ")");
-}
-
-std::string dtype_name(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return "torch.float32";
-    case at::kDouble: return "torch.float64";
-    case at::kHalf: return "torch.float16";
-    case at::kBFloat16: return "torch.bfloat16";
-    case at::kLong: return "torch.int64";
-    case at::kInt: return "torch.int32";
-    case at::kShort: return "torch.int16";
-    case at::kChar: return "torch.int8";
-    case at::kByte: return "torch.uint8";
-    case at::kBool: return "torch.bool";
-    default: return std::string("torch.") + c10::toString(t);
-  }
-}
 
 // The names the checks give the four operands: the attention's, or attnkern::
 // location_attention's (whose key is processed_memory plus the location term).
@@ -131,37 +99,7 @@ Dims check_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor
                     " must have the same number of keys Tk: ", shapes(n, q, k, v, w));
   TORCH_CHECK_VALUE(k.size(2) == d.H && w.size(0) == d.H, op, ": ", n.q, ", ", n.k, " and ",
                     n.w, " must share the hidden size H: ", shapes(n, q, k, v, w));
-  if (mask.has_value()) {
-    const Tensor& m = *mask;
-    TORCH_CHECK_TYPE(m.scalar_type() == at::kBool, op,
-                     ": key_padding_mask must be a bool tensor (True = padding), got ",
-                     dtype_name(m.scalar_type()), " of shape ", shape(m.sizes()));
-    TORCH_CHECK_VALUE(m.dim() == 2 && m.size(0) == d.B && m.size(1) == d.Tk, op,
-                      ": key_padding_mask must be (B, Tk) = (", d.B, ", ", d.Tk,
-                      "), got shape ", shape(m.sizes()));
-    TORCH_CHECK_VALUE(m.device() == q.device(), op, ": key_padding_mask is on ", m.device(),
-                      ", the inputs are on ", q.device(), " (key_padding_mask shape ",
-                      shape(m.sizes()), ")");
-  }
-  if (lengths.has_value()) {
-    const Tensor& l = *lengths;
-    TORCH_CHECK_TYPE(l.scalar_type() == at::kLong, op,
-                     ": key_lengths must be an int64 tensor, got ", dtype_name(l.scalar_type()),
-                     " of shape ", shape(l.sizes()));
-    TORCH_CHECK_VALUE(l.dim() == 1 && l.size(0) == d.B, op, ": key_lengths must be (B,) = (",
-                      d.B, ",), got shape ", shape(l.sizes()));
-    TORCH_CHECK_VALUE(l.device() == q.device(), op, ": key_lengths is on ", l.device(),
-                      ", the inputs are on ", q.device(), " (key_lengths shape ",
-                      shape(l.sizes()), ")");
-    if (d.B > 0) {
-      Tensor lc = l.contiguous();
-      const int64_t* p = lc.data_ptr<int64_t>();
-      const auto [lo, hi] = std::minmax_element(p, p + d.B);
-      TORCH_CHECK_VALUE(*lo >= 0 && *hi <= d.Tk, op, ": key_lengths must lie in [0, Tk=", d.Tk,
-                        "] (", n.k, " shape ", shape(k.sizes()), "), got values in [", *lo, ", ",
-                        *hi, "]");
-    }
-  }
+  check_key_masks(op, mask, lengths, d.B, d.Tk, q.device(), n.k, k.sizes());
   return d;
 }
 
@@ -351,13 +289,6 @@ class Scratch {
   size_t bytes_ = 0;
 };
 
-template <typename T>
-Location1FwdFn<T> location1_kernel(const KernelTable& kt);
-template <>
-Location1FwdFn<float> location1_kernel<float>(const KernelTable& kt) { return kt.loc1_fwd_f; }
-template <>
-Location1FwdFn<double> location1_kernel<double>(const KernelTable& kt) { return kt.loc1_fwd_d; }
-
 // The attention step of both location ops on the keys `build(mk, keys)` writes: keys
 // (B * T, A) in scratch, of which only rows t < mk.len[b] (every row without lengths) need
 // be written: each row's usable keys end there (make_masks) and the kernel reads no further.
@@ -412,19 +343,8 @@ std::tuple<Tensor, Tensor> location_run(const Dims& d, const Tensor& query,
     fill_location_windows(prep(cat, acc), kernel, pad, W / C, windows, offsets.data());
     at::mm_out(term, windows, prep(filter, acc).t());
     const Tensor base = prep(processed_memory, acc);
-    const T* pb = base.data_ptr<T>();
-    const T* pt = term.data_ptr<T>();
-    T* pk = keys.data_ptr<T>();
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        for (int64_t t = 0; t < offsets[b + 1] - offsets[b]; ++t) {
-          const T* x = pb + (b * Tk + t) * A;
-          const T* y = pt + (offsets[b] + t) * A;
-          T* o = pk + (b * Tk + t) * A;
-          for (int64_t i = 0; i < A; ++i) o[i] = x[i] + y[i];
-        }
-      }
-    });
+    add_packed_rows(base.data_ptr<T>(), term.data_ptr<T>(), offsets.data(), B, Tk, A,
+                    keys.data_ptr<T>(), false);  // the rows past each end are never read
   });
 }
 
@@ -444,9 +364,8 @@ std::tuple<Tensor, Tensor> location1_attention_run(const Dims& d, const Tensor& 
     const Tensor b = prep(base, acc), p = prep(prev, acc), c = prep(conv_weight, acc),
                  w = prep(dense_weight, acc);
     if (d.B * d.Tk == 0) return;
-    location1_kernel<T>(active_kernels())(b.data_ptr<T>(), p.data_ptr<T>(), c.data_ptr<T>(),
-                                          w.data_ptr<T>(), d.B, d.Tk, d.H, c.size(0),
-                                          c.size(1), mk.len, keys.data_ptr<T>());
+    Loc1Kernels<T>::fwd()(b.data_ptr<T>(), p.data_ptr<T>(), c.data_ptr<T>(), w.data_ptr<T>(),
+                          d.B, d.Tk, d.H, c.size(0), c.size(1), mk.len, keys.data_ptr<T>());
   });
 }
 
@@ -475,19 +394,8 @@ std::tuple<Tensor, Tensor> location_attention_cpu(
   const Dims d = check_inputs(op, query, processed_memory, memory, weight, key_padding_mask,
                               key_lengths, Names{"query", "processed_memory", "memory", "weight"});
   check_more(op, query, {{"attention_weights_cat", &cat}, {"location_filter", &filt}});
-  TORCH_CHECK_VALUE(cat.dim() == 3 && cat.size(0) == d.B && cat.size(1) >= 1 &&
-                        cat.size(2) == d.Tk,
-                    op, ": attention_weights_cat must be (B, C, T) = (", d.B, ", C >= 1, ", d.Tk,
-                    ") (B, T of processed_memory), got shape ", shape(cat.sizes()));
-  const int64_t C = cat.size(1);
-  TORCH_CHECK_VALUE(kernel >= 1 && pad >= 0 && pad < kernel, op,
-                    ": kernel must be >= 1 and pad in [0, kernel), got kernel ", kernel,
-                    ", pad ", pad);
-  TORCH_CHECK_VALUE(filt.dim() == 2 && filt.size(0) == d.H && filt.size(1) % C == 0 &&
-                        filt.size(1) / C >= kernel,
-                    op, ": location_filter must be (attention_dim, C * taps) = (", d.H, ", ",
-                    C, " * taps) with taps >= kernel = ", kernel,
-                    " (fold_location_filter), got shape ", shape(filt.sizes()));
+  check_location_geometry(op, "attention_weights_cat", cat, "location_filter", filt, d.B,
+                          d.Tk, "attention_dim", d.H, "processed_memory", kernel, pad);
   if (query.scalar_type() == at::kDouble)
     return location_run<double>(d, query, processed_memory, cat, filt, memory, weight,
                                 key_padding_mask, key_lengths, kernel, pad);
@@ -506,17 +414,8 @@ std::tuple<Tensor, Tensor> location1_attention_cpu(
                               Names{"query", "base", "memory", "weight"});
   check_more(op, query, {{"prev", &prev}, {"conv_weight", &conv_weight},
                          {"dense_weight", &dense_weight}});
-  TORCH_CHECK_VALUE(prev.dim() == 2 && prev.size(0) == d.B && prev.size(1) == d.Tk, op,
-                    ": prev must be (B, T) = (", d.B, ", ", d.Tk, ") (B, T of base), got shape ",
-                    shape(prev.sizes()));
-  TORCH_CHECK_VALUE(conv_weight.dim() == 2 && conv_weight.size(1) % 2 == 1, op,
-                    ": conv_weight must be (C, K) with an odd number of taps K = 2P + 1, got "
-                    "shape ", shape(conv_weight.sizes()));
-  TORCH_CHECK_VALUE(dense_weight.dim() == 2 && dense_weight.size(0) == d.H &&
-                        dense_weight.size(1) == conv_weight.size(0),
-                    op, ": dense_weight must be (attention_dim, C) = (", d.H, ", ",
-                    conv_weight.size(0), ") (C of conv_weight), got shape ",
-                    shape(dense_weight.sizes()));
+  check_location1_operands(op, prev, conv_weight, dense_weight, d.B, d.Tk, "attention_dim",
+                           d.H, "base");
   if (query.scalar_type() == at::kDouble)
     return location1_attention_run<double>(d, query, base, prev, conv_weight, dense_weight,
                                            memory, weight, key_padding_mask, key_lengths);

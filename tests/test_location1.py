@@ -125,24 +125,24 @@ def test_compiles_without_graph_break():
 
 
 @pytest.mark.parametrize("args, match", [
-    (((2, 9), (2, 9), (3, 5), (5, 3)), r"base must be 3-D \(B, T, A\)"),
+    (((2, 9), (2, 9), (3, 5), (5, 3)), r"base must be \(B, T, A\), got shape \(2, 9\)"),
     (((2, 9, 5), (2, 8), (3, 5), (5, 3)), r"prev must be \(B, T\) = \(2, 9\)"),
-    (((2, 9, 5), (2, 9), (3, 1, 5), (5, 3)), r"conv_weight must be 2-D"),
+    (((2, 9, 5), (2, 9), (3, 1, 5), (5, 3)), r"conv_weight must be \(C, K\) with an odd"),
     (((2, 9, 5), (2, 9), (3, 4), (5, 3)), r"odd number of taps"),
     (((2, 9, 5), (2, 9), (3, 5), (5, 2)), r"dense_weight must be \(A, C\) = \(5, 3\)"),
 ])
 def test_bad_shapes_raise(args, match):
-    with pytest.raises(RuntimeError, match=match):
+    with pytest.raises(ValueError, match=match):
         ops.location1_keys(*(torch.randn(s) for s in args))
 
 
 def test_bad_dtypes_raise():
     base, prev, cw, dw = (t.float() for t in _inputs(2, 9, 5, 3, 5))
-    with pytest.raises(RuntimeError, match="base's dtype"):
+    with pytest.raises(TypeError, match="prev must have base's dtype torch.float32"):
         ops.location1_keys(base, prev.double(), cw, dw)
-    with pytest.raises(RuntimeError, match="floating"):
+    with pytest.raises(TypeError, match="prev must be a floating tensor"):
         ops.location1_keys(base, prev.long(), cw, dw)
-    with pytest.raises(RuntimeError, match=r"grad must be 3-D"):
+    with pytest.raises(ValueError, match=r"grad must be \(B, T, A\)"):
         torch.ops.attnkern.location1_keys_backward(torch.randn(2, 9), prev, cw, dw, True)
 
 
