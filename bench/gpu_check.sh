@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# One-command GPU check of the Triton backend, <= 9.5 minutes on an H100/H200:
+# One-command GPU check of the Triton backend, <= 8.5 minutes on an H100/H200:
 #   0. builds attnkern._C in place if it does not import (the op schemas and autograd live
 #      there; a lent machine starts bare, with its own Python and torch),
-#   1. the Triton test files on CUDA (real kernels, GPU-marked tests included),
-#   2. bench/gpu.py: TRAIN/LONG/MEM/DECODE, float32 and bfloat16, forward and
+#   1. bench/gpu.py: TRAIN/LONG/MEM/DECODE, float32 and bfloat16, forward and
 #      forward+backward, against eager and torch.compile, with peak memory,
-#   3. every other GPU-marked test (capture/replay, DDP, ecosystem), with what time is left,
+#   2. bench/gpu_decode.py: the tacotron2 attention and torchaudio's Tacotron2 decoder loop,
+#      original vs attnkern, eager and captured as one CUDA graph (#23's GPU goals),
+#   3. the Triton test files on CUDA (real kernels), then every other GPU-marked test
+#      (capture/replay, DDP, ecosystem), with what time is left,
 #   4. a short table (bench/gpu_summary.py, the issue's speed goals) printed last.
 # Each step has its own time limit, so the script always ends with whatever table ran.
 #
@@ -51,14 +53,15 @@ if ((DRY)) || ! "$PY" -c "import attnkern._C" 2>/dev/null; then
     step 150 env MAX_JOBS="$(nproc)" "$PY" setup.py -q build_ext --inplace
 fi
 
-step 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_triton.py \
-    tests/test_triton_factorised.py tests/test_edge_cases.py tests/test_hypothesis.py -k triton
+# Timings first (never measured before 2026-12-04); each step saves as it goes.
 # torch.compile baselines compile once per (shape, dtype, mode): 14 graphs here.
-step 300 "$PY" bench/gpu.py --quick --shapes TRAIN,LONG,MEM,DECODE \
+step 150 "$PY" bench/gpu.py --quick --shapes TRAIN,LONG,MEM,DECODE \
     --baselines eager,compile --out "$OUT"
-step 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/ \
+step 100 "$PY" bench/gpu_decode.py --out "$OUT"
+step 70 "$PY" -m pytest -q -p no:cacheprovider tests/test_triton.py \
+    tests/test_triton_factorised.py tests/test_edge_cases.py tests/test_hypothesis.py -k triton
+step 45 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/ \
     --ignore=tests/test_triton.py --ignore=tests/test_triton_factorised.py
-
 if ((DRY)); then
     echo "== $PY bench/gpu_summary.py $OUT/gpu.json"
     exit 0

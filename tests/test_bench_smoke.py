@@ -160,3 +160,31 @@ def test_normalisers_bench_smoke():
     for entry in ("fused softmax + context", "fused softmax, weights only", "context bmm",
                   "sigmoid as built", "forward attention as built", "load at the end"):
         assert entry in proc.stdout, (entry, proc.stdout)
+
+
+def test_gpu_decode_bench_loops_on_cpu(monkeypatch):
+    # bench/gpu_decode.py needs CUDA; its loops (the three attention variants, torchaudio's
+    # decoder loop with and without replace_attention) run here on CPU with a one-call
+    # timer, so a loop that computes something else than the original fails on CPU CI.
+    from bench import gpu_decode as gd
+    monkeypatch.setattr(gd, "DEV", "cpu")
+    monkeypatch.setattr(gd, "event_ms", lambda fn, warmup=0, rep=0: 1.0)
+    monkeypatch.setattr(gd.torch.cuda, "synchronize", lambda: None)
+
+    def no_graphs(fn):
+        raise RuntimeError("no CUDA graphs on CPU")
+    monkeypatch.setattr(gd, "graphed", no_graphs)
+    att = gd.attention_part(3, 1, B=2, T=9)
+    assert att["max_abs_diff drop-in"] < 1e-5 and att["max_abs_diff state"] < 1e-5
+    assert set(att["fwd+bwd eager"]) == {"original", "drop-in", "state"}
+    assert all(v == 1.0 for v in att["fwd+bwd eager"].values())
+    assert "no CUDA graphs" in att["capture error state"]
+    rows = gd.table([att])
+    assert "| fwd+bwd eager | state | 1.000 | 1.00x |" in "\n".join(rows)
+    dec = gd.decoder_part(2, 2, 1, tokens=7)  # skips where torchaudio (a test extra) is absent
+    assert dec["max_abs_diff mel"] < 1e-4
+    assert set(dec["decode loop eager"]) == {"original", "attnkern"}
+    if not gd.torch.cuda.is_available():
+        proc = subprocess.run([sys.executable, "bench/gpu_decode.py"], cwd=ROOT, env=_env(),
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and "needs CUDA" in proc.stderr
