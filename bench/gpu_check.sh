@@ -22,7 +22,7 @@ if [[ "${1:-}" == "--dry-run" ]]; then
     shift
 fi
 OUT="${1:-gpu-check}"
-PY="${PYTHON:-python}"
+PY="${PYTHON:-$(command -v python || command -v python3)}"  # the H200 image has python3 only
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET  # real kernels
 status=0

@@ -537,3 +537,61 @@ def test_prepared_field_must_name_a_field():
         class Bad(DecodingState):
             keys: torch.Tensor
             key_exp: torch.Tensor | None = prepared("nope")
+
+
+# ------------------------------------------------ CUDA: a captured loop (GPU CI, issue 23)
+
+def _cuda_setup():
+    torch.manual_seed(0)
+    lsa = attnkern.LocationSensitiveAttention(*ARGS).cuda()  # backend auto: Triton on CUDA
+    g = torch.Generator(device="cuda").manual_seed(1)
+    memory = torch.randn(B, T, ARGS[1], device="cuda", generator=g)
+    hidden = torch.randn(STEPS, B, ARGS[0], device="cuda", generator=g)
+    mask = torch.zeros(B, T, dtype=torch.bool, device="cuda")
+    mask[1, 7:] = True
+    return lsa, memory, hidden, mask
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replays_a_whole_decode_loop_with_the_state():
+    # start + STEPS steps captured as one graph; replays with new inputs equal eager, and a
+    # .data edit of a weight between replays is seen (the graph reads the parameters, the
+    # state is rebuilt inside it: nothing cached can go stale).
+    lsa, memory, hidden, mask = _cuda_setup()
+    static_hidden = hidden.clone()
+    with torch.no_grad():
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):  # Triton compiles and autotunes outside the capture
+                _state_loop(lsa, memory, static_hidden, mask)
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = _state_loop(lsa, memory, static_hidden, mask)
+        for seed in range(3):
+            new = torch.randn(hidden.shape, device="cuda",
+                              generator=torch.Generator(device="cuda").manual_seed(10 + seed))
+            if seed == 2:
+                lsa.memory_layer.weight.data.mul_(0.5)
+                lsa.location_layer.location_dense.linear_layer.weight.data.mul_(-1.0)
+            static_hidden.copy_(new)
+            graph.replay()
+            _close(static_out, _state_loop(lsa, memory, new, mask), f"replay {seed}")
+
+
+@pytest.mark.gpu
+def test_reduce_overhead_compiled_step_on_cuda():
+    lsa, memory, hidden, mask = _cuda_setup()
+    compiled = torch.compile(lsa.step, mode="reduce-overhead", fullgraph=True)
+    with torch.no_grad():
+        ref = _state_loop(lsa, memory, hidden, mask)
+        for _ in range(2):  # the first pass records the graphs, the second replays them
+            state = lsa.start(memory, key_padding_mask=mask)
+            outs = []
+            for h in hidden:
+                torch.compiler.cudagraph_mark_step_begin()
+                context, weights, state = compiled(h, state)
+                outs += (context.clone(), weights.clone())  # the next replay reuses them
+    for i, (x, y) in enumerate(zip(outs, ref)):
+        torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4, msg=lambda m, i=i: f"{i}: {m}")
