@@ -573,7 +573,7 @@ def test_cuda_graph_replays_a_whole_decode_loop_with_the_state():
             new = torch.randn(hidden.shape, device="cuda",
                               generator=torch.Generator(device="cuda").manual_seed(10 + seed))
             if seed == 2:
-                lsa.memory_layer.weight.data.mul_(0.5)
+                lsa.memory_layer.linear_layer.weight.data.mul_(0.5)
                 lsa.location_layer.location_dense.linear_layer.weight.data.mul_(-1.0)
             static_hidden.copy_(new)
             graph.replay()
