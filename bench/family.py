@@ -24,6 +24,11 @@ backward (a loss over every step's context and weights) and under ``no_grad``. T
 ESPnet and Coqui modules are loaded from their installed files (tests/toolkits_family.py);
 a pair whose toolkit is missing is skipped. Timing: whole loops, interleaved original vs
 attnkern in one process (bench/cpu_timing.py), median of ``--repeats``; float32.
+
+Per-step queries are slices of one leaf tensor, unbound once per loop (as a decoder's
+stacked states would be): indexing the leaf at every step instead makes each step's
+backward zero-fill and add a gradient of the whole leaf's size, O(steps^2) work that is the
+same on both sides and was half of the ``seq`` regime's time (bench/decoders.py likewise).
 """
 
 from __future__ import annotations
@@ -115,7 +120,7 @@ def espnet_pair(tk: ModuleType, ta: bool, batch: int, steps_t: int) -> Pair | No
     def run(m: nn.Module) -> Callable[[bool, int], list[Tensor]]:
         def loop(grad: bool, steps: int) -> list[Tensor]:
             e = enc.requires_grad_(grad)
-            z_all = zs[:steps].requires_grad_(grad)
+            z_all = zs[:steps].requires_grad_(grad).unbind(0)  # once: see the docstring
             m.reset()
             att, res = None, []
             for s in range(steps):
@@ -148,7 +153,7 @@ def coqui_pair(tk: ModuleType, kind: str, batch: int, steps_t: int) -> Pair | No
     def run(m: nn.Module) -> Callable[[bool, int], list[Tensor]]:
         def loop(grad: bool, steps: int) -> list[Tensor]:
             x = inputs.requires_grad_(grad)
-            q_all = queries[:steps].requires_grad_(grad)
+            q_all = queries[:steps].requires_grad_(grad).unbind(0)
             m.init_states(x)
             processed = m.preprocess_inputs(x)
             res = []
@@ -172,13 +177,13 @@ def monotonic_pair(batch: int, steps_t: int, whole: bool) -> Pair:
 
     def run_plain(grad: bool, steps: int) -> list[Tensor]:
         mem = memory.requires_grad_(grad)
-        q_all = queries[:, :steps].requires_grad_(grad)
+        q_all = queries[:, :steps].requires_grad_(grad).unbind(1)
         keys = plain.key_proj(mem)
         prev = mem.new_zeros(batch, steps_t)
         prev[:, 0] = 1
         res = []
         for s in range(steps):
-            c, prev = plain.step(q_all[:, s], keys, mem, prev)
+            c, prev = plain.step(q_all[s], keys, mem, prev)
             res += [c, prev]
         return res
 
@@ -189,8 +194,8 @@ def monotonic_pair(batch: int, steps_t: int, whole: bool) -> Pair:
             return list(ours(q_all, mem))
         state = ours.start(mem)
         res = []
-        for s in range(steps):
-            c, a, state = ours.step(q_all[:, s], state)
+        for q in q_all.unbind(1):
+            c, a, state = ours.step(q, state)
             res += [c, a]
         return res
 

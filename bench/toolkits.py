@@ -12,8 +12,9 @@ B16, T120, 512-d encoder, 1024-d decoder, att_dim 512, 32 filters x 31 taps). Ti
 whole loop, from the ``reset()`` (so the once-per-utterance key projection counts) through
 the backward of a loss on every step's context ("fwd+bwd"), or the loop under
 ``torch.no_grad()``; original and drop-in interleaved in one process, median of
-``--repeats``; float32, CPU.
-A toolkit that is not installed is reported as skipped.
+``--repeats``; float32, CPU. Per-step decoder states are slices of one leaf tensor, unbound
+once per loop (indexing the leaf at each step would add an O(steps^2) zero-fill to both
+sides' backward). A toolkit that is not installed is reported as skipped.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def _espnet_loop(kind: str) -> Callable[[nn.Module, dict[str, Tensor], int], lis
         m.reset()
         att = None
         outs = []
-        for s in range(steps):
-            c, att = m(x["enc"], x["lens"].tolist(), x["dec"][s], att)  # ESPnet: a list
+        for dec in x["dec"].unbind(0)[:steps]:  # once per loop: see the docstring
+            c, att = m(x["enc"], x["lens"].tolist(), dec, att)  # ESPnet: a list
             outs.append(c)
         return outs
 
@@ -73,16 +74,16 @@ def _espnet_loop(kind: str) -> Callable[[nn.Module, dict[str, Tensor], int], lis
 def _speechbrain_loop(m: nn.Module, x: dict[str, Tensor], steps: int) -> list[Tensor]:
     m.reset()
     outs = []
-    for s in range(steps):
-        c, _ = m(x["enc"], x["lens"], x["dec"][s])
+    for dec in x["dec"].unbind(0)[:steps]:
+        c, _ = m(x["enc"], x["lens"], dec)
         outs.append(c)
     return outs
 
 
 def _opennmt_loop(m: nn.Module, x: dict[str, Tensor], steps: int) -> list[Tensor]:
     outs = []
-    for s in range(steps):
-        h, _ = m(x["dec"][s], x["enc"], src_len=x["lens"])
+    for dec in x["dec"].unbind(0)[:steps]:
+        h, _ = m(dec, x["enc"], src_len=x["lens"])
         outs.append(h)
     return outs
 
