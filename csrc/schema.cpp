@@ -75,6 +75,9 @@ TORCH_LIBRARY(attnkern, m) {
   m.def("wgrad_store(Tensor operand, bool linear) -> Tensor");
   m.def("wgrad_record(Tensor y, Tensor a, Tensor token) -> Tensor");
   m.def("wgrad_record_linear(Tensor x, Tensor weight, Tensor weight_t, Tensor token) -> Tensor");
+  // y = x @ weight^T for an inference step's few rows of x (M, K), weight (N, K) (an
+  // nn.Linear's), no autograd (csrc/steps.cpp, kernels/rows_linear.cpp).
+  m.def("rows_linear(Tensor x, Tensor weight) -> Tensor");
   // The call protocols' check that a kept decoding state still matches (csrc/steps.cpp).
   m.def("same_bytes(Tensor[] a, Tensor[] b) -> bool");
 }

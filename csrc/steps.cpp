@@ -10,12 +10,17 @@
 //   wgrad_record_linear(x, W, W_t, token) -> y
 //                                        y = x @ W_t (W_t = W^T contiguous); backward
 //                                        dx = dy @ W, records (x, dy)
+//   rows_linear(x, W) -> y               y = x @ W^T without autograd (inference steps)
+//
+// A step's few rows (x (M, K), M <= kRowsMax) go through kernels/rows_linear.cpp, forward
+// and dx, instead of the BLAS (see there for why); more rows, or other layouts, use at::.
 //
 // The steps find the accumulator through the token's node, so no Python object crosses the
 // dispatcher (a custom-class argument costs about 20 us per call there). Entries are tagged
 // with the autograd graph task that produced them: a backward pass that stops short of M
 // (torch.autograd.grad of other inputs) leaves nothing for the next one.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/graph_task.h>
@@ -25,6 +30,9 @@
 #include <cstring>
 #include <tuple>
 #include <vector>
+
+#include "checks.h"
+#include "kernels/api.h"
 
 namespace attnkern {
 namespace {
@@ -109,18 +117,71 @@ class TapFunction : public torch::autograd::Function<TapFunction> {
   }
 };
 
+// ------------------------------------------------------------------ a step's few rows
+
+constexpr int64_t kRowsMax = 16;     // above this the BLAS's blocking pays
+constexpr int64_t kRowsGrain = 1 << 18;  // multiply-adds per parallel chunk (~20 us)
+
+// Whether a (M, J) with the weight W goes to the rows kernels: this ISA has them (not the
+// scalar path), both on CPU and float32, plain (no neg bit), a 2-D with at most kRowsMax rows,
+// W 2-D contiguous (a transposed view would cost a copy of W per step: the BLAS reads it as
+// it is). forward: y = a W^T (J = K = W.size(1)); else dx = a W (J = N = W.size(0)).
+bool rows_apply(const Tensor& a, const Tensor& w, bool forward = true) {
+  return active_kernels().rows_fwd != nullptr && a.dim() == 2 && w.dim() == 2 &&
+         w.is_contiguous() && a.size(1) == w.size(forward ? 1 : 0) && a.size(0) <= kRowsMax &&
+         a.is_cpu() && w.is_cpu() && a.scalar_type() == at::kFloat &&
+         w.scalar_type() == at::kFloat && !a.is_neg() && !w.is_neg();
+}
+
+// y = x W^T, x (M, K), W (N, K) -> (M, N); rows_apply(x, w) holds.
+Tensor rows_forward(const Tensor& x, const Tensor& w) {
+  const Tensor xc = x.contiguous();
+  const Tensor& wc = w;
+  const int64_t M = xc.size(0), K = xc.size(1), N = wc.size(0);
+  Tensor y = at::empty({M, N}, xc.options());
+  if (M * N == 0) return y;
+  if (K == 0) return y.zero_();
+  const int64_t grain = std::max<int64_t>(8, kRowsGrain / std::max<int64_t>(M * K, 1));
+  const RowsLinearFn kernel = active_kernels().rows_fwd;
+  const float *px = xc.const_data_ptr<float>(), *pw = wc.const_data_ptr<float>();
+  float* py = y.mutable_data_ptr<float>();
+  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) { kernel(px, pw, M, K, N, n0, n1, py); });
+  return y;
+}
+
+// dx = g W, g (M, N), W (N, K) -> (M, K); rows_apply(g, w, false) holds.
+Tensor rows_input_grad(const Tensor& g, const Tensor& w) {
+  const Tensor gc = g.contiguous();
+  const Tensor& wc = w;
+  const int64_t M = gc.size(0), N = gc.size(1), K = wc.size(1);
+  Tensor dx = at::empty({M, K}, gc.options());
+  if (M * K == 0) return dx;
+  if (N == 0) return dx.zero_();
+  const int64_t grain = std::max<int64_t>(64, kRowsGrain / std::max<int64_t>(M * N, 1));
+  const RowsLinearGradFn kernel = active_kernels().rows_bwd;
+  const float *pg = gc.const_data_ptr<float>(), *pw = wc.const_data_ptr<float>();
+  float* pdx = dx.mutable_data_ptr<float>();
+  at::parallel_for(0, K, grain, [&](int64_t k0, int64_t k1) { kernel(pg, pw, M, N, K, k0, k1, pdx); });
+  return dx;
+}
+
 class LinearFunction : public torch::autograd::Function<LinearFunction> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight,
                         const Tensor& weight_t, const Tensor& token, Acc acc) {
     ctx->save_for_backward({x, weight, token});
     ctx->saved_data["acc"] = acc;
-    return at::matmul(x, weight_t);
+    return rows_apply(x, weight) ? rows_forward(x, weight) : at::matmul(x, weight_t);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     ctx->saved_data["acc"].toCustomClass<StepAccumulator>()->add(saved[0], grads[0]);
-    Tensor dx = ctx->needs_input_grad(0) ? at::matmul(grads[0], saved[1]) : Tensor();
+    Tensor dx;
+    if (ctx->needs_input_grad(0)) {
+      const Tensor& g = grads[0];
+      const Tensor& w = saved[1];  // (N, K): dx = g W by the rows kernel when W is contiguous
+      dx = rows_apply(g, w, false) ? rows_input_grad(g, w) : at::matmul(g, w);
+    }
     return {dx, Tensor(), Tensor(), at::empty({0}, saved[2].options()), Tensor()};
   }
 };
@@ -149,6 +210,28 @@ Tensor wgrad_record_linear(const Tensor& x, const Tensor& weight, const Tensor& 
               x.sizes(), ", ", weight.sizes(), ", ", weight_t.sizes());
   return LinearFunction::apply(x, weight, weight_t, token,
                                accumulator_of("attnkern::wgrad_record_linear", token));
+}
+
+// rows_linear(x, W): y = x W^T for inference steps (no autograd: inputs that require grad
+// under grad mode raise), the rows kernels for up to kRowsMax rows, at::matmul above.
+Tensor rows_linear(const Tensor& x, const Tensor& weight) {
+  const char* op = "attnkern::rows_linear";
+  TORCH_CHECK_VALUE(x.dim() == 2, op, ": x must be (M, K), got shape ", x.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 2 && weight.size(1) == x.size(1), op,
+                    ": weight must be (N, K=", x.size(1), ") (an nn.Linear weight), got shape ",
+                    weight.sizes());
+  TORCH_CHECK_TYPE(x.scalar_type() == weight.scalar_type() &&
+                       (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
+                   op, ": x and weight must both be float32 or both float64, got ",
+                   x.scalar_type(), " and ", weight.scalar_type());
+  TORCH_CHECK_VALUE(x.device().is_cpu() && weight.device().is_cpu(), op,
+                    ": x and weight must be on cpu, got ", x.device(), " and ", weight.device());
+  if (at::GradMode::is_enabled()) {
+    TORCH_CHECK_VALUE(!x.requires_grad() && !weight.requires_grad(), op,
+                      ": x or weight requires grad, and this op is for inference only (no "
+                      "backward): call it under torch.no_grad()");
+  }
+  return rows_apply(x, weight) ? rows_forward(x, weight) : at::matmul(x, weight.t());
 }
 
 // same_bytes(a, b): every pair has the same dtype, shape and bytes. The modules' call
@@ -191,3 +274,5 @@ TORCH_LIBRARY_IMPL(attnkern, CompositeImplicitAutograd, m) {
   m.impl("wgrad_record_linear", &attnkern::wgrad_record_linear);
   m.impl("same_bytes", &attnkern::same_bytes);
 }
+
+TORCH_LIBRARY_IMPL(attnkern, CPU, m) { m.impl("rows_linear", &attnkern::rows_linear); }

@@ -41,14 +41,16 @@ from .._validation import check_backend
 from ..functional import additive_scores
 from ..state import DecodingState, register, shared, weight_grad_store
 from ._family import (
+    _LinearNorm,  # Coqui's common_layers.Linear is the same layer
     attention_with_store,
     context_of,
     fold_location_filter,
     location_attention,
     location_term,
+    project_query,
+    query_store,
     softmax_weights,
 )
-from .location import _LinearNorm  # Coqui's common_layers.Linear is the same layer
 
 __all__ = ["CoquiAttentionState", "OriginalAttention"]
 
@@ -96,6 +98,8 @@ class CoquiAttentionState(DecodingState):
     win_idx: Tensor | None = None
     value_store: Tensor | None = shared()  # the inputs' weight-gradient store
     store_of: Tensor | None = shared()  # the inputs value_store was made for (calls pass theirs)
+    query_store: Tensor | None = shared()  # query_layer's weight-gradient store
+    query_of: Tensor | None = shared()  # the weight query_store was made for
 
 
 class OriginalAttention(nn.Module):
@@ -171,7 +175,7 @@ class OriginalAttention(nn.Module):
         return CoquiAttentionState(
             inputs, processed_inputs, key_padding_mask, zeros,
             inputs.new_zeros(batch, steps) if self.location_attention else None, alpha, u, win,
-            weight_grad_store(inputs), inputs)
+            weight_grad_store(inputs), inputs, *query_store(self.query_layer))
 
     def start(self, inputs: Tensor, *, mask: Tensor | None = None,
               key_padding_mask: Tensor | None = None) -> CoquiAttentionState:
@@ -191,7 +195,8 @@ class OriginalAttention(nn.Module):
         batch, steps = inputs.shape[:2]
         if query.dim() != 2 or query.shape[0] != batch:
             raise ValueError(f"query must be ({batch}, query_dim), got {tuple(query.shape)}")
-        query_proj = self.query_layer(query)  # (B, A)
+        query_proj = project_query(self.query_layer, query, state.query_store,
+                                   state.query_of)  # (B, A)
         cum = state.cumulative_weights
         if self.location_attention:
             if cum is None:
@@ -219,9 +224,13 @@ class OriginalAttention(nn.Module):
         if self.norm == "softmax":
             # v's bias cancels in the softmax; 0 * bias gives it its (zero) gradient
             weight = v_weight + 0.0 * v_bias
-            if self.forward_attn:
-                alignment = softmax_weights(query_proj, location_keys(), weight, mask,
-                                            self.backend)
+            if self.forward_attn and self.location_attention:
+                # the weights only (a zero-width value); an inference step is one C++ op
+                _, alignment = location_attention(
+                    query_proj, processed, cat, filt, *geometry, inputs.new_empty(batch, steps, 0),
+                    weight, key_padding_mask=mask, backend=self.backend)
+            elif self.forward_attn:
+                alignment = softmax_weights(query_proj, processed, weight, mask, self.backend)
             elif self.location_attention:  # one C++ op for an inference step on CPU
                 context, alignment = location_attention(
                     query_proj, processed, cat, filt, *geometry, inputs, weight,

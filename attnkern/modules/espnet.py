@@ -34,9 +34,16 @@ from .._compat import is_eager as _eager
 from .._registry import converts
 from .._validation import check_backend
 from ..functional import PreparedKeys, prepare_keys
-from ..state import DecodingState, batch_store, register, weight_grad_store
+from ..state import DecodingState, batch_store, register, shared, weight_grad_store
 from ..state import prepared as _prepared
-from ._family import _inference_step_op, attention_with_store, fold_location_filter, location_term
+from ._family import (
+    _inference_step_op,
+    attention_with_store,
+    fold_location_filter,
+    location_term,
+    project_query,
+    query_store,
+)
 
 __all__ = ["AttAdd", "AttCov", "AttCovLoc", "AttLoc", "AttLocRec", "AttMultiHeadAdd",
            "EspnetAttentionState", "EspnetMultiHeadState", "location_keys"]
@@ -228,6 +235,8 @@ class EspnetAttentionState(DecodingState):
     # memory's weight-gradient store; reorder drops it (the reordered memory is a new
     # tensor: its gradient flows through index_select)
     values_store: Tensor | None = batch_store()
+    query_store: Tensor | None = shared()  # mlp_dec's weight-gradient store
+    query_of: Tensor | None = shared()  # the weight query_store was made for
 
     def prepared(self) -> Tensor | PreparedKeys:
         return self.keys if self.key_exp is None else PreparedKeys(self.keys, self.key_exp)
@@ -376,9 +385,11 @@ class _EspnetAttention(nn.Module):
         lengths = _lengths(key_lengths, batch, steps, memory.device)
         keys = F.linear(memory, self.mlp_enc.weight, self._folded_bias())
         key_exp = prepare_keys(keys).key_exp if self._content_only else None
+        query_store_, query_of = query_store(self.mlp_dec)
         return EspnetAttentionState(memory=memory, keys=keys, lengths=lengths, key_exp=key_exp,
                                     prev=self._initial_prev(lengths, steps, memory, att_prev),
-                                    values_store=weight_grad_store(memory))
+                                    values_store=weight_grad_store(memory),
+                                    query_store=query_store_, query_of=query_of)
 
     def _folded_bias(self) -> Tensor:
         return self._key_bias()
@@ -395,7 +406,9 @@ class _EspnetAttention(nn.Module):
             raise _fail("dec_z", f"a (B={batch}, {self.dunits}) tensor", dec_z)
         else:
             dec_z = dec_z.view(batch, self.dunits)
-        return F.linear(dec_z, self.mlp_dec.weight)
+        # the weight's gradient through the state's store; an inference step's rows by
+        # attnkern::rows_linear
+        return project_query(self.mlp_dec, dec_z, state.query_store, state.query_of)
 
     def _weight(self, scaling: float) -> Tensor:
         return self.gvec.weight.view(-1) * scaling

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .._registry import converts
 from .._validation import check_backend
 from ..state import DecodingState, register, shared, weight_grad_store
-from ._family import context_of, lengths_mask, softmax_weights
+from ._family import context_of, lengths_mask, project_query, query_store, softmax_weights
 from .espnet import location_keys
 
 __all__ = ["AttForward", "AttForwardTA", "ForwardAttentionState"]
@@ -54,6 +54,8 @@ class ForwardAttentionState(DecodingState):
     trans_agent_prob: Tensor | None = None
     value_store: Tensor | None = shared()
     store_of: Tensor | None = shared()  # the tensor value_store was made for
+    query_store: Tensor | None = shared()  # mlp_dec's weight-gradient store
+    query_of: Tensor | None = shared()  # the weight query_store was made for
 
 
 def _one_hot_start(memory: Tensor) -> Tensor:
@@ -104,7 +106,7 @@ class _ForwardAttention(nn.Module):
         return ForwardAttentionState(
             memory, self.mlp_enc(memory), mask,
             _one_hot_start(memory) if att_prev is None else att_prev, prob,
-            weight_grad_store(memory), memory)
+            weight_grad_store(memory), memory, *query_store(self.mlp_dec))
 
     def step(self, dec_z: Tensor | None, state: ForwardAttentionState,
              out_prev: Tensor | None = None, *, scaling: float = 1.0,
@@ -139,7 +141,8 @@ class _ForwardAttention(nn.Module):
             idx = torch.as_tensor(last_attended_idx, device=memory.device).view(-1, 1)
             j = torch.arange(steps, device=memory.device)
             mask = mask | (j < idx - backward_window) | (j >= idx + forward_window)
-        alpha = softmax_weights(self.mlp_dec(dec_z), keys, weight, mask, self.backend)
+        query = project_query(self.mlp_dec, dec_z, state.query_store, state.query_of)
+        alpha = softmax_weights(query, keys, weight, mask, self.backend)
         shifted = F.pad(att_prev, (1, 0))[:, :-1]
         prob = state.trans_agent_prob
         if prob is None:

@@ -111,6 +111,14 @@ using ScoresBwdFn = void (*)(const T* g, const T* q, const T* k, const T* ek, co
                              T* dq, T* dk, T* dw);
 
 // One ISA's kernels (defined in kernels/table.cpp of that ISA's build).
+// y = x W^T on rows [n0, n1) of W and dx = g W on columns [k0, k1) of dx, for a few rows
+// of x (rows_linear.cpp): x (M, K), W (N, K), y (M, N), g (M, N), dx (M, K), contiguous
+// float32. Null on the scalar path.
+using RowsLinearFn = void (*)(const float* x, const float* W, int64_t M, int64_t K, int64_t N,
+                              int64_t n0, int64_t n1, float* y);
+using RowsLinearGradFn = void (*)(const float* g, const float* W, int64_t M, int64_t N,
+                                  int64_t K, int64_t k0, int64_t k1, float* dx);
+
 struct KernelTable {
   const char* name;  // "scalar" | "avx2" | "avx512" | "neon"
   ForwardFn<float> fwd_f;
@@ -128,6 +136,8 @@ struct KernelTable {
   ScoresFwdFn<double> scores_fwd_d;
   ScoresBwdFn<float> scores_bwd_f;
   ScoresBwdFn<double> scores_bwd_d;
+  RowsLinearFn rows_fwd;
+  RowsLinearGradFn rows_bwd;
 };
 
 namespace scalar { extern const KernelTable table; }

@@ -38,6 +38,14 @@ void scores_backward_impl(const T* g, const T* q, const T* k, const T* ek, const
                           const MaskArgs& mk, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
                           T* dq, T* dk, T* dw);
 
+#if ATTNKERN_VEC
+void rows_linear_impl(const float* x, const float* W, int64_t M, int64_t K, int64_t N,
+                      int64_t n0, int64_t n1, float* y);
+
+void rows_linear_grad_impl(const float* g, const float* W, int64_t M, int64_t N, int64_t K,
+                           int64_t k0, int64_t k1, float* dx);
+#endif
+
 // The work split of forward_impl / backward_impl (plan.cpp; fields and invariants in api.h).
 ForwardPlan plan_forward(int64_t B, int64_t Tq, int64_t Tk, int64_t Hp, int64_t Dv,
                          int64_t threads);

@@ -13,7 +13,12 @@ const KernelTable table = {ATTNKERN_STR(ATTNKERN_ISA), &forward_impl<float>,
                            &location1_backward_impl<float>,
                            &location1_backward_impl<double>,
                            &scores_forward_impl<float>, &scores_forward_impl<double>,
-                           &scores_backward_impl<float>, &scores_backward_impl<double>};
+                           &scores_backward_impl<float>, &scores_backward_impl<double>,
+#if ATTNKERN_VEC
+                           &rows_linear_impl, &rows_linear_grad_impl};
+#else
+                           nullptr, nullptr};
+#endif
 
 }  // namespace ATTNKERN_ISA
 }  // namespace attnkern
