@@ -229,9 +229,9 @@ class _Forget:
 
 
 def held(owner: torch.nn.Module, tensors: tuple[Tensor, ...], compare: tuple[Tensor, ...],
-         *extra: Any) -> _Held | None:
-    """What a toolkit call protocol kept on ``owner`` (by :func:`hold`; the state is its
-    ``.value``), or None.
+         *extra: Any, slot: str = "_held") -> _Held | None:
+    """What a toolkit call protocol kept on ``owner`` (by :func:`hold`, in the attribute
+    ``slot``; the state is its ``.value``), or None.
 
     The one rule: it is reused while ``tensors`` (the memory) are the same objects with the
     same versions, ``extra`` (grad mode, ...) is equal, no backward pass has reached the
@@ -239,7 +239,7 @@ def held(owner: torch.nn.Module, tensors: tuple[Tensor, ...], compare: tuple[Ten
     state) equal the copies taken when it was made, compared bitwise at each call (an edit
     through ``.data``, which no version counter sees, is picked up). Eager mode only. One
     state is kept, read and replaced whole, so threads sharing a module never mix two."""
-    h: _Held | None = owner.__dict__.get("_held")  # read once (threads)
+    h: _Held | None = owner.__dict__.get(slot)  # read once (threads)
     if (h is None or not h.alive or h.extra != extra or len(h.refs) != len(tensors)
             or not eager()):
         return None
@@ -250,7 +250,8 @@ def held(owner: torch.nn.Module, tensors: tuple[Tensor, ...], compare: tuple[Ten
 
 
 def hold(owner: torch.nn.Module, tensors: tuple[Tensor, ...], compare: tuple[Tensor, ...],
-         value: Any, watch: tuple[Tensor | None, ...], *extra: Any) -> Any:
+         value: Any, watch: tuple[Tensor | None, ...], *extra: Any,
+         slot: str = "_held") -> Any:
     """Keep ``value`` on ``owner`` for :func:`held` (replacing what was there); ``watch``:
     the tensors whose graph a backward pass consumes. Returns ``value``."""
     if not eager():  # compiled / exported graphs keep nothing between calls
@@ -259,9 +260,9 @@ def hold(owner: torch.nn.Module, tensors: tuple[Tensor, ...], compare: tuple[Ten
     for t in watch:
         if t is not None and t.requires_grad:
             t.register_hook(_Forget(alive))
-    owner.__dict__["_held"] = _Held(tuple(weakref.ref(t) for t in tensors),
-                                    tuple(t._version for t in tensors), extra,
-                                    tuple(t.detach().clone() for t in compare), value, alive)
+    owner.__dict__[slot] = _Held(tuple(weakref.ref(t) for t in tensors),
+                                 tuple(t._version for t in tensors), extra,
+                                 tuple(t.detach().clone() for t in compare), value, alive)
     return value
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import attnkern
-from attnkern.modules.coqui import OriginalAttention
+from attnkern.modules.coqui import _FILTER_SLOT, OriginalAttention
 from attnkern.modules.forward import AttForward, AttForwardTA
 
 ESPNET = tk.espnet_attentions()
@@ -438,3 +438,48 @@ def test_bench_family_smoke() -> None:
     assert any("monotonic" in r for r in rows)
     for row in rows:
         assert float(row.rstrip(" |").split("|")[-1]) < 1e-4, row
+
+
+@need_coqui
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+def test_coqui_kept_filter_follows_the_weights(grad: bool) -> None:
+    """The call protocol keeps the folded location filter between calls: a ``.data`` edit
+    of the conv or dense weight mid-utterance, an optimizer-style in-place update between
+    utterances and a backward pass are all seen at the next call (against Coqui's own module
+    given the same edits), and a copy of the module after a backward pass works. Gradients
+    are compared for the utterance without a mid-utterance edit (autograd's saved tensors
+    see a ``.data`` edit in the original and not in a filter folded before it)."""
+    cfg = (True, 0, "softmax", False, False, False)
+    orig, ours = _coqui_pair(cfg)
+    inputs = torch.randn(2, 12, 12)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[1, 9:] = False
+    gen = torch.Generator().manual_seed(5)
+    edits = {0: lambda m: m.location_layer.location_conv1d.weight.data.mul_(1.5),
+             2: lambda m: m.location_layer.location_dense.linear_layer.weight.data.add_(0.1)}
+    for utterance in range(3):
+        for m in (orig, ours):
+            m.init_states(inputs)
+        processed = [m.preprocess_inputs(inputs) for m in (orig, ours)]
+        for s in range(4):
+            q = torch.randn(2, 10, generator=gen)
+            with torch.set_grad_enabled(grad):
+                outs = [m(q, inputs, p, mask) for m, p in zip((orig, ours), processed)]
+            _close(outs[1], outs[0], torch.float32, f"utterance {utterance} step {s}")
+            _close(ours.attention_weights, orig.attention_weights, torch.float32, "weights")
+            if s == 1 and utterance in edits:
+                for m in (orig, ours):
+                    edits[utterance](m)
+        if grad:
+            for m in (orig, ours):
+                m.zero_grad()
+            for o in outs:
+                o.square().sum().backward()
+            if utterance not in edits:
+                for (name, a), (_, b) in zip(orig.named_parameters(), ours.named_parameters()):
+                    _close(b.grad, a.grad, torch.float32, name)
+            ours.init_states(inputs)  # a fresh protocol state; the kept filter has a graph
+            assert _FILTER_SLOT not in copy.deepcopy(ours).__dict__  # and does not travel
+        with torch.no_grad():  # an optimizer step between utterances
+            for m in (orig, ours):
+                m.location_layer.location_conv1d.weight.sub_(0.01)

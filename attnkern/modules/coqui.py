@@ -17,7 +17,9 @@ results. Where each configuration's work goes:
   context one ``bmm``;
 - sigmoid: the raw energies (with ``v``'s bias), then ``sigmoid(e) / sum sigmoid(e)``;
 - location: the convolution and the dense layer are one GEMM on the windows of the
-  previous and cumulative weights (weights folded at every step: nothing goes stale).
+  previous and cumulative weights (the weights folded into one filter: at every step of
+  the explicit state, and kept between calls of Coqui's protocol while the conv and dense
+  weights are bitwise unchanged, so a ``.data`` edit is seen at the next call).
 
 Windowing (eval mode only, as in Coqui) is per batch item, as tensor ops without a host
 sync: item b keeps keys ``[w_b - 2, w_b + 6)`` around its own last attended position
@@ -39,7 +41,7 @@ from torch import Tensor, nn
 from .._registry import converts
 from .._validation import check_backend
 from ..functional import additive_scores
-from ..state import DecodingState, register, shared, weight_grad_store
+from ..state import DecodingState, held, hold, register, shared, weight_grad_store
 from ._family import (
     _LinearNorm,  # Coqui's common_layers.Linear is the same layer
     attention_with_store,
@@ -53,6 +55,9 @@ from ._family import (
 )
 
 __all__ = ["CoquiAttentionState", "OriginalAttention"]
+
+# where the call protocol keeps the folded location filter (attnkern.state.hold)
+_FILTER_SLOT = "_held_filter"
 
 # Coqui's fixed window around the last attended position (init_win_idx)
 _WIN_BACK, _WIN_FRONT = 2, 6
@@ -100,6 +105,7 @@ class CoquiAttentionState(DecodingState):
     store_of: Tensor | None = shared()  # the inputs value_store was made for (calls pass theirs)
     query_store: Tensor | None = shared()  # query_layer's weight-gradient store
     query_of: Tensor | None = shared()  # the weight query_store was made for
+    location_filter: Tensor | None = shared()  # the folded location filter (None: fold per step)
 
 
 class OriginalAttention(nn.Module):
@@ -202,8 +208,9 @@ class OriginalAttention(nn.Module):
             if cum is None:
                 raise ValueError("location attention needs cumulative_weights in the state")
             conv = self.location_layer.location_conv1d
-            filt = fold_location_filter(conv.weight,
-                                        self.location_layer.location_dense.linear_layer.weight)
+            kept = state.location_filter
+            filt = kept if kept is not None else fold_location_filter(
+                conv.weight, self.location_layer.location_dense.linear_layer.weight)
             cat = torch.stack((state.previous_weights, cum), dim=1)  # (B, 2, T)
             geometry = (conv.weight.shape[2], int(conv.padding[0]))
         keys: Tensor | None = None if self.location_attention else processed
@@ -289,8 +296,10 @@ class OriginalAttention(nn.Module):
     def init_states(self, inputs: Tensor) -> None:
         """Start an utterance (Coqui's ``init_states``). The one rule: the state set up
         here is the one every ``forward`` until the next ``init_states`` steps from; each
-        ``forward`` uses its own ``inputs``, ``processed_inputs`` and ``mask``, and nothing
-        derived from the parameters is kept between calls."""
+        ``forward`` uses its own ``inputs``, ``processed_inputs`` and ``mask``. The one thing
+        derived from the parameters that is kept between calls, the folded location filter,
+        follows :func:`attnkern.state.held`'s rule (the conv and dense weights compared
+        bitwise at each call)."""
         self._held = self.initial_state(inputs)
 
     def preprocess_inputs(self, inputs: Tensor) -> Tensor:
@@ -306,10 +315,40 @@ class OriginalAttention(nn.Module):
             raise RuntimeError("OriginalAttention: call init_states(inputs) before the first "
                                "step of an utterance (as Coqui's decoders do)")
         state = held.replace(inputs=inputs, processed_inputs=processed_inputs,
-                             mask=None if mask is None else ~mask)
+                             mask=None if mask is None else ~mask,
+                             location_filter=self._protocol_filter())
         context, _, state = self.step(query, state)
         self._held = state
         return context
+
+    def _protocol_filter(self) -> Tensor | None:
+        """The folded location filter for a protocol step: kept between calls by the rule of
+        :func:`attnkern.state.held` (the conv and dense weights compared bitwise at each
+        call, so a ``.data`` edit is seen; same grad mode; refolded once a backward pass has
+        consumed it), so a step neither folds nor differentiates the fold (one fold and one
+        fold backward per utterance)."""
+        if not self.location_attention:
+            return None
+        conv = self.location_layer.location_conv1d.weight
+        dense = self.location_layer.location_dense.linear_layer.weight
+        grad = torch.is_grad_enabled()
+        kept = held(self, (), (conv, dense), grad, slot=_FILTER_SLOT)
+        if kept is not None:
+            return kept.value  # type: ignore[no-any-return]
+        filt = fold_location_filter(conv, dense)
+        return hold(self, (), (conv, dense), filt, (filt,), grad,  # type: ignore[no-any-return]
+                    slot=_FILTER_SLOT)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copies and pickles start without the kept filter, and their protocol state without
+        # this module's weight-gradient stores (autograd nodes: a copy records into its own)
+        state = self.__dict__.copy()
+        state.pop(_FILTER_SLOT, None)
+        if state.get("_held") is not None:
+            state["_held"] = state["_held"].replace(
+                value_store=None, store_of=None, query_store=None, query_of=None,
+                location_filter=None)
+        return state
 
     def init_win_idx(self) -> None:
         """Coqui's: window position back to -1 (every batch item)."""
