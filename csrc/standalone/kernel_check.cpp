@@ -203,6 +203,39 @@ double run(const KernelTable& kt, const Data& d, bool key_exp) {
   return e;
 }
 
+// rows_linear.cpp's y = x W^T and dx = g W (float only; null on the scalar path) against a
+// double reference, each over its whole range and split in two ranges at an odd point.
+// Returns the worst error relative to 1 + |reference|.
+double run_rows(const KernelTable& kt, int64_t M, int64_t K, int64_t N) {
+  std::mt19937 gen(uint32_t(M * 131 + K * 7 + N));
+  std::normal_distribution<double> nd;
+  std::vector<float> x(M * K), W(N * K), g(M * N);
+  for (auto* v : {&x, &W, &g})
+    for (auto& e : *v) e = float(nd(gen));
+  double e = 0;
+  for (int split = 0; split < 2; ++split) {
+    std::vector<float> y(M * N, -1.f), dx(M * K, -1.f);
+    const int64_t nh = split ? N / 3 : N, kh = split ? K / 3 : K;
+    kt.rows_fwd(x.data(), W.data(), M, K, N, 0, nh, y.data());
+    if (nh < N) kt.rows_fwd(x.data(), W.data(), M, K, N, nh, N, y.data());
+    kt.rows_bwd(g.data(), W.data(), M, N, K, 0, kh, dx.data());
+    if (kh < K) kt.rows_bwd(g.data(), W.data(), M, N, K, kh, K, dx.data());
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t n = 0; n < N; ++n) {
+        double r = 0;
+        for (int64_t k = 0; k < K; ++k) r += double(x[m * K + k]) * W[n * K + k];
+        e = std::max(e, std::abs(y[m * N + n] - r) / (1 + std::abs(r)));
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        double r = 0;
+        for (int64_t n = 0; n < N; ++n) r += double(g[m * N + n]) * W[n * K + k];
+        e = std::max(e, std::abs(dx[m * K + k] - r) / (1 + std::abs(r)));
+      }
+    }
+  }
+  return e;
+}
+
 }  // namespace
 
 int main() {
@@ -237,6 +270,19 @@ int main() {
           kt->name, (long)c.B, (long)c.Tq, (long)c.Tk, (long)c.H, (long)c.Dv, c.pad, c.len,
           c.causal, ef, ed, ek, ok ? "ok" : "FAIL");
     }
+  // (M, K, N): a decoder step's query layer, ragged everything, one row, K a vector
+  const int64_t rows_cases[][3] = {{4, 1024, 128}, {3, 33, 5}, {1, 7, 3}, {5, 16, 9},
+                                   {16, 40, 70}, {7, 100, 2}};
+  for (const KernelTable* kt : tables) {
+    if (kt->rows_fwd == nullptr) continue;
+    for (const auto& rc : rows_cases) {
+      const double e = run_rows(*kt, rc[0], rc[1], rc[2]);
+      const bool ok = e <= 5e-5;  // float sums of up to 1024 products (|y| ~ 32)
+      failures += !ok;
+      std::printf("%-7s rows_linear M%ld-K%ld-N%ld  float %.2e  %s\n", kt->name, (long)rc[0],
+                  (long)rc[1], (long)rc[2], e, ok ? "ok" : "FAIL");
+    }
+  }
   std::printf("%s\n", failures ? "FAILED" : "all ok");
   return failures ? 1 : 0;
 }
