@@ -213,16 +213,18 @@ std::tuple<Tensor, Tensor, Tensor> scores_backward_autograd(
                               key_exp);
 }
 
-// attnkern::location_attention and location1_attention have no backward: they refuse what
-// would need one instead of returning outputs that silently take no gradient.
+// attnkern::location_attention, location1_attention and rows_linear have no backward: they
+// refuse what would need one instead of returning outputs that silently take no gradient.
+// `instead`: what to use with grad.
 void refuse_grad(const char* op,
-                 std::initializer_list<std::pair<const char*, const Tensor*>> named) {
+                 std::initializer_list<std::pair<const char*, const Tensor*>> named,
+                 const char* instead = "use the differentiable step (the location-aware "
+                                       "modules do so by themselves)") {
   if (!at::GradMode::is_enabled()) return;
   for (const auto& [name, t] : named) {
     TORCH_CHECK_VALUE(!(t->defined() && t->requires_grad()), op, ": ", name,
                       " requires grad, and this op is for inference only (no backward): "
-                      "call it under torch.no_grad(), or use the differentiable step (the "
-                      "location-aware modules do so by themselves)");
+                      "call it under torch.no_grad(), or ", instead);
   }
 }
 
@@ -267,12 +269,23 @@ std::tuple<Tensor, Tensor> location1_attention_autograd(
                  key_padding_mask, key_lengths);
 }
 
+Tensor rows_linear_autograd(const Tensor& x, const Tensor& weight) {
+  refuse_grad("attnkern::rows_linear", {{"x", &x}, {"weight", &weight}},
+              "use F.linear (the modules do so by themselves)");
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("attnkern::rows_linear", "")
+                             .typed<Tensor(const Tensor&, const Tensor&)>();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op.call(x, weight);
+}
+
 }  // namespace
 }  // namespace attnkern
 
 TORCH_LIBRARY_IMPL(attnkern, Autograd, m) {
   m.impl("location_attention", &attnkern::location_attention_autograd);
   m.impl("location1_attention", &attnkern::location1_attention_autograd);
+  m.impl("rows_linear", &attnkern::rows_linear_autograd);
   m.impl("fwd", &attnkern::fwd_autograd);
   m.impl("bwd", &attnkern::bwd_autograd);
   m.impl("scores", &attnkern::scores_autograd);

@@ -76,7 +76,8 @@ TORCH_LIBRARY(attnkern, m) {
   m.def("wgrad_record(Tensor y, Tensor a, Tensor token) -> Tensor");
   m.def("wgrad_record_linear(Tensor x, Tensor weight, Tensor weight_t, Tensor token) -> Tensor");
   // y = x @ weight^T for an inference step's few rows of x (M, K), weight (N, K) (an
-  // nn.Linear's), no autograd (csrc/steps.cpp, kernels/rows_linear.cpp).
+  // nn.Linear's), no autograd: inputs requiring grad under grad mode raise (csrc/steps.cpp,
+  // kernels/rows_linear.cpp; the guard in csrc/autograd.cpp).
   m.def("rows_linear(Tensor x, Tensor weight) -> Tensor");
   // The call protocols' check that a kept decoding state still matches (csrc/steps.cpp).
   m.def("same_bytes(Tensor[] a, Tensor[] b) -> bool");

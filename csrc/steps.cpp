@@ -31,7 +31,6 @@
 #include <tuple>
 #include <vector>
 
-#include "checks.h"
 #include "kernels/api.h"
 
 namespace attnkern {
@@ -136,14 +135,13 @@ bool rows_apply(const Tensor& a, const Tensor& w, bool forward = true) {
 // y = x W^T, x (M, K), W (N, K) -> (M, N); rows_apply(x, w) holds.
 Tensor rows_forward(const Tensor& x, const Tensor& w) {
   const Tensor xc = x.contiguous();
-  const Tensor& wc = w;
-  const int64_t M = xc.size(0), K = xc.size(1), N = wc.size(0);
+  const int64_t M = xc.size(0), K = xc.size(1), N = w.size(0);
   Tensor y = at::empty({M, N}, xc.options());
   if (M * N == 0) return y;
   if (K == 0) return y.zero_();
   const int64_t grain = std::max<int64_t>(8, kRowsGrain / std::max<int64_t>(M * K, 1));
   const RowsLinearFn kernel = active_kernels().rows_fwd;
-  const float *px = xc.const_data_ptr<float>(), *pw = wc.const_data_ptr<float>();
+  const float *px = xc.const_data_ptr<float>(), *pw = w.const_data_ptr<float>();
   float* py = y.mutable_data_ptr<float>();
   at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) { kernel(px, pw, M, K, N, n0, n1, py); });
   return y;
@@ -152,14 +150,13 @@ Tensor rows_forward(const Tensor& x, const Tensor& w) {
 // dx = g W, g (M, N), W (N, K) -> (M, K); rows_apply(g, w, false) holds.
 Tensor rows_input_grad(const Tensor& g, const Tensor& w) {
   const Tensor gc = g.contiguous();
-  const Tensor& wc = w;
-  const int64_t M = gc.size(0), N = gc.size(1), K = wc.size(1);
+  const int64_t M = gc.size(0), N = gc.size(1), K = w.size(1);
   Tensor dx = at::empty({M, K}, gc.options());
   if (M * K == 0) return dx;
   if (N == 0) return dx.zero_();
   const int64_t grain = std::max<int64_t>(64, kRowsGrain / std::max<int64_t>(M * N, 1));
   const RowsLinearGradFn kernel = active_kernels().rows_bwd;
-  const float *pg = gc.const_data_ptr<float>(), *pw = wc.const_data_ptr<float>();
+  const float *pg = gc.const_data_ptr<float>(), *pw = w.const_data_ptr<float>();
   float* pdx = dx.mutable_data_ptr<float>();
   at::parallel_for(0, K, grain, [&](int64_t k0, int64_t k1) { kernel(pg, pw, M, N, K, k0, k1, pdx); });
   return dx;
@@ -212,8 +209,8 @@ Tensor wgrad_record_linear(const Tensor& x, const Tensor& weight, const Tensor& 
                                accumulator_of("attnkern::wgrad_record_linear", token));
 }
 
-// rows_linear(x, W): y = x W^T for inference steps (no autograd: inputs that require grad
-// under grad mode raise), the rows kernels for up to kRowsMax rows, at::matmul above.
+// rows_linear(x, W): y = x W^T for inference steps (no autograd: autograd.cpp refuses inputs
+// that require grad), the rows kernels for up to kRowsMax rows, at::matmul above.
 Tensor rows_linear(const Tensor& x, const Tensor& weight) {
   const char* op = "attnkern::rows_linear";
   TORCH_CHECK_VALUE(x.dim() == 2, op, ": x must be (M, K), got shape ", x.sizes());
@@ -226,11 +223,6 @@ Tensor rows_linear(const Tensor& x, const Tensor& weight) {
                    x.scalar_type(), " and ", weight.scalar_type());
   TORCH_CHECK_VALUE(x.device().is_cpu() && weight.device().is_cpu(), op,
                     ": x and weight must be on cpu, got ", x.device(), " and ", weight.device());
-  if (at::GradMode::is_enabled()) {
-    TORCH_CHECK_VALUE(!x.requires_grad() && !weight.requires_grad(), op,
-                      ": x or weight requires grad, and this op is for inference only (no "
-                      "backward): call it under torch.no_grad()");
-  }
   return rows_apply(x, weight) ? rows_forward(x, weight) : at::matmul(x, weight.t());
 }
 

@@ -111,7 +111,7 @@ def test_bad_inputs_name_the_argument():
             ops.rows_linear(x, w.double())
         with pytest.raises(TypeError, match="float32 or both float64"):
             ops.rows_linear(x.half(), w.half())
-    with pytest.raises(ValueError, match="inference only"):
+    with pytest.raises(ValueError, match="weight requires grad, and this op is for inference only"):
         ops.rows_linear(x, w.requires_grad_())
 
 

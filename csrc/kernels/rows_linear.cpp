@@ -13,6 +13,9 @@
 // results do not depend on the thread count or the range a call covers. float32 on the
 // vector ISAs only (the table holds null elsewhere, and the glue uses at::matmul: float64
 // is for checks, and the scalar path's loops would not beat the BLAS).
+#include <algorithm>
+#include <type_traits>
+
 #include "kernels.h"
 
 namespace attnkern {
@@ -128,30 +131,35 @@ inline void rows_bwd(const float* g, const float* W, int64_t N, int64_t K, int64
     block_bwd<MB, kCV>(g, W, N, K, m0, k, std::min(kC, k1 - k), dx);
 }
 
-}  // namespace
-
-void rows_linear_impl(const float* x, const float* W, int64_t M, int64_t K, int64_t N,
-                      int64_t n0, int64_t n1, float* y) {
+// body(rows, m0) for each block of rows of [0, M): kMB-row blocks, then the 1-3 rows left,
+// rows a compile-time constant (std::integral_constant) so each block size is its own code.
+template <typename Body>
+inline void for_row_blocks(int64_t M, Body&& body) {
+  static_assert(kMB == 4, "the tail below covers 1-3 rows");
   int64_t m = 0;
-  for (; m + kMB <= M; m += kMB) rows_fwd<kMB>(x, W, K, N, m, n0, n1, y);
+  for (; m + kMB <= M; m += kMB) body(std::integral_constant<int64_t, kMB>{}, m);
   switch (M - m) {
-    case 3: rows_fwd<3>(x, W, K, N, m, n0, n1, y); break;
-    case 2: rows_fwd<2>(x, W, K, N, m, n0, n1, y); break;
-    case 1: rows_fwd<1>(x, W, K, N, m, n0, n1, y); break;
+    case 3: body(std::integral_constant<int64_t, 3>{}, m); break;
+    case 2: body(std::integral_constant<int64_t, 2>{}, m); break;
+    case 1: body(std::integral_constant<int64_t, 1>{}, m); break;
     default: break;
   }
 }
 
+}  // namespace
+
+void rows_linear_impl(const float* x, const float* W, int64_t M, int64_t K, int64_t N,
+                      int64_t n0, int64_t n1, float* y) {
+  for_row_blocks(M, [&](auto rows, int64_t m) {
+    rows_fwd<decltype(rows)::value>(x, W, K, N, m, n0, n1, y);
+  });
+}
+
 void rows_linear_grad_impl(const float* g, const float* W, int64_t M, int64_t N, int64_t K,
                            int64_t k0, int64_t k1, float* dx) {
-  int64_t m = 0;
-  for (; m + kMB <= M; m += kMB) rows_bwd<kMB>(g, W, N, K, m, k0, k1, dx);
-  switch (M - m) {
-    case 3: rows_bwd<3>(g, W, N, K, m, k0, k1, dx); break;
-    case 2: rows_bwd<2>(g, W, N, K, m, k0, k1, dx); break;
-    case 1: rows_bwd<1>(g, W, N, K, m, k0, k1, dx); break;
-    default: break;
-  }
+  for_row_blocks(M, [&](auto rows, int64_t m) {
+    rows_bwd<decltype(rows)::value>(g, W, N, K, m, k0, k1, dx);
+  });
 }
 #endif  // ATTNKERN_VEC
 
